@@ -1,0 +1,220 @@
+//! The switch's client for Bank API v1: typed requests, a deadline per call, and
+//! answers folded into the few outcomes the saga reasons about. Every status,
+//! body and transport failure maps to exactly one of: applied, declined (code),
+//! or unknown — never to a guess.
+//!
+//! One distinction inside "unknown" matters to the saga: `Unknown::NotDelivered`
+//! means the TCP connection could not even be opened, so the bank cannot have
+//! seen this attempt. Anything after the request may have left is `MaybeApplied`.
+
+use super::bank_api::{
+    DeclineCode, ErrorBody, MoveAnswer, MoveRequest, OpKind, OpStatus, OpView, ReverseAnswer,
+    ReverseRequest,
+};
+use std::time::Duration;
+
+/// Why an outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknown {
+    /// The connection was never established: this attempt did not reach the bank.
+    NotDelivered(String),
+    /// The request may have reached the bank (timeout, 5xx, 429, reset,
+    /// unparseable answer, or a 400/409 refusal that signals a bug on our side).
+    MaybeApplied(String),
+}
+
+impl Unknown {
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(self, Unknown::MaybeApplied(_))
+    }
+    pub fn detail(&self) -> &str {
+        match self {
+            Unknown::NotDelivered(d) | Unknown::MaybeApplied(d) => d,
+        }
+    }
+}
+
+/// Result of a debit or credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveOutcome {
+    Applied,
+    Declined(DeclineCode),
+    Unknown(Unknown),
+}
+
+/// Result of a reverse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReverseOutcome {
+    /// The original had been applied and is now undone (now or earlier).
+    Reversed,
+    /// Nothing to undo: the original was declined or never seen (now tombstoned).
+    Noop,
+    Unknown(Unknown),
+}
+
+/// Result of a status inquiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InquiryOutcome {
+    Found(OpView),
+    /// `404 UNKNOWN`: the bank has never seen this op_id (so far).
+    NotFound,
+    Unknown(Unknown),
+}
+
+/// A Bank API v1 client for one endpoint.
+#[derive(Clone, Debug)]
+pub struct BankClient {
+    http: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+}
+
+impl BankClient {
+    /// Builds a client for `base_url` (e.g. `http://127.0.0.1:9101`); every call
+    /// gives up after `timeout`.
+    pub fn new(http: reqwest::Client, base_url: &str, timeout: Duration) -> BankClient {
+        BankClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            timeout,
+        }
+    }
+
+    /// A connection-pooling HTTP client suited to bank calls (shared by all endpoints).
+    pub fn http_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(1_000))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub async fn debit(&self, req: &MoveRequest) -> MoveOutcome {
+        self.movement("debit", OpKind::Debit, req).await
+    }
+
+    pub async fn credit(&self, req: &MoveRequest) -> MoveOutcome {
+        self.movement("credit", OpKind::Credit, req).await
+    }
+
+    async fn movement(&self, path: &str, kind: OpKind, req: &MoveRequest) -> MoveOutcome {
+        let call = self
+            .http
+            .post(format!("{}/v1/{path}", self.base_url))
+            .timeout(self.timeout)
+            .json(req);
+        let (status, body) = match send(call).await {
+            Ok(answer) => answer,
+            Err(unknown) => return MoveOutcome::Unknown(unknown),
+        };
+        match status {
+            200 | 422 => match serde_json::from_slice::<MoveAnswer>(&body) {
+                Ok(a) if a.op_id != req.op_id => MoveOutcome::Unknown(Unknown::MaybeApplied(format!(
+                    "{} answer names op_id {:?}",
+                    kind.as_str(),
+                    a.op_id
+                ))),
+                Ok(a) if status == 200 && a.status == OpStatus::Applied => MoveOutcome::Applied,
+                Ok(MoveAnswer {
+                    status: OpStatus::Declined,
+                    code: Some(code),
+                    ..
+                }) if status == 422 => MoveOutcome::Declined(code),
+                Ok(other) => MoveOutcome::Unknown(Unknown::MaybeApplied(format!(
+                    "unexpected {status} answer {other:?}"
+                ))),
+                Err(e) => MoveOutcome::Unknown(Unknown::MaybeApplied(format!("unreadable {status} answer: {e}"))),
+            },
+            other => MoveOutcome::Unknown(Unknown::MaybeApplied(describe(other, &body))),
+        }
+    }
+
+    pub async fn reverse(&self, req: &ReverseRequest) -> ReverseOutcome {
+        let call = self
+            .http
+            .post(format!("{}/v1/reverse", self.base_url))
+            .timeout(self.timeout)
+            .json(req);
+        let (status, body) = match send(call).await {
+            Ok(answer) => answer,
+            Err(unknown) => return ReverseOutcome::Unknown(unknown),
+        };
+        if status != 200 {
+            return ReverseOutcome::Unknown(Unknown::MaybeApplied(describe(status, &body)));
+        }
+        match serde_json::from_slice::<ReverseAnswer>(&body) {
+            Ok(a) if a.op_id == req.op_id && a.status == OpStatus::Reversed => ReverseOutcome::Reversed,
+            Ok(a) if a.op_id == req.op_id && a.status == OpStatus::Noop => ReverseOutcome::Noop,
+            Ok(other) => ReverseOutcome::Unknown(Unknown::MaybeApplied(format!(
+                "unexpected reverse answer {other:?}"
+            ))),
+            Err(e) => ReverseOutcome::Unknown(Unknown::MaybeApplied(format!("unreadable reverse answer: {e}"))),
+        }
+    }
+
+    pub async fn inquire(&self, op_id: &str) -> InquiryOutcome {
+        let call = self
+            .http
+            .get(format!("{}/v1/ops/{op_id}", self.base_url))
+            .timeout(self.timeout);
+        let (status, body) = match send(call).await {
+            Ok(answer) => answer,
+            Err(unknown) => return InquiryOutcome::Unknown(unknown),
+        };
+        match status {
+            200 => match serde_json::from_slice::<OpView>(&body) {
+                Ok(view) if view.op_id == op_id => InquiryOutcome::Found(view),
+                Ok(view) => InquiryOutcome::Unknown(Unknown::MaybeApplied(format!(
+                    "inquiry answer names op_id {:?}",
+                    view.op_id
+                ))),
+                Err(e) => InquiryOutcome::Unknown(Unknown::MaybeApplied(format!("unreadable inquiry answer: {e}"))),
+            },
+            404 => match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(v) if v.get("status").and_then(|s| s.as_str()) == Some("UNKNOWN") => InquiryOutcome::NotFound,
+                _ => InquiryOutcome::Unknown(Unknown::MaybeApplied(describe(404, &body))),
+            },
+            other => InquiryOutcome::Unknown(Unknown::MaybeApplied(describe(other, &body))),
+        }
+    }
+
+    /// `GET /v1/health`: true when the bank says it accepts operations.
+    pub async fn health(&self) -> bool {
+        let call = self
+            .http
+            .get(format!("{}/v1/health", self.base_url))
+            .timeout(self.timeout);
+        matches!(send(call).await, Ok((200, _)))
+    }
+}
+
+/// Sends and reads the whole answer within the request's deadline.
+async fn send(call: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Unknown> {
+    let response = call.send().await.map_err(classify)?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(classify)?;
+    Ok((status, body.to_vec()))
+}
+
+fn classify(e: reqwest::Error) -> Unknown {
+    if e.is_connect() {
+        Unknown::NotDelivered(format!("cannot connect: {e}"))
+    } else if e.is_timeout() {
+        Unknown::MaybeApplied("no answer before the deadline".into())
+    } else {
+        Unknown::MaybeApplied(format!("transport: {e}"))
+    }
+}
+
+fn describe(status: u16, body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => format!("HTTP {status} {}", e.code),
+        Err(_) => format!("HTTP {status}"),
+    }
+}

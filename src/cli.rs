@@ -1,0 +1,176 @@
+//! Command-line interface: one subcommand per mode, each flag with an
+//! environment fallback where a deployment would set it. Parsing only; `main`
+//! dispatches to one plain function per mode.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_SWITCH_DB: &str = "postgres://postgres@127.0.0.1:5432/upi_switch";
+pub const DEFAULT_BANK_DB: &str = "postgres://postgres@127.0.0.1:5432/upi_bank";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "upi-switch",
+    version,
+    about = "A real-time payment switch in the style of UPI: sagas as actors, checkpointed to Postgres"
+)]
+pub struct Cli {
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the switch: HTTP API, saga actors, resumption of unfinished transactions.
+    Serve(ServeArgs),
+    /// Apply database migrations (the switch's, or a bank simulator's with --bank) and exit.
+    Migrate(MigrateArgs),
+    /// Run a simulated bank speaking Bank API v1, with its ledger in Postgres.
+    BankSim(BankSimArgs),
+    /// Start two simulated banks and the switch, send traffic, print a summary, keep serving.
+    Demo(DemoArgs),
+}
+
+/// Where the switch keeps its state and where it listens.
+#[derive(Args, Debug, Clone)]
+pub struct SwitchConfig {
+    /// Postgres URL of the switch's database (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_SWITCH_DB)]
+    pub database_url: String,
+    /// Redis URL (cache and rate limits; the switch works without it).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// RabbitMQ URL (domain events).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Address the switch's HTTP API listens on (port 0 picks a free port).
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Most transactions whose sagas run at once; more wait, durably, in Postgres.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Pending transactions (running or waiting) above which new ones get 503 SWITCH_BUSY.
+    #[arg(long, env = "MAX_PENDING", default_value_t = 20_000)]
+    pub max_pending: usize,
+    /// Per-transaction limit in paise (default ₹1,00,000).
+    #[arg(long, env = "TXN_LIMIT_PAISE", default_value_t = 10_000_000)]
+    pub txn_limit_paise: i64,
+    /// Deadline of each bank call, in milliseconds.
+    #[arg(long, env = "BANK_TIMEOUT_MS", default_value_t = 2_000)]
+    pub bank_timeout_ms: u64,
+    /// How long a debit with an unknown outcome is inquired/retried before it is fenced.
+    #[arg(long, env = "DEBIT_DEADLINE_MS", default_value_t = 15_000)]
+    pub debit_deadline_ms: u64,
+    /// How long a credit with an unknown outcome is inquired/retried before it is fenced.
+    #[arg(long, env = "CREDIT_DEADLINE_MS", default_value_t = 30_000)]
+    pub credit_deadline_ms: u64,
+    /// Longest pause between retries of one bank step, in milliseconds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 5_000)]
+    pub retry_max_ms: u64,
+    /// Postgres connections in the switch's pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: usize,
+    /// If set, admin endpoints require `Authorization: Bearer <token>`.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub switch: SwitchConfig,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Postgres URL to migrate (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_SWITCH_DB)]
+    pub database_url: String,
+    /// Apply the bank simulator's schema instead of the switch's.
+    #[arg(long)]
+    pub bank: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BankSimArgs {
+    /// Bank code this simulator serves (2-12 of A-Z0-9). One process per code and database.
+    #[arg(long)]
+    pub code: String,
+    /// TCP port to listen on (0 picks a free one; the chosen address is printed as `LISTENING <addr>`).
+    #[arg(long, default_value_t = 9101)]
+    pub port: u16,
+    /// Interface to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Postgres URL of the ledger database (created if missing; banks share it, keyed by code).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_BANK_DB)]
+    pub database_url: String,
+    /// JSON list of accounts to seed on first start:
+    /// [{"account":"ACC001","name":"Alice Rao","balance_paise":10000000,"status":"ACTIVE"|"FROZEN"}].
+    #[arg(long, conflicts_with = "seed_accounts")]
+    pub accounts: Option<PathBuf>,
+    /// Seed N accounts (ACC001, ACC002, …) on first start instead of --accounts.
+    #[arg(long)]
+    pub seed_accounts: Option<u32>,
+    /// Opening balance of each account made by --seed-accounts, in paise.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub balance_paise: i64,
+    /// Fault: latency added to every /v1 request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fault: random extra latency, 0..=jitter_ms.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Fault: share (0-1) of requests answered 503 without applying.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fault: share (0-1) of movements applied and committed, then answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub lost_reply_rate: f64,
+    /// Fault: hold money movements unanswered until cleared via PUT /admin/faults.
+    #[arg(long)]
+    pub hang: bool,
+    /// Fault: longest a held movement waits before it is refused with 503 (not applied).
+    #[arg(long, default_value_t = 300_000)]
+    pub max_hang_ms: u64,
+    /// Fault: start fully down (every /v1 endpoint answers 503).
+    #[arg(long)]
+    pub down: bool,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub switch: SwitchConfig,
+    /// Postgres URL for the two simulated banks' ledgers.
+    #[arg(long, env = "BANK_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/upi_demo_banks")]
+    pub bank_database_url: String,
+    /// How many transactions to send.
+    #[arg(long, default_value_t = 3_000)]
+    pub transactions: usize,
+    /// Transactions in flight from the demo client at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// First port of the two simulated banks (HDFC on it, ICICI on the next).
+    #[arg(long, default_value_t = 9101)]
+    pub bank_port: u16,
+    /// Exit after the summary instead of leaving the switch and banks running.
+    #[arg(long)]
+    pub exit: bool,
+}

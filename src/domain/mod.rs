@@ -1,0 +1,8 @@
+//! The payments vocabulary, pure: money, VPAs, bank codes, op ids.
+//! Nothing here performs I/O or knows about HTTP, SQL or actors.
+
+pub mod ids;
+pub mod money;
+
+pub use ids::{BankCode, Vpa, is_valid_op_id, mask_name};
+pub use money::{MAX_WIRE_PAISE, MoneyError, Paise};

@@ -1,0 +1,19 @@
+//! upi-switch: a real-time payment switch in the style of UPI.
+//!
+//! # Layout
+//! - `domain`   — pure vocabulary: `Paise`, `Vpa`, `BankCode`, op ids.
+//! - `saga`     — the pure P2P saga state machine: `(state, event) -> (state, commands)`.
+//! - `actors`   — the living system: `TxnRegistry`, `TransactionActor`, `BankDirectory`.
+//! - `http`     — actix-web handlers of the switch API (`shared/spec/switch-api-v1.md`).
+//! - `adapters` — Postgres, the Bank API v1 client and wire types.
+//! - `banksim`  — the bank simulator (`upi-switch bank-sim`), a separate tool.
+//! - `cli`, `telemetry`, `demo` — process entry concerns.
+//!
+//! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
+//! `saga` and `domain` import no actix, tokio, SQL or HTTP.
+
+pub mod adapters;
+pub mod banksim;
+pub mod cli;
+pub mod domain;
+pub mod telemetry;

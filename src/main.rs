@@ -1,0 +1,36 @@
+//! The `upi-switch` binary: parse the command line, then run one mode.
+//! Every failure ends as one line on stderr and a non-zero exit code.
+
+use clap::Parser;
+use std::process::ExitCode;
+use upi_switch::cli::{Cli, Command};
+use upi_switch::{adapters::pg, banksim, telemetry};
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let result: Result<(), String> = match cli.command {
+        Command::BankSim(args) => banksim::run(args).await.map_err(|e| e.to_string()),
+        Command::Migrate(args) => {
+            let schema = if args.bank { pg::Schema::Bank } else { pg::Schema::Switch };
+            migrate(&args.database_url, schema).await
+        }
+        Command::Serve(_) | Command::Demo(_) => Err("not yet".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("upi-switch: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(url: &str, schema: pg::Schema) -> Result<(), String> {
+    let db = pg::DbUrl::parse(url).map_err(|e| e.to_string())?;
+    pg::ensure_database(&db).await.map_err(|e| e.to_string())?;
+    let applied = pg::migrate(&db, schema).await.map_err(|e| e.to_string())?;
+    println!("{}: {} migration(s) applied", db.dbname, applied.len());
+    Ok(())
+}
