@@ -16,4 +16,5 @@ pub mod adapters;
 pub mod banksim;
 pub mod cli;
 pub mod domain;
+pub mod saga;
 pub mod telemetry;

@@ -1,0 +1,281 @@
+//! Shared test harness: a fresh Postgres database per test (random name,
+//! dropped at the end), bank simulators as child processes on port 0, and small
+//! HTTP helpers. Tests talk to the real services; nothing here is a fake.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_upi-switch");
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A database that exists for one test and is dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new(prefix: &str) -> TestDb {
+        let name = format!("t_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        TestDb {
+            url: format!("{PG_BASE}/{name}"),
+            name,
+        }
+    }
+
+    /// A plain connection (creating the database first if needed).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let db = upi_switch::adapters::pg::DbUrl::parse(&self.url).expect("url");
+        upi_switch::adapters::pg::ensure_database(&db)
+            .await
+            .expect("create db");
+        db.connect().await.expect("connect")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop on a thread of its own: we may be inside an async runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    let url = format!("{PG_BASE}/postgres");
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// A bank simulator running as a child process.
+pub struct BankProc {
+    pub code: String,
+    pub db_url: String,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+    pub log_path: std::path::PathBuf,
+}
+
+fn log_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("upi-switch-test-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Spawns `upi-switch <args>` and waits for its `LISTENING <addr>` line.
+pub fn spawn_listening(args: &[String], log_name: &str) -> (Child, String, std::path::PathBuf) {
+    let log_path = log_dir().join(format!("{log_name}-{}.log", uuid::Uuid::new_v4().simple()));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn upi-switch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = line.strip_prefix("LISTENING ") {
+                let _ = tx.send(addr.trim().to_string());
+                sent = true;
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr, log_path),
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("upi-switch {args:?} did not start listening; log:\n{log}");
+        }
+    }
+}
+
+impl BankProc {
+    /// Starts `bank-sim --code CODE --port 0 --database-url DB` plus `extra` flags.
+    pub fn start(code: &str, db_url: &str, extra: &[&str]) -> BankProc {
+        let mut bank = BankProc {
+            code: code.to_string(),
+            db_url: db_url.to_string(),
+            url: String::new(),
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log_path: Default::default(),
+        };
+        bank.launch(0);
+        bank
+    }
+
+    fn launch(&mut self, port: u16) {
+        let mut args: Vec<String> = vec![
+            "bank-sim".into(),
+            "--code".into(),
+            self.code.clone(),
+            "--port".into(),
+            port.to_string(),
+            "--database-url".into(),
+            self.db_url.clone(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let (child, addr, log_path) = spawn_listening(&args, &format!("bank-{}", self.code));
+        self.port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+        self.log_path = log_path;
+    }
+
+    /// `kill -9` the simulator and wait for it to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on Unix
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and database (after `kill9`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let port = self.port;
+        // The old process's lock and port are released a moment after it dies.
+        for attempt in 0..50 {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.launch(port)));
+            if result.is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(5)));
+        }
+        panic!("bank {} did not restart", self.code);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for BankProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// POSTs JSON, returns (status, body as JSON or Null).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client.post(url).json(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// POSTs raw bytes as JSON, returns (status, body as JSON or Null).
+pub async fn post_raw(client: &reqwest::Client, url: &str, body: &str) -> (u16, serde_json::Value) {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let resp = client.get(url).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+pub async fn put_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client.put(url).json(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// Balances of a simulated bank: (account → paise, total).
+pub async fn balances(
+    client: &reqwest::Client,
+    bank_url: &str,
+) -> (std::collections::BTreeMap<String, i64>, i64) {
+    let (status, body) = get_json(client, &format!("{bank_url}/admin/balances")).await;
+    assert_eq!(status, 200, "balances: {body}");
+    let map = body["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap_or_default().to_string(),
+                a["balance_paise"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (map, body["total_paise"].as_i64().unwrap_or(0))
+}
+
+/// Every entry of a bank's change feed, paging through `GET /v1/ops`.
+pub async fn feed(client: &reqwest::Client, bank_url: &str) -> Vec<serde_json::Value> {
+    let mut after = 0i64;
+    let mut all = Vec::new();
+    loop {
+        let (status, page) = get_json(
+            client,
+            &format!("{bank_url}/v1/ops?after_seq={after}&limit=1000"),
+        )
+        .await;
+        assert_eq!(status, 200, "feed: {page}");
+        let ops = page["ops"].as_array().cloned().unwrap_or_default();
+        if ops.is_empty() {
+            return all;
+        }
+        after = page["next_after_seq"].as_i64().expect("next_after_seq");
+        all.extend(ops);
+    }
+}

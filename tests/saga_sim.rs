@@ -1,0 +1,477 @@
+//! Deterministic simulation of the pure saga core (TigerBeetle-style).
+//!
+//! Each schedule is a seed: a few transactions between two fake banks whose
+//! rules are the real `banksim::ledger` (the only fakes are the network and the
+//! clock). The network applies, declines, loses replies, answers 503, refuses
+//! connections while a bank is down, and delivers requests late — after the
+//! saga has already given up on them. The switch crashes at random points
+//! (before a checkpoint, after it, after the commands left) and resumes from
+//! the last checkpoint. After every schedule, once the network has drained:
+//! every transaction is terminal; SUCCESS ⇔ one debit and one credit applied;
+//! REVERSED ⇔ debit applied and reversed, no credit left applied; FAILED ⇔ no
+//! money moved; no op applied twice; money conserved.
+//!
+//! `SAGA_SIM_SCHEDULES=N` runs N schedules (default 10,000);
+//! `SAGA_SIM_SEED=S` replays one schedule. A failure prints its seed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use upi_switch::adapters::bank_api::{MoveRequest, OpKind, OpStatus, ReverseRequest};
+use upi_switch::banksim::ledger::{self, Account, Ledger, Reply, Request};
+use upi_switch::domain::Paise;
+use upi_switch::saga::{
+    self, Command, Event, InquiryResult, MoveResult, Party, ReverseResult, Saga, SagaConfig, Status,
+};
+use uuid::Uuid;
+
+const CFG: SagaConfig = SagaConfig {
+    debit_deadline_ms: 1_000,
+    credit_deadline_ms: 1_500,
+    retry_base_ms: 20,
+    retry_max_ms: 400,
+};
+const MAX_EVENTS: usize = 100_000;
+const BANKS: [&str; 2] = ["BANKA", "BANKB"];
+const REQUEST_TIMEOUT_MS: u64 = 200;
+
+/// splitmix64: small, fast, and the same on every platform and version.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+enum Item {
+    /// An event for saga `txn`, valid only for the incarnation that asked.
+    ToSaga { txn: usize, incarnation: u32, event: Event },
+    /// A request reaching a bank late; nobody hears the answer.
+    Arrive { bank: usize, request: Request },
+    /// A bank goes down or comes back.
+    SetDown { bank: usize, down: bool },
+}
+
+struct World {
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    items: HashMap<u64, Item>,
+    banks: Vec<Ledger>,
+    down: Vec<bool>,
+    chaos_until: u64,
+    sagas: Vec<Saga>,
+    checkpoints: Vec<Saga>,
+    incarnation: Vec<u32>,
+    labels: BTreeMap<&'static str, u64>,
+}
+
+/// What a network attempt did.
+enum Fate {
+    Refused,
+    Answered,
+    LostReply,
+    Error503,
+    Late,
+}
+
+impl World {
+    fn push(&mut self, at: u64, item: Item) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.items.insert(self.seq, item);
+    }
+
+    fn chaotic(&self) -> bool {
+        self.now < self.chaos_until
+    }
+
+    fn fate(&mut self, bank: usize) -> Fate {
+        if self.down[bank] {
+            return Fate::Refused;
+        }
+        if !self.chaotic() {
+            return Fate::Answered;
+        }
+        match self.rng.below(100) {
+            0..=69 => Fate::Answered,
+            70..=77 => Fate::LostReply,
+            78..=85 => Fate::Error503,
+            86..=93 => Fate::Late,
+            _ => Fate::Refused,
+        }
+    }
+
+    fn bank_index(code: &str) -> usize {
+        BANKS.iter().position(|b| *b == code).expect("known bank")
+    }
+
+    fn apply(&mut self, bank: usize, request: &Request) -> Reply {
+        let reply = ledger::apply(&mut self.banks[bank], request, self.now as i64);
+        self.banks[bank].take_dirty();
+        if let Reply::Refused { code, detail, .. } = &reply {
+            panic!("the saga sent a request the bank refused: {code} {detail}: {request:?}");
+        }
+        reply
+    }
+
+    fn execute(&mut self, txn: usize, incarnation: u32, commands: Vec<Command>) {
+        for command in commands {
+            let to_saga = |event| Item::ToSaga { txn, incarnation, event };
+            let latency = 1 + self.rng.below(30);
+            match command {
+                Command::Sleep { ms } => {
+                    let at = self.now + ms;
+                    self.push(at, to_saga(Event::Wake));
+                }
+                Command::Debit { op_id, bank, account, amount } | Command::Credit { op_id, bank, account, amount } => {
+                    let is_debit = op_id.ends_with(":debit");
+                    let b = Self::bank_index(&bank);
+                    let m = MoveRequest {
+                        op_id,
+                        txn_id: self.sagas[txn].txn_id.to_string(),
+                        account,
+                        amount_paise: amount.0,
+                    };
+                    let request = if is_debit { Request::Debit(m) } else { Request::Credit(m) };
+                    let unknown = |delivered| Event::Moved(MoveResult::Unknown { maybe_delivered: delivered });
+                    match self.fate(b) {
+                        Fate::Refused => self.push(self.now + 1, to_saga(unknown(false))),
+                        Fate::Error503 => self.push(self.now + latency, to_saga(unknown(true))),
+                        Fate::Answered => {
+                            let event = match self.apply(b, &request) {
+                                Reply::Moved(a) if a.status == OpStatus::Applied => MoveResult::Applied,
+                                Reply::Moved(a) => {
+                                    MoveResult::Declined(a.code.map(|c| c.as_str().to_string()).unwrap_or_default())
+                                }
+                                other => panic!("movement answered {other:?}"),
+                            };
+                            self.push(self.now + latency, to_saga(Event::Moved(event)));
+                        }
+                        Fate::LostReply => {
+                            self.apply(b, &request);
+                            self.push(self.now + REQUEST_TIMEOUT_MS, to_saga(unknown(true)));
+                        }
+                        Fate::Late => {
+                            let arrive = self.now + 1 + self.rng.below(4_000);
+                            self.push(arrive, Item::Arrive { bank: b, request });
+                            self.push(self.now + REQUEST_TIMEOUT_MS, to_saga(unknown(true)));
+                        }
+                    }
+                }
+                Command::Reverse { op_id, original_op_id, bank, amount } => {
+                    let b = Self::bank_index(&bank);
+                    let request = Request::Reverse(ReverseRequest {
+                        op_id,
+                        original_op_id,
+                        txn_id: self.sagas[txn].txn_id.to_string(),
+                        amount_paise: amount.0,
+                    });
+                    let unknown = Event::ReverseDone(ReverseResult::Unknown);
+                    match self.fate(b) {
+                        Fate::Refused | Fate::Error503 => self.push(self.now + latency, to_saga(unknown)),
+                        Fate::Answered => {
+                            let event = match self.apply(b, &request) {
+                                Reply::Reversed(a) if a.status == OpStatus::Reversed => ReverseResult::Reversed,
+                                Reply::Reversed(_) => ReverseResult::Noop,
+                                other => panic!("reverse answered {other:?}"),
+                            };
+                            self.push(self.now + latency, to_saga(Event::ReverseDone(event)));
+                        }
+                        Fate::LostReply => {
+                            self.apply(b, &request);
+                            self.push(self.now + REQUEST_TIMEOUT_MS, to_saga(unknown));
+                        }
+                        Fate::Late => {
+                            let arrive = self.now + 1 + self.rng.below(4_000);
+                            self.push(arrive, Item::Arrive { bank: b, request });
+                            self.push(self.now + REQUEST_TIMEOUT_MS, to_saga(unknown));
+                        }
+                    }
+                }
+                Command::Inquire { op_id, bank } => {
+                    let b = Self::bank_index(&bank);
+                    let event = match self.fate(b) {
+                        Fate::Answered | Fate::Late => match self.banks[b].ops.get(&op_id) {
+                            None => InquiryResult::NotFound,
+                            Some(row) => match row.status {
+                                OpStatus::Applied => InquiryResult::Applied,
+                                OpStatus::Reversed => InquiryResult::Reversed,
+                                OpStatus::Declined | OpStatus::Noop => InquiryResult::Declined(
+                                    row.code.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
+                                ),
+                            },
+                        },
+                        _ => InquiryResult::Unknown,
+                    };
+                    self.push(self.now + latency, to_saga(Event::Inquired(event)));
+                }
+            }
+        }
+    }
+
+    /// The switch process dies and comes back: in-flight replies and timers
+    /// of the dead incarnation are lost; the saga resumes from its checkpoint.
+    fn crash_and_resume(&mut self, txn: usize) {
+        self.incarnation[txn] += 1;
+        let t = self.checkpoints[txn].clone().resume();
+        self.sagas[txn] = t.saga;
+        let inc = self.incarnation[txn];
+        self.execute(txn, inc, t.commands);
+    }
+
+    fn handle(&mut self, txn: usize, event: Event) {
+        let t = self.sagas[txn].clone().step(event, self.now, &CFG);
+        let crash = if self.chaotic() && self.rng.chance(30) {
+            1 + self.rng.below(3)
+        } else {
+            0
+        };
+        if crash == 1 {
+            // Died before the checkpoint was written.
+            return self.crash_and_resume(txn);
+        }
+        if let Some(cp) = &t.checkpoint {
+            *self.labels.entry(cp.state).or_default() += 1;
+            self.checkpoints[txn] = t.saga.clone();
+        }
+        match crash {
+            2 => self.crash_and_resume(txn), // after the checkpoint, before any command
+            3 => {
+                // After the commands left; their answers go to a dead process.
+                let inc = self.incarnation[txn];
+                self.execute(txn, inc, t.commands);
+                self.crash_and_resume(txn);
+            }
+            _ => {
+                self.sagas[txn] = t.saga;
+                let inc = self.incarnation[txn];
+                self.execute(txn, inc, t.commands);
+            }
+        }
+    }
+}
+
+fn make_world(seed: u64) -> World {
+    let mut rng = Rng(seed);
+    let mut banks = Vec::new();
+    for _ in BANKS {
+        let mut accounts = HashMap::new();
+        for a in 0..3 {
+            let id = format!("A{a}");
+            accounts.insert(
+                id.clone(),
+                Account {
+                    account: id.clone(),
+                    name: id,
+                    frozen: rng.chance(100),
+                    balance_paise: rng.below(3_000) as i64,
+                },
+            );
+        }
+        banks.push(Ledger::new(accounts, 1));
+    }
+    let chaos_until = rng.below(6_000);
+    let mut world = World {
+        rng,
+        now: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        items: HashMap::new(),
+        banks,
+        down: vec![false; BANKS.len()],
+        chaos_until,
+        sagas: Vec::new(),
+        checkpoints: Vec::new(),
+        incarnation: Vec::new(),
+        labels: BTreeMap::new(),
+    };
+    for bank in 0..BANKS.len() {
+        let flaps = world.rng.below(3);
+        for _ in 0..flaps {
+            let from = world.rng.below(chaos_until.max(1));
+            let to = from + world.rng.below(3_000);
+            world.push(from, Item::SetDown { bank, down: true });
+            world.push(to, Item::SetDown { bank, down: false });
+        }
+    }
+    let n = 1 + world.rng.below(4) as usize;
+    for i in 0..n {
+        let payer_bank = world.rng.below(2) as usize;
+        let payee_bank = world.rng.below(2) as usize;
+        let payer_acc = world.rng.below(3);
+        let mut payee_acc = world.rng.below(3);
+        if payer_bank == payee_bank && payer_acc == payee_acc {
+            payee_acc = (payee_acc + 1) % 3;
+        }
+        // Sometimes to an account that does not exist.
+        let payee_account = if world.rng.chance(50) { "NOPE".to_string() } else { format!("A{payee_acc}") };
+        let txn_id = Uuid::from_u64_pair(seed, i as u64);
+        let start = world.rng.below(500);
+        let saga = Saga::new(
+            txn_id,
+            Party { bank: BANKS[payer_bank].into(), account: format!("A{payer_acc}") },
+            Party { bank: BANKS[payee_bank].into(), account: payee_account },
+            Paise(1 + world.rng.below(1_500) as i64),
+            start,
+        );
+        world.sagas.push(saga.clone());
+        world.checkpoints.push(saga);
+        world.incarnation.push(0);
+    }
+    world
+}
+
+fn initial_balances(world: &World) -> Vec<BTreeMap<String, i64>> {
+    world
+        .banks
+        .iter()
+        .map(|l| l.accounts.iter().map(|(k, a)| (k.clone(), a.balance_paise)).collect())
+        .collect()
+}
+
+/// Runs one schedule; returns the number of events, or a description of the violation.
+fn run_schedule(seed: u64, labels: &mut BTreeMap<&'static str, u64>, statuses: &mut BTreeMap<Status, u64>) -> Result<usize, String> {
+    let mut world = make_world(seed);
+    let initial = initial_balances(&world);
+    for txn in 0..world.sagas.len() {
+        let commands = world.sagas[txn].start_commands();
+        world.execute(txn, 0, commands);
+    }
+    let mut events = 0;
+    while let Some(Reverse((at, id))) = world.queue.pop() {
+        events += 1;
+        if events > MAX_EVENTS {
+            return Err(format!("no progress after {MAX_EVENTS} events"));
+        }
+        world.now = world.now.max(at);
+        let Some(item) = world.items.remove(&id) else { continue };
+        match item {
+            Item::SetDown { bank, down } => world.down[bank] = down,
+            Item::Arrive { bank, request } => {
+                if !world.down[bank] {
+                    world.apply(bank, &request);
+                }
+            }
+            Item::ToSaga { txn, incarnation, event } => {
+                if incarnation == world.incarnation[txn] {
+                    world.handle(txn, event);
+                }
+            }
+        }
+    }
+    for (k, v) in &world.labels {
+        *labels.entry(k).or_default() += v;
+    }
+    check(&world, &initial, statuses)?;
+    Ok(events)
+}
+
+fn check(world: &World, initial: &[BTreeMap<String, i64>], statuses: &mut BTreeMap<Status, u64>) -> Result<(), String> {
+    for (i, saga) in world.sagas.iter().enumerate() {
+        let status = saga.status();
+        if !status.is_terminal() {
+            return Err(format!("txn {i} not terminal: {:?}", saga.phase));
+        }
+        if world.checkpoints[i].status() != status {
+            return Err(format!("txn {i}: checkpoint says {:?}, saga {status:?}", world.checkpoints[i].status()));
+        }
+        *statuses.entry(status).or_default() += 1;
+        let payer = World::bank_index(&saga.payer.bank);
+        let payee = World::bank_index(&saga.payee.bank);
+        let debit = world.banks[payer].ops.get(&saga::debit_op_id(saga.txn_id));
+        let credit = world.banks[payee].ops.get(&saga::credit_op_id(saga.txn_id));
+        let is = |op: Option<&ledger::OpRow>, s: OpStatus| op.is_some_and(|o| o.kind.is_some() && o.status == s);
+        let ok = match status {
+            Status::Success => is(debit, OpStatus::Applied) && is(credit, OpStatus::Applied),
+            Status::Reversed => is(debit, OpStatus::Reversed) && !is(credit, OpStatus::Applied),
+            Status::Failed => {
+                !is(debit, OpStatus::Applied) && !is(debit, OpStatus::Reversed) && credit.is_none()
+            }
+            Status::Pending => false,
+        };
+        if !ok {
+            return Err(format!(
+                "txn {i} is {status:?} ({:?}) but the banks say debit={debit:?} credit={credit:?}",
+                saga.reason()
+            ));
+        }
+    }
+    let mut total_before = 0i64;
+    let mut total_after = 0i64;
+    for (b, ledger) in world.banks.iter().enumerate() {
+        for (id, acc) in &ledger.accounts {
+            let start = initial[b][id];
+            total_before += start;
+            total_after += acc.balance_paise;
+            let moved: i64 = ledger
+                .ops
+                .values()
+                .filter(|o| o.account.as_deref() == Some(id.as_str()) && o.status == OpStatus::Applied)
+                .map(|o| match o.kind {
+                    Some(OpKind::Credit) => o.amount_paise,
+                    Some(OpKind::Debit) => -o.amount_paise,
+                    _ => 0,
+                })
+                .sum();
+            if acc.balance_paise != start + moved {
+                return Err(format!(
+                    "bank {b} account {id}: balance {} but start {start} + applied ops {moved}",
+                    acc.balance_paise
+                ));
+            }
+        }
+    }
+    if total_before != total_after {
+        return Err(format!("money not conserved: {total_before} before, {total_after} after"));
+    }
+    Ok(())
+}
+
+#[test]
+fn saga_simulation_keeps_every_invariant() {
+    let schedules: u64 = std::env::var("SAGA_SIM_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let seeds: Vec<u64> = match std::env::var("SAGA_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => {
+            let base: u64 = std::env::var("SAGA_SIM_BASE").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5A6A);
+            (0..schedules).map(|i| base.wrapping_mul(1_000_003).wrapping_add(i)).collect()
+        }
+    };
+    let mut labels = BTreeMap::new();
+    let mut statuses = BTreeMap::new();
+    let mut events = 0usize;
+    for &seed in &seeds {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_schedule(seed, &mut labels, &mut statuses)
+        }));
+        match outcome {
+            Ok(Ok(n)) => events += n,
+            Ok(Err(violation)) => panic!("seed {seed} violated an invariant: {violation}\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"),
+            Err(_) => panic!("seed {seed} panicked (see above)\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"),
+        }
+    }
+    eprintln!(
+        "saga simulation: {} schedules, {events} events, outcomes {statuses:?}, checkpoints {labels:?}",
+        seeds.len()
+    );
+    // The schedules must actually reach every path, or this test proves little.
+    if seeds.len() >= 1_000 {
+        for status in [Status::Success, Status::Failed, Status::Reversed] {
+            assert!(statuses.get(&status).copied().unwrap_or(0) > 0, "no schedule ended {status:?}");
+        }
+        for label in ["DEBITED", "DEBIT_UNKNOWN", "CREDIT_UNKNOWN", "DEBIT_FENCING", "CREDIT_FENCING", "REVERSING"] {
+            assert!(labels.get(label).copied().unwrap_or(0) > 0, "no schedule reached {label}");
+        }
+    }
+}
