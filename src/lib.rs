@@ -12,9 +12,13 @@
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
 //! `saga` and `domain` import no actix, tokio, SQL or HTTP.
 
+pub mod actors;
 pub mod adapters;
 pub mod banksim;
 pub mod cli;
 pub mod domain;
+pub mod http;
+pub mod metrics;
 pub mod saga;
+pub mod serve;
 pub mod telemetry;

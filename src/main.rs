@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, telemetry};
+use upi_switch::{adapters::pg, banksim, serve, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -16,7 +16,8 @@ async fn main() -> ExitCode {
             let schema = if args.bank { pg::Schema::Bank } else { pg::Schema::Switch };
             migrate(&args.database_url, schema).await
         }
-        Command::Serve(_) | Command::Demo(_) => Err("not yet".into()),
+        Command::Serve(args) => serve::run(args.switch).await.map_err(|e| e.to_string()),
+        Command::Demo(_) => Err("not yet".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

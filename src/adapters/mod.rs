@@ -5,3 +5,4 @@
 pub mod bank_api;
 pub mod bank_client;
 pub mod pg;
+pub mod store;

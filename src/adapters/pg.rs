@@ -147,8 +147,13 @@ pub async fn ensure_database(db: &DbUrl) -> Result<(), DbError> {
             tracing::info!(db = %db.dbname, "created database");
             Ok(())
         }
-        // Another process created it between our two steps.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // Another process created it between our two steps (a race shows as either code).
+        Err(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(DbError::Create {
             db: db.dbname.clone(),
             reason: pg_message(&e),

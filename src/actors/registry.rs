@@ -1,0 +1,252 @@
+//! `TxnRegistry`: starts one `TransactionActor` per in-flight transaction,
+//! bounds how many run at once, resumes every unfinished transaction from
+//! Postgres (at start and by a periodic sweep), and wakes `?wait=` callers when
+//! a transaction finishes.
+//!
+//! Invariants: at most one actor per transaction in this process; a
+//! transaction that finished here is never started again by this process (a
+//! late `Start` or a sweep that read it before it finished is ignored), and an
+//! actor resumed by a sweep starts from the checkpoint it read, whose version
+//! fences it off if it is stale. Work beyond `max_in_flight` waits in Postgres,
+//! not in memory.
+
+use super::transaction::{SagaDeps, TransactionActor};
+use crate::adapters::store::{StoredSaga, Store};
+use crate::saga::{Saga, Status};
+use actix::prelude::*;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// How often unfinished transactions not running here are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(1_000);
+/// How many finished transaction ids are remembered to refuse restarts.
+const FINISHED_MEMORY: usize = 200_000;
+/// Most `?wait=` callers waiting at once.
+const MAX_WAITERS: usize = 100_000;
+
+pub struct TxnRegistry {
+    deps: Arc<SagaDeps>,
+    store: Store,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    active: HashMap<Uuid, Addr<TransactionActor>>,
+    finished: HashSet<Uuid>,
+    finished_order: VecDeque<Uuid>,
+    max_in_flight: usize,
+    max_pending: usize,
+    /// Unfinished transactions in Postgres that are not running here (as of the last sweep).
+    backlog: usize,
+    sweeping: bool,
+    waiters: HashMap<Uuid, Vec<oneshot::Sender<()>>>,
+    waiter_count: usize,
+}
+
+impl TxnRegistry {
+    pub fn new(deps: Arc<SagaDeps>, store: Store, arbiters: Vec<ArbiterHandle>, max_in_flight: usize, max_pending: usize) -> Self {
+        TxnRegistry {
+            deps,
+            store,
+            arbiters,
+            next_arbiter: 0,
+            active: HashMap::new(),
+            finished: HashSet::new(),
+            finished_order: VecDeque::new(),
+            max_in_flight: max_in_flight.max(1),
+            max_pending: max_pending.max(1),
+            backlog: 0,
+            sweeping: false,
+            waiters: HashMap::new(),
+            waiter_count: 0,
+        }
+    }
+
+    fn launch(&mut self, saga: Saga, version: i32, fresh: bool, ctx: &mut Context<Self>) {
+        let txn_id = saga.txn_id;
+        if self.active.contains_key(&txn_id) || self.finished.contains(&txn_id) {
+            return;
+        }
+        let deps = self.deps.clone();
+        let me = ctx.address();
+        let actor = move |_: &mut Context<TransactionActor>| TransactionActor::new(saga, version, fresh, deps, me);
+        let addr = if self.arbiters.is_empty() {
+            TransactionActor::create(actor)
+        } else {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            TransactionActor::start_in_arbiter(arbiter, actor)
+        };
+        self.active.insert(txn_id, addr);
+    }
+
+    fn remember_finished(&mut self, txn_id: Uuid) {
+        if self.finished.insert(txn_id) {
+            self.finished_order.push_back(txn_id);
+            while self.finished_order.len() > FINISHED_MEMORY {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let free = self.max_in_flight.saturating_sub(self.active.len());
+        if self.sweeping || free == 0 {
+            return;
+        }
+        self.sweeping = true;
+        let store = self.store.clone();
+        let exclude: Vec<Uuid> = self.active.keys().copied().collect();
+        let fut = async move {
+            let pending = store.pending(&exclude, free as i64).await?;
+            let count = store.pending_count().await?;
+            Ok::<_, crate::adapters::store::StoreError>((pending, count))
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.sweeping = false;
+            match result {
+                Ok((pending, count)) => {
+                    for StoredSaga { saga, version } in pending {
+                        if act.active.len() >= act.max_in_flight {
+                            break;
+                        }
+                        act.launch(saga, version, false, ctx);
+                    }
+                    act.backlog = (count as usize).saturating_sub(act.active.len());
+                }
+                Err(e) => tracing::warn!(error = %e, "sweep for unfinished transactions failed"),
+            }
+        }));
+    }
+}
+
+impl Actor for TxnRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        // Resume everything a previous process left unfinished, then keep looking.
+        self.sweep(ctx);
+        ctx.run_interval(SWEEP_EVERY, |act, ctx| {
+            act.sweep(ctx);
+            act.waiters.retain(|_, list| {
+                list.retain(|w| !w.is_closed());
+                !list.is_empty()
+            });
+            act.waiter_count = act.waiters.values().map(Vec::len).sum();
+        });
+    }
+}
+
+/// May a new transaction be accepted now? (`Err` = the switch is saturated.)
+#[derive(Message)]
+#[rtype(result = "Result<(), ()>")]
+pub struct Admit;
+
+impl Handler<Admit> for TxnRegistry {
+    type Result = Result<(), ()>;
+
+    fn handle(&mut self, _: Admit, _ctx: &mut Self::Context) -> Self::Result {
+        if self.active.len() + self.backlog < self.max_pending {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// Start the saga of a transaction just created (its state is durable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Start {
+    pub saga: Saga,
+    pub version: i32,
+}
+
+impl Handler<Start> for TxnRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Start, ctx: &mut Self::Context) {
+        if self.active.len() >= self.max_in_flight {
+            // It waits in Postgres; a sweep starts it when a slot frees.
+            self.backlog += 1;
+            return;
+        }
+        self.launch(msg.saga, msg.version, true, ctx);
+    }
+}
+
+/// A saga actor stopped (finished, or handed back after a storage failure).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Finished {
+    pub txn_id: Uuid,
+    pub status: Status,
+}
+
+impl Handler<Finished> for TxnRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Finished, ctx: &mut Self::Context) {
+        self.active.remove(&msg.txn_id);
+        if msg.status.is_terminal() {
+            self.remember_finished(msg.txn_id);
+            if let Some(list) = self.waiters.remove(&msg.txn_id) {
+                self.waiter_count = self.waiter_count.saturating_sub(list.len());
+                for w in list {
+                    let _ = w.send(());
+                }
+            }
+        }
+        if self.backlog > 0 {
+            self.sweep(ctx);
+        }
+    }
+}
+
+/// Tell me when this transaction finishes (in this process). `None` when too
+/// many callers already wait; the caller then just polls.
+#[derive(Message)]
+#[rtype(result = "Option<oneshot::Receiver<()>>")]
+pub struct Watch(pub Uuid);
+
+impl Handler<Watch> for TxnRegistry {
+    type Result = Option<oneshot::Receiver<()>>;
+
+    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) -> Self::Result {
+        if self.waiter_count >= MAX_WAITERS {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(msg.0).or_default().push(tx);
+        self.waiter_count += 1;
+        Some(rx)
+    }
+}
+
+/// Counts for operators and readiness.
+#[derive(Message)]
+#[rtype(result = "RegistryStats")]
+pub struct Stats;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RegistryStats {
+    pub in_flight: usize,
+    pub backlog: usize,
+    pub max_in_flight: usize,
+}
+
+impl Handler<Stats> for TxnRegistry {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(RegistryStats {
+            in_flight: self.active.len(),
+            backlog: self.backlog,
+            max_in_flight: self.max_in_flight,
+        })
+    }
+}

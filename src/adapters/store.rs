@@ -1,0 +1,446 @@
+//! The switch's Postgres store: bank and VPA registrations, transactions with
+//! their idempotency keys, and the saga checkpoint log.
+//!
+//! Invariants kept here:
+//! - Idempotency is decided by the database (`INSERT … ON CONFLICT DO NOTHING`
+//!   on the key), never by a read-then-write race.
+//! - A checkpoint names the version it extends; a writer holding a stale version
+//!   changes nothing (`CheckpointError::VersionConflict`). That fences zombies.
+//! - Checkpoint rows are only inserted, never updated or deleted; the current
+//!   row and its checkpoint are written by one statement (one transaction).
+//! - A terminal status never changes (also enforced by a trigger).
+
+use crate::adapters::pg::DbError;
+use crate::domain::{Paise, Vpa};
+use crate::saga::{Checkpoint, Saga, Status};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One endpoint through which a bank is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankEndpoint {
+    pub url: String,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BankRecord {
+    pub code: String,
+    pub name: String,
+    pub endpoints: Vec<BankEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VpaRecord {
+    pub vpa: String,
+    pub bank_code: String,
+    pub account: String,
+    pub name: String,
+    pub merchant: bool,
+    pub mcc: Option<String>,
+}
+
+/// What a client asked for, as compared for idempotent replays.
+#[derive(Debug, Clone)]
+pub struct TxnRequest {
+    pub idempotency_key: String,
+    pub payer_vpa: Vpa,
+    pub payee_vpa: Vpa,
+    pub amount: Paise,
+    pub note: Option<String>,
+}
+
+/// A transaction about to be created, with its saga already in its first state.
+#[derive(Debug, Clone)]
+pub struct NewTxn {
+    pub request: TxnRequest,
+    pub saga: Saga,
+}
+
+/// What creating a transaction did.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new transaction, at checkpoint version 1.
+    New,
+    /// The key was used before with the same request: that transaction.
+    Existing { txn_id: Uuid, status: Status },
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    pub state: String,
+    pub at: DateTime<Utc>,
+    pub op_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A transaction as clients see it.
+#[derive(Debug, Clone)]
+pub struct TxnRow {
+    pub txn_id: Uuid,
+    pub kind: String,
+    pub status: Status,
+    pub payer_vpa: String,
+    pub payee_vpa: String,
+    pub amount: Paise,
+    pub note: Option<String>,
+    pub reason_code: Option<String>,
+    pub reason_detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub steps: Vec<StepRow>,
+}
+
+/// A saga to run, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredSaga {
+    pub saga: Saga,
+    pub version: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown bank {0}")]
+    UnknownBank(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::from(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Db(DbError::from(e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("the transaction moved past version {0}: another writer owns it")]
+    VersionConflict(i32),
+    #[error(transparent)]
+    Db(#[from] StoreError),
+}
+
+/// One checkpoint to make durable.
+#[derive(Debug, Clone)]
+pub struct CheckpointWrite {
+    pub saga: Saga,
+    /// The version the writer last read or wrote; the new one is `+ 1`.
+    pub expected_version: i32,
+    pub step: Checkpoint,
+}
+
+/// The checkpoint path of the saga interpreter: one small interface, so that a
+/// group-commit writer can replace the direct one without touching the saga.
+pub trait CheckpointSink: Send + Sync {
+    /// Makes the checkpoint durable; returns the new version.
+    fn save(&self, write: CheckpointWrite) -> BoxFuture<'static, Result<i32, CheckpointError>>;
+}
+
+/// The Postgres store of the switch.
+#[derive(Clone)]
+pub struct Store {
+    pub pool: Pool,
+}
+
+fn saga_json(saga: &Saga) -> serde_json::Value {
+    serde_json::to_value(saga).unwrap_or(serde_json::Value::Null)
+}
+
+impl Store {
+    pub fn new(pool: Pool) -> Store {
+        Store { pool }
+    }
+
+    /// Registers or updates a bank; true when it was created.
+    pub async fn upsert_bank(&self, bank: &BankRecord) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let endpoints = serde_json::to_value(&bank.endpoints).unwrap_or_default();
+        let row = client
+            .query_one(
+                "INSERT INTO banks (code, name, endpoints) VALUES ($1, $2, $3)
+                 ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name,
+                     endpoints = EXCLUDED.endpoints, updated_at = now()
+                 RETURNING (xmax = 0)",
+                &[&bank.code, &bank.name, &endpoints],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn banks(&self) -> Result<Vec<BankRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT code, name, endpoints FROM banks ORDER BY code", &[])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| BankRecord {
+                code: r.get(0),
+                name: r.get(1),
+                endpoints: serde_json::from_value(r.get(2)).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Registers or updates a VPA; true when it was created.
+    pub async fn upsert_vpa(&self, v: &VpaRecord) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let result = client
+            .query_one(
+                "INSERT INTO vpas (vpa, bank_code, account, name, merchant, mcc)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (vpa) DO UPDATE SET bank_code = EXCLUDED.bank_code,
+                     account = EXCLUDED.account, name = EXCLUDED.name,
+                     merchant = EXCLUDED.merchant, mcc = EXCLUDED.mcc, updated_at = now()
+                 RETURNING (xmax = 0)",
+                &[&v.vpa, &v.bank_code, &v.account, &v.name, &v.merchant, &v.mcc],
+            )
+            .await;
+        match result {
+            Ok(row) => Ok(row.get(0)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::UnknownBank(v.bank_code.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn vpa(&self, vpa: &Vpa) -> Result<Option<VpaRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT vpa, bank_code, account, name, merchant, mcc FROM vpas WHERE vpa = $1",
+                &[&vpa.as_str()],
+            )
+            .await?;
+        Ok(row.map(|r| VpaRecord {
+            vpa: r.get(0),
+            bank_code: r.get(1),
+            account: r.get(2),
+            name: r.get(3),
+            merchant: r.get(4),
+            mcc: r.get(5),
+        }))
+    }
+
+    /// The transaction created earlier under this key, compared with `new`.
+    pub async fn by_idempotency_key(&self, new: &TxnRequest) -> Result<Option<Created>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT txn_id, status, payer_vpa, payee_vpa, amount_paise, note
+                 FROM transactions WHERE idempotency_key = $1",
+                &[&new.idempotency_key],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let same = r.get::<_, String>(2) == new.payer_vpa.as_str()
+                && r.get::<_, String>(3) == new.payee_vpa.as_str()
+                && r.get::<_, i64>(4) == new.amount.0
+                && r.get::<_, Option<String>>(5) == new.note;
+            if same {
+                Created::Existing {
+                    txn_id: r.get(0),
+                    status: Status::parse(r.get(1)).unwrap_or(Status::Pending),
+                }
+            } else {
+                Created::KeyReused
+            }
+        }))
+    }
+
+    /// Creates the transaction and its first checkpoint in one statement, unless
+    /// its idempotency key exists (then reports the earlier one). Safe under
+    /// any concurrency: the unique key decides.
+    pub async fn create_txn(&self, new: &NewTxn) -> Result<Created, StoreError> {
+        let saga = &new.saga;
+        let req = &new.request;
+        let json = saga_json(saga);
+        let op_id = saga.current_op_id();
+        let inserted = {
+            let client = self.pool.get().await?;
+            client
+                .query_opt(
+                    "WITH ins AS (
+                        INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
+                            payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
+                            status, saga, version)
+                        VALUES ($1, $2, 'P2P', $3, $4, $5, $6, $7, $8, $9, $10, 'PENDING', $11, 1)
+                        ON CONFLICT (idempotency_key) DO NOTHING
+                        RETURNING txn_id
+                     )
+                     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, saga)
+                     SELECT txn_id, 1, $12, $13, $11 FROM ins
+                     RETURNING txn_id",
+                    &[
+                        &saga.txn_id,
+                        &req.idempotency_key,
+                        &req.payer_vpa.as_str(),
+                        &req.payee_vpa.as_str(),
+                        &saga.payer.bank,
+                        &saga.payer.account,
+                        &saga.payee.bank,
+                        &saga.payee.account,
+                        &req.amount.0,
+                        &req.note,
+                        &json,
+                        &Saga::CREATED,
+                        &op_id,
+                    ],
+                )
+                .await?
+        };
+        if inserted.is_some() {
+            return Ok(Created::New);
+        }
+        // The key's owner committed before our insert gave up; read it.
+        self.by_idempotency_key(req)
+            .await?
+            .ok_or_else(|| StoreError::Db(DbError::Pool("idempotency key vanished".into())))
+    }
+
+    pub async fn txn(&self, txn_id: Uuid) -> Result<Option<TxnRow>, StoreError> {
+        let client = self.pool.get().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&txn_id];
+        let (row, steps) = futures::try_join!(
+            client.query_opt(
+                "SELECT txn_id, type, status, payer_vpa, payee_vpa, amount_paise, note,
+                        reason_code, reason_detail, created_at, updated_at
+                 FROM transactions WHERE txn_id = $1",
+                &params,
+            ),
+            client.query(
+                "SELECT state, at, op_id, detail FROM txn_checkpoints WHERE txn_id = $1 ORDER BY version",
+                &params,
+            )
+        )?;
+        Ok(row.map(|r| TxnRow {
+            txn_id: r.get(0),
+            kind: r.get(1),
+            status: Status::parse(r.get(2)).unwrap_or(Status::Pending),
+            payer_vpa: r.get(3),
+            payee_vpa: r.get(4),
+            amount: Paise(r.get(5)),
+            note: r.get(6),
+            reason_code: r.get(7),
+            reason_detail: r.get(8),
+            created_at: r.get(9),
+            updated_at: r.get(10),
+            steps: steps
+                .iter()
+                .map(|s| StepRow {
+                    state: s.get(0),
+                    at: s.get(1),
+                    op_id: s.get(2),
+                    detail: s.get(3),
+                })
+                .collect(),
+        }))
+    }
+
+    pub async fn status(&self, txn_id: Uuid) -> Result<Option<Status>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt("SELECT status FROM transactions WHERE txn_id = $1", &[&txn_id])
+            .await?;
+        Ok(row.and_then(|r| Status::parse(r.get(0))))
+    }
+
+    /// Up to `limit` unfinished sagas not in `exclude`, oldest first.
+    pub async fn pending(&self, exclude: &[Uuid], limit: i64) -> Result<Vec<StoredSaga>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT saga, version FROM transactions
+                 WHERE status = 'PENDING' AND NOT (txn_id = ANY($1))
+                 ORDER BY created_at LIMIT $2",
+                &[&exclude, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let saga: Saga = serde_json::from_value(r.get(0)).ok()?;
+                Some(StoredSaga {
+                    saga,
+                    version: r.get(1),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn pending_count(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM transactions WHERE status = 'PENDING'", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Liveness of the database (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, w: CheckpointWrite) -> Result<i32, CheckpointError> {
+        let client = self.pool.get().await.map_err(StoreError::from)?;
+        let json = saga_json(&w.saga);
+        let status = w.saga.status().as_str();
+        let (reason_code, reason_detail) = match w.saga.reason() {
+            Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
+            None => (None, None),
+        };
+        let next = w.expected_version + 1;
+        let n = client
+            .execute(
+                "WITH upd AS (
+                    UPDATE transactions SET saga = $2, status = $3, reason_code = $4,
+                        reason_detail = $5, version = $7, updated_at = now()
+                    WHERE txn_id = $1 AND version = $6
+                    RETURNING txn_id
+                 )
+                 INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
+                 SELECT txn_id, $7, $8, $9, $10, $2 FROM upd",
+                &[
+                    &w.saga.txn_id,
+                    &json,
+                    &status,
+                    &reason_code,
+                    &reason_detail,
+                    &w.expected_version,
+                    &next,
+                    &w.step.state,
+                    &w.step.op_id,
+                    &w.step.detail,
+                ],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        if n == 1 {
+            Ok(next)
+        } else {
+            Err(CheckpointError::VersionConflict(w.expected_version))
+        }
+    }
+}
+
+impl CheckpointSink for Store {
+    fn save(&self, write: CheckpointWrite) -> BoxFuture<'static, Result<i32, CheckpointError>> {
+        let store = self.clone();
+        Box::pin(async move { store.checkpoint(write).await })
+    }
+}

@@ -1,0 +1,167 @@
+//! Operator setup endpoints: `PUT /v1/admin/banks/{code}` and
+//! `PUT /v1/admin/vpas/{vpa}`. Registrations are durable before they are
+//! acknowledged; the bank directory learns of a bank only after that.
+
+use super::AppState;
+use super::problem::{Problem, parse_json};
+use crate::actors::bank_directory::SetBank;
+use crate::adapters::store::{BankEndpoint, BankRecord, StoreError, VpaRecord};
+use crate::domain::{BankCode, Vpa};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+const MAX_ENDPOINTS: usize = 8;
+const MAX_NAME_CHARS: usize = 128;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/admin/banks/{code}", web::put().to(put_bank))
+        .route("/v1/admin/vpas/{vpa}", web::put().to(put_vpa));
+}
+
+/// Checks `Authorization: Bearer <token>` when the switch has an admin token.
+pub fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
+    let Some(token) = &state.admin_token else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err(Problem::new(401, "UNAUTHORIZED", "admin endpoints need Authorization: Bearer <admin token>"))
+    }
+}
+
+fn check_name(name: &str) -> Result<String, Problem> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(Problem::unprocessable(
+            "INVALID_NAME",
+            format!("name must be 1-{MAX_NAME_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BankBody {
+    name: String,
+    endpoints: Vec<BankEndpoint>,
+}
+
+async fn put_bank(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let code = BankCode::parse(&path.into_inner())
+        .ok_or_else(|| Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9"))?;
+    let body: BankBody = parse_json(&body)?;
+    let name = check_name(&body.name)?;
+    if body.endpoints.is_empty() || body.endpoints.len() > MAX_ENDPOINTS {
+        return Err(Problem::unprocessable(
+            "INVALID_ENDPOINTS",
+            format!("a bank needs 1-{MAX_ENDPOINTS} endpoints"),
+        ));
+    }
+    for e in &body.endpoints {
+        let url = reqwest::Url::parse(&e.url).map_err(|_| {
+            Problem::unprocessable("INVALID_ENDPOINT_URL", format!("{:?} is not a URL", e.url))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(Problem::unprocessable(
+                "INVALID_ENDPOINT_URL",
+                format!("{:?} must be an http(s) URL with a host", e.url),
+            ));
+        }
+        if !(0..=1000).contains(&e.priority) {
+            return Err(Problem::unprocessable("INVALID_PRIORITY", "priority must be 0-1000"));
+        }
+    }
+    let record = BankRecord {
+        code: code.to_string(),
+        name,
+        endpoints: body.endpoints,
+    };
+    let created = state.store.upsert_bank(&record).await.map_err(|e| Problem::unavailable(&e))?;
+    state
+        .banks
+        .send(SetBank {
+            code: record.code.clone(),
+            endpoints: record.endpoints.clone(),
+        })
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    tracing::info!(bank = %record.code, created, "bank registered");
+    Ok(if created {
+        HttpResponse::Created().json(&record)
+    } else {
+        HttpResponse::Ok().json(&record)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VpaBody {
+    bank_code: String,
+    account: String,
+    name: String,
+    #[serde(default)]
+    merchant: bool,
+    #[serde(default)]
+    mcc: Option<String>,
+}
+
+async fn put_vpa(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let vpa = Vpa::parse(&path.into_inner()).ok_or_else(|| {
+        Problem::unprocessable("INVALID_VPA", "a VPA is handle@psp (handle 2-256 of A-Za-z0-9._-, psp 2-64 of A-Za-z0-9)")
+    })?;
+    let body: VpaBody = parse_json(&body)?;
+    let bank = BankCode::parse(&body.bank_code)
+        .ok_or_else(|| Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9"))?;
+    let account_ok = (1..=64).contains(&body.account.len())
+        && body
+            .account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !account_ok {
+        return Err(Problem::unprocessable("INVALID_ACCOUNT", "account must be 1-64 of A-Za-z0-9._-"));
+    }
+    if let Some(mcc) = &body.mcc
+        && !(mcc.len() == 4 && mcc.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Problem::unprocessable("INVALID_MCC", "mcc must be 4 digits or null"));
+    }
+    let record = VpaRecord {
+        vpa: vpa.as_str().to_string(),
+        bank_code: bank.to_string(),
+        account: body.account,
+        name: check_name(&body.name)?,
+        merchant: body.merchant,
+        mcc: body.mcc,
+    };
+    let created = match state.store.upsert_vpa(&record).await {
+        Ok(created) => created,
+        Err(StoreError::UnknownBank(code)) => {
+            return Err(Problem::unprocessable("UNKNOWN_BANK", format!("bank {code} is not registered")));
+        }
+        Err(e) => return Err(Problem::unavailable(&e)),
+    };
+    Ok(if created {
+        HttpResponse::Created().json(&record)
+    } else {
+        HttpResponse::Ok().json(&record)
+    })
+}

@@ -1,0 +1,86 @@
+//! The switch's HTTP API (actix-web), per `shared/spec/switch-api-v1.md`.
+//! Handlers parse and validate, call actors and the store, and map errors to
+//! problem+json. Each route module exposes `config`, composed by `app_config`
+//! — the same function the server and the tests use.
+
+pub mod admin;
+pub mod problem;
+pub mod transactions;
+
+use crate::actors::bank_directory::BankDirectory;
+use crate::actors::registry::{Stats, TxnRegistry};
+use crate::adapters::store::Store;
+use crate::domain::Paise;
+use crate::metrics::Metrics;
+use actix::Addr;
+use actix_web::{HttpResponse, web};
+use problem::Problem;
+use std::time::Duration;
+
+/// Limits applied to client input.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub txn_limit: Paise,
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Addr<TxnRegistry>,
+    pub banks: Addr<BankDirectory>,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    pub admin_token: Option<String>,
+}
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn app_config(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .configure(transactions::config)
+        .configure(admin::config)
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let postgres = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let registry = tokio::time::timeout(Duration::from_secs(2), state.registry.send(Stats))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let ready = postgres && registry.is_some();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "postgres": if postgres { "ok" } else { "unreachable" },
+            "sagas": registry,
+        },
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// JSON `404` for every path that is not a route.
+pub async fn not_found() -> Result<HttpResponse, Problem> {
+    Err(Problem::not_found("NOT_FOUND", "no such endpoint"))
+}

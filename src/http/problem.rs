@@ -1,0 +1,104 @@
+//! `Problem`: the one error type of the switch's HTTP boundary, rendered as
+//! `application/problem+json` `{"type","title","status","detail","code"}` with a
+//! stable UPPER_SNAKE `code`. Internal failures become a generic 503 without
+//! leaking internals; a client's mistake is always a 4xx, never a 500.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after_s: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            code,
+            detail: detail.into(),
+            retry_after_s: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(400, code, detail)
+    }
+
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(422, code, detail)
+    }
+
+    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(404, code, detail)
+    }
+
+    /// A dependency failed; the client may retry. The cause is logged, not sent.
+    pub fn unavailable(cause: &dyn fmt::Display) -> Problem {
+        tracing::warn!(error = %cause, "request failed on a dependency");
+        Problem {
+            retry_after_s: Some(1),
+            ..Problem::new(503, "SERVICE_UNAVAILABLE", "a dependency of the switch is unavailable; retry shortly")
+        }
+    }
+
+    pub fn busy(detail: impl Into<String>) -> Problem {
+        Problem {
+            retry_after_s: Some(1),
+            ..Problem::new(503, "SWITCH_BUSY", detail)
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = serde_json::json!({
+            "type": format!("urn:upi-switch:problem:{}", self.code.to_ascii_lowercase().replace('_', "-")),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        let mut resp = HttpResponse::build(self.status);
+        resp.content_type("application/problem+json");
+        if let Some(s) = self.retry_after_s {
+            resp.insert_header(("Retry-After", s.to_string()));
+        }
+        resp.body(body.to_string())
+    }
+}
+
+/// Parses a JSON body strictly, mapping every failure to a 400 with a code.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.is_empty() {
+        return Err(Problem::bad_request("MALFORMED_JSON", "the request body is empty; send a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        let text = e.to_string();
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                Problem::bad_request("MALFORMED_JSON", format!("the body is not valid JSON: {text}"))
+            }
+            Category::Data if text.starts_with("unknown field") => Problem::bad_request("UNKNOWN_FIELD", text),
+            Category::Data if text.starts_with("missing field") => Problem::bad_request("MISSING_FIELD", text),
+            Category::Data => Problem::bad_request("INVALID_FIELD", text),
+        }
+    })
+}

@@ -1,0 +1,310 @@
+//! Client endpoints: `POST /v1/transactions`, `GET /v1/transactions/{id}`,
+//! `POST /v1/vpa/validate`. Inputs are parsed once into domain types here; a
+//! request that fails any rule gets its 4xx before anything is written.
+
+use super::AppState;
+use super::problem::{Problem, parse_json};
+use crate::actors::registry::{Admit, Start, Watch};
+use crate::actors::transaction::now_ms;
+use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
+use crate::domain::{Paise, Vpa, mask_name};
+use crate::saga::{Party, Saga, Status};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Longest `?wait=` a client may ask for.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// Longest note accepted.
+const MAX_NOTE_CHARS: usize = 140;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/transactions", web::post().to(create))
+        .route("/v1/transactions/{txn_id}", web::get().to(get))
+        .route("/v1/vpa/validate", web::post().to(validate_vpa));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(rename = "type")]
+    kind: String,
+    payer_vpa: String,
+    payee_vpa: String,
+    amount: Box<RawValue>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
+    let value = req.headers().get("Idempotency-Key").ok_or_else(|| {
+        Problem::bad_request("IDEMPOTENCY_KEY_MISSING", "the Idempotency-Key header is required")
+    })?;
+    let key = value.to_str().unwrap_or_default();
+    let ok = (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(Problem::bad_request(
+            "IDEMPOTENCY_KEY_INVALID",
+            "the Idempotency-Key must be 1-64 visible ASCII characters",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
+    match query.iter().find(|(k, _)| k == "wait") {
+        None => Ok(None),
+        Some((_, v)) => match v.parse::<u64>() {
+            Ok(ms) if ms <= MAX_WAIT_MS => Ok(Some(ms)),
+            _ => Err(Problem::bad_request(
+                "INVALID_WAIT",
+                format!("wait must be a whole number of milliseconds from 0 to {MAX_WAIT_MS}"),
+            )),
+        },
+    }
+}
+
+/// Exact amount from the raw JSON text: `"150.75"` or `150.75`, never via a float.
+fn parse_amount(raw: &RawValue, limit: Paise) -> Result<Paise, Problem> {
+    let text = raw.get().trim();
+    let digits = if text.starts_with('"') {
+        serde_json::from_str::<String>(text)
+            .map_err(|_| Problem::unprocessable("INVALID_AMOUNT", "amount must be a decimal string like \"150.75\""))?
+    } else if text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        text.to_string()
+    } else {
+        return Err(Problem::unprocessable(
+            "INVALID_AMOUNT",
+            "amount must be a decimal string like \"150.75\"",
+        ));
+    };
+    Paise::parse_rupees(&digits, limit).map_err(|e| Problem::unprocessable(e.code(), e.to_string()))
+}
+
+fn parse_vpa(field: &str, text: &str) -> Result<Vpa, Problem> {
+    Vpa::parse(text).ok_or_else(|| {
+        Problem::unprocessable(
+            "INVALID_VPA",
+            format!("{field} must look like handle@psp (handle 2-256 of A-Za-z0-9._-, psp 2-64 of A-Za-z0-9)"),
+        )
+    })
+}
+
+fn parse_note(note: Option<String>) -> Result<Option<String>, Problem> {
+    match note {
+        Some(n) if n.chars().count() > MAX_NOTE_CHARS || n.chars().any(char::is_control) => {
+            Err(Problem::unprocessable(
+                "INVALID_NOTE",
+                format!("note must be at most {MAX_NOTE_CHARS} characters without control characters"),
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+fn accepted_body(txn_id: Uuid, status: Status) -> serde_json::Value {
+    serde_json::json!({
+        "txn_id": txn_id,
+        "status": status.as_str(),
+        "poll_uri": format!("/v1/transactions/{txn_id}"),
+    })
+}
+
+async fn resolve(state: &AppState, field: &str, vpa: &Vpa) -> Result<VpaRecord, Problem> {
+    state
+        .store
+        .vpa(vpa)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .ok_or_else(|| Problem::unprocessable("UNKNOWN_VPA", format!("{field} {vpa} is not registered")))
+}
+
+async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Problem> {
+    let key = idempotency_key(&req)?;
+    let wait_ms = wait_param(&req)?;
+    let body: CreateBody = parse_json(&body)?;
+    if body.kind != "P2P" {
+        return Err(Problem::unprocessable("UNSUPPORTED_TYPE", "type must be \"P2P\""));
+    }
+    let payer_vpa = parse_vpa("payer_vpa", &body.payer_vpa)?;
+    let payee_vpa = parse_vpa("payee_vpa", &body.payee_vpa)?;
+    if payer_vpa == payee_vpa {
+        return Err(Problem::unprocessable("SAME_PAYER_PAYEE", "payer_vpa and payee_vpa must differ"));
+    }
+    let amount = parse_amount(&body.amount, state.limits.txn_limit)?;
+    let request = TxnRequest {
+        idempotency_key: key,
+        payer_vpa,
+        payee_vpa,
+        amount,
+        note: parse_note(body.note)?,
+    };
+    // A key seen before answers for its transaction, whatever happened since.
+    let earlier = state
+        .store
+        .by_idempotency_key(&request)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    if let Some(created) = earlier {
+        return replay(&state, created, wait_ms).await;
+    }
+    let payer = resolve(&state, "payer_vpa", &request.payer_vpa).await?;
+    let payee = resolve(&state, "payee_vpa", &request.payee_vpa).await?;
+    if payer.bank_code == payee.bank_code && payer.account == payee.account {
+        return Err(Problem::unprocessable(
+            "SAME_PAYER_PAYEE",
+            "payer and payee resolve to the same account",
+        ));
+    }
+    if state.registry.send(Admit).await.map_err(|e| Problem::unavailable(&e))?.is_err() {
+        return Err(Problem::busy("too many transactions are pending; retry shortly"));
+    }
+    let saga = Saga::new(
+        Uuid::new_v4(),
+        Party { bank: payer.bank_code, account: payer.account },
+        Party { bank: payee.bank_code, account: payee.account },
+        amount,
+        now_ms(),
+    );
+    let txn_id = saga.txn_id;
+    let new = NewTxn { request, saga: saga.clone() };
+    match state.store.create_txn(&new).await.map_err(|e| Problem::unavailable(&e))? {
+        Created::New => {}
+        other => return replay(&state, other, wait_ms).await,
+    }
+    state.metrics.txns_created.with_label_values(&["P2P"]).inc();
+    tracing::info!(txn_id = %txn_id, amount = %amount, "transaction accepted");
+    // If this message is lost, the transaction is still durable: a sweep starts it.
+    if let Err(e) = state.registry.send(Start { saga, version: 1 }).await {
+        tracing::warn!(txn_id = %txn_id, error = %e, "registry did not take the saga; the sweep will");
+    }
+    match wait_ms {
+        Some(ms) => status_document(&state, txn_id, ms).await,
+        None => Ok(HttpResponse::Accepted()
+            .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
+            .json(accepted_body(txn_id, Status::Pending))),
+    }
+}
+
+async fn replay(state: &AppState, created: Created, wait_ms: Option<u64>) -> Result<HttpResponse, Problem> {
+    match created {
+        Created::KeyReused => Err(Problem::unprocessable(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used for a different request",
+        )),
+        Created::Existing { txn_id, status } => match wait_ms {
+            Some(ms) => status_document(state, txn_id, ms).await,
+            None => Ok(HttpResponse::Ok().json(accepted_body(txn_id, status))),
+        },
+        Created::New => Err(Problem::unavailable(&"replay of a new transaction")),
+    }
+}
+
+/// Waits up to `wait_ms` for the transaction to be terminal, then answers with
+/// its status document (`200` when terminal, `202` while still pending).
+async fn status_document(state: &AppState, txn_id: Uuid, wait_ms: u64) -> Result<HttpResponse, Problem> {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    if wait_ms > 0 {
+        let mut watch = state.registry.send(Watch(txn_id)).await.ok().flatten();
+        loop {
+            let status = state.store.status(txn_id).await.map_err(|e| Problem::unavailable(&e))?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if status.is_none_or(Status::is_terminal) || remaining.is_zero() {
+                break;
+            }
+            // Woken when it finishes here; polled in case it runs elsewhere.
+            let nap = remaining.min(Duration::from_millis(250));
+            match watch.as_mut() {
+                Some(rx) => {
+                    // Fired (or its sender gone): from now on, poll.
+                    if tokio::time::timeout(nap, rx).await.is_ok() {
+                        watch = None;
+                    }
+                }
+                None => tokio::time::sleep(nap).await,
+            }
+        }
+    }
+    let row = state
+        .store
+        .txn(txn_id)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .ok_or_else(|| Problem::not_found("TXN_NOT_FOUND", format!("no transaction {txn_id}")))?;
+    let body = txn_json(&row);
+    Ok(if row.status.is_terminal() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::Accepted().json(body)
+    })
+}
+
+pub fn txn_json(row: &TxnRow) -> serde_json::Value {
+    let reason = match (&row.reason_code, &row.reason_detail) {
+        (Some(code), detail) => serde_json::json!({"code": code, "detail": detail}),
+        _ => serde_json::Value::Null,
+    };
+    let steps: Vec<_> = row
+        .steps
+        .iter()
+        .map(|s| {
+            let mut step = serde_json::json!({"state": s.state, "at": s.at});
+            if let Some(op) = &s.op_id {
+                step["op_id"] = op.clone().into();
+            }
+            if let Some(d) = &s.detail {
+                step["detail"] = d.clone().into();
+            }
+            step
+        })
+        .collect();
+    serde_json::json!({
+        "txn_id": row.txn_id,
+        "type": row.kind,
+        "status": row.status.as_str(),
+        "payer_vpa": row.payer_vpa,
+        "payee_vpa": row.payee_vpa,
+        "amount": row.amount.to_rupees(),
+        "note": row.note,
+        "reason": reason,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "steps": steps,
+    })
+}
+
+async fn get(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let txn_id = Uuid::parse_str(&path.into_inner())
+        .map_err(|_| Problem::bad_request("INVALID_TXN_ID", "the transaction id must be a UUID"))?;
+    let wait_ms = wait_param(&req)?.unwrap_or(0);
+    let resp = status_document(&state, txn_id, wait_ms).await?;
+    // A plain GET always answers 200 with the document, whatever the status.
+    let mut resp = resp;
+    *resp.status_mut() = actix_web::http::StatusCode::OK;
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    vpa: String,
+}
+
+async fn validate_vpa(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, Problem> {
+    let body: ValidateBody = parse_json(&body)?;
+    let vpa = parse_vpa("vpa", &body.vpa)?;
+    let found = state.store.vpa(&vpa).await.map_err(|e| Problem::unavailable(&e))?;
+    Ok(HttpResponse::Ok().json(match found {
+        Some(v) => serde_json::json!({
+            "vpa": v.vpa,
+            "valid": true,
+            "name": mask_name(&v.name),
+            "bank_code": v.bank_code,
+        }),
+        None => serde_json::json!({"vpa": vpa.as_str(), "valid": false}),
+    }))
+}

@@ -1,0 +1,92 @@
+//! Prometheus metrics of the switch, in one registry served at `GET /metrics`.
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Transactions accepted (new, not idempotent replays).
+    pub txns_created: IntCounterVec,
+    /// Transactions that reached a terminal status, by type and status.
+    pub txns_finished: IntCounterVec,
+    /// Sagas running as actors now.
+    pub sagas_in_flight: IntGauge,
+    /// Bank calls by bank, operation and outcome.
+    pub bank_calls: IntCounterVec,
+    pub bank_call_seconds: HistogramVec,
+    /// Checkpoint write latency.
+    pub checkpoint_seconds: HistogramVec,
+    /// HTTP requests by route and status.
+    pub http_requests: IntCounterVec,
+    pub http_seconds: HistogramVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+                .expect("valid histogram");
+            let _ = registry.register(Box::new(h.clone()));
+            h
+        };
+        let sagas_in_flight = IntGauge::new("upi_sagas_in_flight", "Sagas running as actors now").expect("valid gauge");
+        let _ = registry.register(Box::new(sagas_in_flight.clone()));
+        Metrics {
+            txns_created: counter("upi_transactions_created_total", "Transactions accepted", &["type"]),
+            txns_finished: counter(
+                "upi_transactions_finished_total",
+                "Transactions that reached a terminal status",
+                &["type", "status"],
+            ),
+            sagas_in_flight,
+            bank_calls: counter(
+                "upi_bank_calls_total",
+                "Calls to banks by bank, operation and outcome",
+                &["bank", "operation", "outcome"],
+            ),
+            bank_call_seconds: histogram(
+                "upi_bank_call_duration_seconds",
+                "Latency of bank calls",
+                &["bank", "operation"],
+            ),
+            checkpoint_seconds: histogram(
+                "upi_checkpoint_write_duration_seconds",
+                "Latency of saga checkpoint writes",
+                &["outcome"],
+            ),
+            http_requests: counter(
+                "upi_http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            ),
+            http_seconds: histogram("upi_http_request_duration_seconds", "HTTP request latency", &["route"]),
+            registry,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

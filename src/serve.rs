@@ -1,0 +1,156 @@
+//! `upi-switch serve`: wires the store, the actors and the HTTP server
+//! together, resumes unfinished sagas, and serves until stopped. The order of
+//! start-up is deliberate: schema first, then bank directory (loaded from
+//! Postgres), then the registry (which resumes sagas), then HTTP.
+
+use crate::actors::bank_directory::{BankDirectory, SetBank};
+use crate::actors::registry::TxnRegistry;
+use crate::actors::transaction::SagaDeps;
+use crate::adapters::pg::{self, DbError, Schema};
+use crate::adapters::store::{Store, StoreError};
+use crate::cli::SwitchConfig;
+use crate::domain::Paise;
+use crate::http::{self, AppState, Limits};
+use crate::metrics::Metrics;
+use crate::saga::SagaConfig;
+use actix::prelude::*;
+use actix_web::dev::{Server, Service};
+use actix_web::{App, HttpServer, web};
+use futures::FutureExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("loading registrations: {0}")]
+    Store(#[from] StoreError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {reason} (is another process using that port? pick another with --listen)")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("server error: {0}")]
+    Server(String),
+}
+
+/// A started switch: its HTTP server future and the addresses it listens on.
+pub struct Running {
+    pub server: Server,
+    pub addrs: Vec<SocketAddr>,
+    /// Saga threads; they live as long as this value.
+    _arbiters: Vec<Arbiter>,
+}
+
+pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
+    if cfg.txn_limit_paise <= 0 {
+        return Err(ServeError::Config("--txn-limit-paise must be positive".into()));
+    }
+    let pool = pg::prepare(&cfg.database_url, Schema::Switch, cfg.db_pool_size.max(2)).await?;
+    let store = Store::new(pool);
+    let metrics = Metrics::new();
+
+    let bank_timeout = Duration::from_millis(cfg.bank_timeout_ms.max(1));
+    let banks = BankDirectory::new(bank_timeout).start();
+    for bank in store.banks().await? {
+        let _ = banks
+            .send(SetBank {
+                code: bank.code,
+                endpoints: bank.endpoints,
+            })
+            .await;
+    }
+
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let deps = Arc::new(SagaDeps {
+        checkpoints: Arc::new(store.clone()),
+        banks: banks.clone(),
+        cfg: SagaConfig {
+            debit_deadline_ms: cfg.debit_deadline_ms,
+            credit_deadline_ms: cfg.credit_deadline_ms,
+            retry_base_ms: 50,
+            retry_max_ms: cfg.retry_max_ms.max(50),
+        },
+        metrics: metrics.clone(),
+        bank_timeout,
+    });
+    let registry = TxnRegistry::new(
+        deps,
+        store.clone(),
+        arbiters.iter().map(Arbiter::handle).collect(),
+        cfg.max_in_flight,
+        cfg.max_pending,
+    )
+    .start();
+
+    let state = AppState {
+        store,
+        registry,
+        banks,
+        metrics: metrics.clone(),
+        limits: Limits {
+            txn_limit: Paise(cfg.txn_limit_paise),
+        },
+        admin_token: cfg.admin_token.clone(),
+    };
+    if state.admin_token.is_none() {
+        tracing::warn!("no --admin-token set: admin endpoints are open to anyone who can reach the switch");
+    }
+    let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap_fn(move |req, srv| {
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let metrics = metrics.clone();
+                let started = Instant::now();
+                srv.call(req).map(move |res| {
+                    if let Ok(res) = &res {
+                        metrics
+                            .http_requests
+                            .with_label_values(&[&route, res.status().as_str()])
+                            .inc();
+                        metrics
+                            .http_seconds
+                            .with_label_values(&[&route])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    res
+                })
+            })
+            .configure(http::app_config)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(cfg.http_workers.unwrap_or(threads).max(1))
+    .backlog(4096)
+    .max_connections(25_000)
+    .bind(cfg.listen)
+    .map_err(|e| ServeError::Bind {
+        addr: cfg.listen,
+        reason: e.to_string(),
+    })?;
+    let addrs = server.addrs();
+    Ok(Running {
+        server: server.run(),
+        addrs,
+        _arbiters: arbiters,
+    })
+}
+
+/// Runs the switch until it is stopped (SIGINT/SIGTERM).
+pub async fn run(cfg: SwitchConfig) -> Result<(), ServeError> {
+    let running = start(&cfg).await?;
+    for addr in &running.addrs {
+        // Machine-readable line for scripts and tests that start us with port 0.
+        println!("LISTENING {addr}");
+    }
+    tracing::info!(addrs = ?running.addrs, "switch listening");
+    let Running { server, _arbiters, .. } = running;
+    let result = server.await.map_err(|e| ServeError::Server(e.to_string()));
+    for arbiter in &_arbiters {
+        arbiter.stop();
+    }
+    result
+}
