@@ -279,3 +279,245 @@ pub async fn feed(client: &reqwest::Client, bank_url: &str) -> Vec<serde_json::V
         all.extend(ops);
     }
 }
+
+/// The switch (`upi-switch serve`) running as a child process on port 0.
+pub struct SwitchProc {
+    pub db_url: String,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+    pub log_path: std::path::PathBuf,
+}
+
+impl SwitchProc {
+    /// Starts `serve --listen 127.0.0.1:0 --database-url DB` plus `extra` flags.
+    pub fn start(db_url: &str, extra: &[&str]) -> SwitchProc {
+        let mut switch = SwitchProc {
+            db_url: db_url.to_string(),
+            url: String::new(),
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log_path: Default::default(),
+        };
+        switch.launch(0);
+        switch
+    }
+
+    fn launch(&mut self, port: u16) {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--database-url".into(),
+            self.db_url.clone(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let (child, addr, log_path) = spawn_listening(&args, "switch");
+        self.port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+        self.log_path = log_path;
+    }
+
+    /// `kill -9` the switch.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and database (after `kill9`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let port = self.port;
+        for attempt in 0..50 {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.launch(port)));
+            if result.is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(5)));
+        }
+        panic!("switch did not restart");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for SwitchProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Two simulated banks (HDFC, ICICI) and a switch with them and a few VPAs
+/// registered: alice@hdfc (HDFC ACC001), bob@icici (ICICI ACC001),
+/// carol@icici (ICICI ACC002, frozen), dave@hdfc (HDFC ACC002, balance 0),
+/// ghost@icici (ICICI NOPE, no such account). Each bank account starts with
+/// ₹1,000.00 (100000 paise) unless said otherwise.
+pub struct World {
+    pub bank_db: TestDb,
+    pub switch_db: TestDb,
+    pub hdfc: BankProc,
+    pub icici: BankProc,
+    pub switch: SwitchProc,
+    pub http: reqwest::Client,
+}
+
+pub const START_BALANCE: i64 = 100_000;
+
+impl World {
+    /// Starts everything; `switch_flags` go to `serve`, `hdfc_flags`/`icici_flags` to the banks.
+    pub async fn start(switch_flags: &[&str], hdfc_flags: &[&str], icici_flags: &[&str]) -> World {
+        let bank_db = TestDb::new("bank");
+        let switch_db = TestDb::new("switch");
+        let accounts = |frozen: &str, poor: &str| {
+            let list: Vec<serde_json::Value> = ["ACC001", "ACC002", "ACC003"]
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "account": a,
+                        "name": format!("Holder {a}"),
+                        "balance_paise": if *a == poor { 0 } else { START_BALANCE },
+                        "status": if *a == frozen { "FROZEN" } else { "ACTIVE" },
+                    })
+                })
+                .collect();
+            let path = std::env::temp_dir()
+                .join(format!("accounts-{}.json", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, serde_json::to_string(&list).expect("json"))
+                .expect("write accounts");
+            path.display().to_string()
+        };
+        let hdfc_accounts = accounts("none", "ACC002");
+        let icici_accounts = accounts("ACC002", "none");
+        let mut hf = vec!["--accounts", hdfc_accounts.as_str()];
+        hf.extend_from_slice(hdfc_flags);
+        let mut icf = vec!["--accounts", icici_accounts.as_str()];
+        icf.extend_from_slice(icici_flags);
+        // Create the shared bank database once, so two simulators do not race to.
+        bank_db.client().await;
+        let hdfc = BankProc::start("HDFC", &bank_db.url, &hf);
+        let icici = BankProc::start("ICICI", &bank_db.url, &icf);
+        let switch = SwitchProc::start(&switch_db.url, switch_flags);
+        let world = World {
+            bank_db,
+            switch_db,
+            hdfc,
+            icici,
+            switch,
+            http: http(),
+        };
+        world.register_bank("HDFC", &world.hdfc.url).await;
+        world.register_bank("ICICI", &world.icici.url).await;
+        for (vpa, bank, account) in [
+            ("alice@hdfc", "HDFC", "ACC001"),
+            ("dave@hdfc", "HDFC", "ACC002"),
+            ("erin@hdfc", "HDFC", "ACC003"),
+            ("bob@icici", "ICICI", "ACC001"),
+            ("carol@icici", "ICICI", "ACC002"),
+            ("frank@icici", "ICICI", "ACC003"),
+            ("ghost@icici", "ICICI", "NOPE"),
+        ] {
+            let (status, body) = put_json(
+                &world.http,
+                &format!("{}/v1/admin/vpas/{vpa}", world.switch.url),
+                &serde_json::json!({"bank_code": bank, "account": account, "name": format!("Person {vpa}")}),
+            )
+            .await;
+            assert!(
+                status == 201 || status == 200,
+                "register {vpa}: {status} {body}"
+            );
+        }
+        world
+    }
+
+    pub async fn register_bank(&self, code: &str, url: &str) {
+        let (status, body) = put_json(
+            &self.http,
+            &format!("{}/v1/admin/banks/{code}", self.switch.url),
+            &serde_json::json!({"name": format!("{code} Bank"), "endpoints": [{"url": url, "priority": 0}]}),
+        )
+        .await;
+        assert!(
+            status == 201 || status == 200,
+            "register {code}: {status} {body}"
+        );
+    }
+
+    /// POST /v1/transactions with a fresh idempotency key; returns (status, body).
+    pub async fn pay(
+        &self,
+        payer: &str,
+        payee: &str,
+        amount: &str,
+        wait_ms: Option<u64>,
+    ) -> (u16, serde_json::Value) {
+        let key = uuid::Uuid::new_v4().to_string();
+        self.pay_with_key(&key, payer, payee, amount, wait_ms).await
+    }
+
+    pub async fn pay_with_key(
+        &self,
+        key: &str,
+        payer: &str,
+        payee: &str,
+        amount: &str,
+        wait_ms: Option<u64>,
+    ) -> (u16, serde_json::Value) {
+        let url = match wait_ms {
+            Some(ms) => format!("{}/v1/transactions?wait={ms}", self.switch.url),
+            None => format!("{}/v1/transactions", self.switch.url),
+        };
+        let resp = self
+            .http
+            .post(url)
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"type": "P2P", "payer_vpa": payer, "payee_vpa": payee, "amount": amount}))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Polls `GET /v1/transactions/{id}?wait=` until terminal or `limit` passes.
+    pub async fn wait_terminal(&self, txn_id: &str, limit: Duration) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let (status, body) = get_json(
+                &self.http,
+                &format!("{}/v1/transactions/{txn_id}?wait=2000", self.switch.url),
+            )
+            .await;
+            if status == 200 && body["status"] != "PENDING" {
+                return body;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("transaction {txn_id} not terminal after {limit:?}: {status} {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Rows in the switch's transactions table.
+    pub async fn txn_count(&self) -> i64 {
+        let client = self.switch_db.client().await;
+        client
+            .query_one("SELECT count(*) FROM transactions", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+}
