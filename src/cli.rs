@@ -51,7 +51,11 @@ pub struct SwitchConfig {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// RabbitMQ URL (domain events).
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Address the switch's HTTP API listens on (port 0 picks a free port).
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
@@ -159,7 +163,11 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub switch: SwitchConfig,
     /// Postgres URL for the two simulated banks' ledgers.
-    #[arg(long, env = "BANK_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/upi_demo_banks")]
+    #[arg(
+        long,
+        env = "BANK_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/upi_demo_banks"
+    )]
     pub bank_database_url: String,
     /// How many transactions to send.
     #[arg(long, default_value_t = 3_000)]

@@ -16,6 +16,7 @@ pub mod actors;
 pub mod adapters;
 pub mod banksim;
 pub mod cli;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod metrics;

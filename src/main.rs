@@ -4,20 +4,27 @@
 use clap::Parser;
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, serve, telemetry};
+use upi_switch::{adapters::pg, banksim, demo, serve, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // The demo writes its logs to a file of its own: its terminal is for progress and the summary.
+    if !matches!(cli.command, Command::Demo(_)) {
+        telemetry::init(cli.log_format);
+    }
     let result: Result<(), String> = match cli.command {
         Command::BankSim(args) => banksim::run(args).await.map_err(|e| e.to_string()),
         Command::Migrate(args) => {
-            let schema = if args.bank { pg::Schema::Bank } else { pg::Schema::Switch };
+            let schema = if args.bank {
+                pg::Schema::Bank
+            } else {
+                pg::Schema::Switch
+            };
             migrate(&args.database_url, schema).await
         }
         Command::Serve(args) => serve::run(args.switch).await.map_err(|e| e.to_string()),
-        Command::Demo(_) => Err("not yet".into()),
+        Command::Demo(args) => demo::run(args, cli.log_format).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

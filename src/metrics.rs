@@ -37,15 +37,23 @@ impl Metrics {
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
-                .expect("valid histogram");
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid histogram");
             let _ = registry.register(Box::new(h.clone()));
             h
         };
-        let sagas_in_flight = IntGauge::new("upi_sagas_in_flight", "Sagas running as actors now").expect("valid gauge");
+        let sagas_in_flight = IntGauge::new("upi_sagas_in_flight", "Sagas running as actors now")
+            .expect("valid gauge");
         let _ = registry.register(Box::new(sagas_in_flight.clone()));
         Metrics {
-            txns_created: counter("upi_transactions_created_total", "Transactions accepted", &["type"]),
+            txns_created: counter(
+                "upi_transactions_created_total",
+                "Transactions accepted",
+                &["type"],
+            ),
             txns_finished: counter(
                 "upi_transactions_finished_total",
                 "Transactions that reached a terminal status",
@@ -72,7 +80,11 @@ impl Metrics {
                 "HTTP requests by route and status",
                 &["route", "status"],
             ),
-            http_seconds: histogram("upi_http_request_duration_seconds", "HTTP request latency", &["route"]),
+            http_seconds: histogram(
+                "upi_http_request_duration_seconds",
+                "HTTP request latency",
+                &["route"],
+            ),
             registry,
         }
     }

@@ -29,7 +29,9 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {reason} (is another process using that port? pick another with --listen)")]
+    #[error(
+        "cannot listen on {addr}: {reason} (is another process using that port? pick another with --listen)"
+    )]
     Bind { addr: SocketAddr, reason: String },
     #[error("server error: {0}")]
     Server(String),
@@ -45,7 +47,9 @@ pub struct Running {
 
 pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     if cfg.txn_limit_paise <= 0 {
-        return Err(ServeError::Config("--txn-limit-paise must be positive".into()));
+        return Err(ServeError::Config(
+            "--txn-limit-paise must be positive".into(),
+        ));
     }
     let pool = pg::prepare(&cfg.database_url, Schema::Switch, cfg.db_pool_size.max(2)).await?;
     let store = Store::new(pool);
@@ -96,7 +100,9 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         admin_token: cfg.admin_token.clone(),
     };
     if state.admin_token.is_none() {
-        tracing::warn!("no --admin-token set: admin endpoints are open to anyone who can reach the switch");
+        tracing::warn!(
+            "no --admin-token set: admin endpoints are open to anyone who can reach the switch"
+        );
     }
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();
@@ -147,7 +153,9 @@ pub async fn run(cfg: SwitchConfig) -> Result<(), ServeError> {
         println!("LISTENING {addr}");
     }
     tracing::info!(addrs = ?running.addrs, "switch listening");
-    let Running { server, _arbiters, .. } = running;
+    let Running {
+        server, _arbiters, ..
+    } = running;
     let result = server.await.map_err(|e| ServeError::Server(e.to_string()));
     for arbiter in &_arbiters {
         arbiter.stop();

@@ -54,7 +54,11 @@ impl Rng {
 
 enum Item {
     /// An event for saga `txn`, valid only for the incarnation that asked.
-    ToSaga { txn: usize, incarnation: u32, event: Event },
+    ToSaga {
+        txn: usize,
+        incarnation: u32,
+        event: Event,
+    },
     /// A request reaching a bank late; nobody hears the answer.
     Arrive { bank: usize, request: Request },
     /// A bank goes down or comes back.
@@ -127,14 +131,29 @@ impl World {
 
     fn execute(&mut self, txn: usize, incarnation: u32, commands: Vec<Command>) {
         for command in commands {
-            let to_saga = |event| Item::ToSaga { txn, incarnation, event };
+            let to_saga = |event| Item::ToSaga {
+                txn,
+                incarnation,
+                event,
+            };
             let latency = 1 + self.rng.below(30);
             match command {
                 Command::Sleep { ms } => {
                     let at = self.now + ms;
                     self.push(at, to_saga(Event::Wake));
                 }
-                Command::Debit { op_id, bank, account, amount } | Command::Credit { op_id, bank, account, amount } => {
+                Command::Debit {
+                    op_id,
+                    bank,
+                    account,
+                    amount,
+                }
+                | Command::Credit {
+                    op_id,
+                    bank,
+                    account,
+                    amount,
+                } => {
                     let is_debit = op_id.ends_with(":debit");
                     let b = Self::bank_index(&bank);
                     let m = MoveRequest {
@@ -143,17 +162,27 @@ impl World {
                         account,
                         amount_paise: amount.0,
                     };
-                    let request = if is_debit { Request::Debit(m) } else { Request::Credit(m) };
-                    let unknown = |delivered| Event::Moved(MoveResult::Unknown { maybe_delivered: delivered });
+                    let request = if is_debit {
+                        Request::Debit(m)
+                    } else {
+                        Request::Credit(m)
+                    };
+                    let unknown = |delivered| {
+                        Event::Moved(MoveResult::Unknown {
+                            maybe_delivered: delivered,
+                        })
+                    };
                     match self.fate(b) {
                         Fate::Refused => self.push(self.now + 1, to_saga(unknown(false))),
                         Fate::Error503 => self.push(self.now + latency, to_saga(unknown(true))),
                         Fate::Answered => {
                             let event = match self.apply(b, &request) {
-                                Reply::Moved(a) if a.status == OpStatus::Applied => MoveResult::Applied,
-                                Reply::Moved(a) => {
-                                    MoveResult::Declined(a.code.map(|c| c.as_str().to_string()).unwrap_or_default())
+                                Reply::Moved(a) if a.status == OpStatus::Applied => {
+                                    MoveResult::Applied
                                 }
+                                Reply::Moved(a) => MoveResult::Declined(
+                                    a.code.map(|c| c.as_str().to_string()).unwrap_or_default(),
+                                ),
                                 other => panic!("movement answered {other:?}"),
                             };
                             self.push(self.now + latency, to_saga(Event::Moved(event)));
@@ -169,7 +198,12 @@ impl World {
                         }
                     }
                 }
-                Command::Reverse { op_id, original_op_id, bank, amount } => {
+                Command::Reverse {
+                    op_id,
+                    original_op_id,
+                    bank,
+                    amount,
+                } => {
                     let b = Self::bank_index(&bank);
                     let request = Request::Reverse(ReverseRequest {
                         op_id,
@@ -179,10 +213,14 @@ impl World {
                     });
                     let unknown = Event::ReverseDone(ReverseResult::Unknown);
                     match self.fate(b) {
-                        Fate::Refused | Fate::Error503 => self.push(self.now + latency, to_saga(unknown)),
+                        Fate::Refused | Fate::Error503 => {
+                            self.push(self.now + latency, to_saga(unknown))
+                        }
                         Fate::Answered => {
                             let event = match self.apply(b, &request) {
-                                Reply::Reversed(a) if a.status == OpStatus::Reversed => ReverseResult::Reversed,
+                                Reply::Reversed(a) if a.status == OpStatus::Reversed => {
+                                    ReverseResult::Reversed
+                                }
                                 Reply::Reversed(_) => ReverseResult::Noop,
                                 other => panic!("reverse answered {other:?}"),
                             };
@@ -208,7 +246,10 @@ impl World {
                                 OpStatus::Applied => InquiryResult::Applied,
                                 OpStatus::Reversed => InquiryResult::Reversed,
                                 OpStatus::Declined | OpStatus::Noop => InquiryResult::Declined(
-                                    row.code.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
+                                    row.code
+                                        .as_ref()
+                                        .map(|c| c.as_str().to_string())
+                                        .unwrap_or_default(),
                                 ),
                             },
                         },
@@ -315,13 +356,23 @@ fn make_world(seed: u64) -> World {
             payee_acc = (payee_acc + 1) % 3;
         }
         // Sometimes to an account that does not exist.
-        let payee_account = if world.rng.chance(50) { "NOPE".to_string() } else { format!("A{payee_acc}") };
+        let payee_account = if world.rng.chance(50) {
+            "NOPE".to_string()
+        } else {
+            format!("A{payee_acc}")
+        };
         let txn_id = Uuid::from_u64_pair(seed, i as u64);
         let start = world.rng.below(500);
         let saga = Saga::new(
             txn_id,
-            Party { bank: BANKS[payer_bank].into(), account: format!("A{payer_acc}") },
-            Party { bank: BANKS[payee_bank].into(), account: payee_account },
+            Party {
+                bank: BANKS[payer_bank].into(),
+                account: format!("A{payer_acc}"),
+            },
+            Party {
+                bank: BANKS[payee_bank].into(),
+                account: payee_account,
+            },
             Paise(1 + world.rng.below(1_500) as i64),
             start,
         );
@@ -336,12 +387,21 @@ fn initial_balances(world: &World) -> Vec<BTreeMap<String, i64>> {
     world
         .banks
         .iter()
-        .map(|l| l.accounts.iter().map(|(k, a)| (k.clone(), a.balance_paise)).collect())
+        .map(|l| {
+            l.accounts
+                .iter()
+                .map(|(k, a)| (k.clone(), a.balance_paise))
+                .collect()
+        })
         .collect()
 }
 
 /// Runs one schedule; returns the number of events, or a description of the violation.
-fn run_schedule(seed: u64, labels: &mut BTreeMap<&'static str, u64>, statuses: &mut BTreeMap<Status, u64>) -> Result<usize, String> {
+fn run_schedule(
+    seed: u64,
+    labels: &mut BTreeMap<&'static str, u64>,
+    statuses: &mut BTreeMap<Status, u64>,
+) -> Result<usize, String> {
     let mut world = make_world(seed);
     let initial = initial_balances(&world);
     for txn in 0..world.sagas.len() {
@@ -355,7 +415,9 @@ fn run_schedule(seed: u64, labels: &mut BTreeMap<&'static str, u64>, statuses: &
             return Err(format!("no progress after {MAX_EVENTS} events"));
         }
         world.now = world.now.max(at);
-        let Some(item) = world.items.remove(&id) else { continue };
+        let Some(item) = world.items.remove(&id) else {
+            continue;
+        };
         match item {
             Item::SetDown { bank, down } => world.down[bank] = down,
             Item::Arrive { bank, request } => {
@@ -363,7 +425,11 @@ fn run_schedule(seed: u64, labels: &mut BTreeMap<&'static str, u64>, statuses: &
                     world.apply(bank, &request);
                 }
             }
-            Item::ToSaga { txn, incarnation, event } => {
+            Item::ToSaga {
+                txn,
+                incarnation,
+                event,
+            } => {
                 if incarnation == world.incarnation[txn] {
                     world.handle(txn, event);
                 }
@@ -377,21 +443,30 @@ fn run_schedule(seed: u64, labels: &mut BTreeMap<&'static str, u64>, statuses: &
     Ok(events)
 }
 
-fn check(world: &World, initial: &[BTreeMap<String, i64>], statuses: &mut BTreeMap<Status, u64>) -> Result<(), String> {
+fn check(
+    world: &World,
+    initial: &[BTreeMap<String, i64>],
+    statuses: &mut BTreeMap<Status, u64>,
+) -> Result<(), String> {
     for (i, saga) in world.sagas.iter().enumerate() {
         let status = saga.status();
         if !status.is_terminal() {
             return Err(format!("txn {i} not terminal: {:?}", saga.phase));
         }
         if world.checkpoints[i].status() != status {
-            return Err(format!("txn {i}: checkpoint says {:?}, saga {status:?}", world.checkpoints[i].status()));
+            return Err(format!(
+                "txn {i}: checkpoint says {:?}, saga {status:?}",
+                world.checkpoints[i].status()
+            ));
         }
         *statuses.entry(status).or_default() += 1;
         let payer = World::bank_index(&saga.payer.bank);
         let payee = World::bank_index(&saga.payee.bank);
         let debit = world.banks[payer].ops.get(&saga::debit_op_id(saga.txn_id));
         let credit = world.banks[payee].ops.get(&saga::credit_op_id(saga.txn_id));
-        let is = |op: Option<&ledger::OpRow>, s: OpStatus| op.is_some_and(|o| o.kind.is_some() && o.status == s);
+        let is = |op: Option<&ledger::OpRow>, s: OpStatus| {
+            op.is_some_and(|o| o.kind.is_some() && o.status == s)
+        };
         let ok = match status {
             Status::Success => is(debit, OpStatus::Applied) && is(credit, OpStatus::Applied),
             Status::Reversed => is(debit, OpStatus::Reversed) && !is(credit, OpStatus::Applied),
@@ -417,7 +492,9 @@ fn check(world: &World, initial: &[BTreeMap<String, i64>], statuses: &mut BTreeM
             let moved: i64 = ledger
                 .ops
                 .values()
-                .filter(|o| o.account.as_deref() == Some(id.as_str()) && o.status == OpStatus::Applied)
+                .filter(|o| {
+                    o.account.as_deref() == Some(id.as_str()) && o.status == OpStatus::Applied
+                })
                 .map(|o| match o.kind {
                     Some(OpKind::Credit) => o.amount_paise,
                     Some(OpKind::Debit) => -o.amount_paise,
@@ -433,19 +510,32 @@ fn check(world: &World, initial: &[BTreeMap<String, i64>], statuses: &mut BTreeM
         }
     }
     if total_before != total_after {
-        return Err(format!("money not conserved: {total_before} before, {total_after} after"));
+        return Err(format!(
+            "money not conserved: {total_before} before, {total_after} after"
+        ));
     }
     Ok(())
 }
 
 #[test]
 fn saga_simulation_keeps_every_invariant() {
-    let schedules: u64 = std::env::var("SAGA_SIM_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let seeds: Vec<u64> = match std::env::var("SAGA_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+    let schedules: u64 = std::env::var("SAGA_SIM_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let seeds: Vec<u64> = match std::env::var("SAGA_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         Some(seed) => vec![seed],
         None => {
-            let base: u64 = std::env::var("SAGA_SIM_BASE").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5A6A);
-            (0..schedules).map(|i| base.wrapping_mul(1_000_003).wrapping_add(i)).collect()
+            let base: u64 = std::env::var("SAGA_SIM_BASE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0x5A6A);
+            (0..schedules)
+                .map(|i| base.wrapping_mul(1_000_003).wrapping_add(i))
+                .collect()
         }
     };
     let mut labels = BTreeMap::new();
@@ -457,8 +547,12 @@ fn saga_simulation_keeps_every_invariant() {
         }));
         match outcome {
             Ok(Ok(n)) => events += n,
-            Ok(Err(violation)) => panic!("seed {seed} violated an invariant: {violation}\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"),
-            Err(_) => panic!("seed {seed} panicked (see above)\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"),
+            Ok(Err(violation)) => panic!(
+                "seed {seed} violated an invariant: {violation}\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"
+            ),
+            Err(_) => panic!(
+                "seed {seed} panicked (see above)\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"
+            ),
         }
     }
     eprintln!(
@@ -468,10 +562,23 @@ fn saga_simulation_keeps_every_invariant() {
     // The schedules must actually reach every path, or this test proves little.
     if seeds.len() >= 1_000 {
         for status in [Status::Success, Status::Failed, Status::Reversed] {
-            assert!(statuses.get(&status).copied().unwrap_or(0) > 0, "no schedule ended {status:?}");
+            assert!(
+                statuses.get(&status).copied().unwrap_or(0) > 0,
+                "no schedule ended {status:?}"
+            );
         }
-        for label in ["DEBITED", "DEBIT_UNKNOWN", "CREDIT_UNKNOWN", "DEBIT_FENCING", "CREDIT_FENCING", "REVERSING"] {
-            assert!(labels.get(label).copied().unwrap_or(0) > 0, "no schedule reached {label}");
+        for label in [
+            "DEBITED",
+            "DEBIT_UNKNOWN",
+            "CREDIT_UNKNOWN",
+            "DEBIT_FENCING",
+            "CREDIT_FENCING",
+            "REVERSING",
+        ] {
+            assert!(
+                labels.get(label).copied().unwrap_or(0) > 0,
+                "no schedule reached {label}"
+            );
         }
     }
 }

@@ -57,21 +57,33 @@ async fn assert_ledgers_agree(world: &World, txns: &[Value], total_before: i64) 
             "FAILED" => !matches!(debit, Some("APPLIED" | "REVERSED")) && credit != Some("APPLIED"),
             other => panic!("{id} is not terminal: {other}"),
         };
-        assert!(ok, "{id} is {status} but the banks say debit={debit:?} credit={credit:?}: {txn}");
+        assert!(
+            ok,
+            "{id} is {status} but the banks say debit={debit:?} credit={credit:?}: {txn}"
+        );
     }
     let (_, hdfc_total) = common::balances(&world.http, &world.hdfc.url).await;
     let (_, icici_total) = common::balances(&world.http, &world.icici.url).await;
-    assert_eq!(hdfc_total + icici_total, total_before, "money across banks is conserved");
+    assert_eq!(
+        hdfc_total + icici_total,
+        total_before,
+        "money across banks is conserved"
+    );
 }
 
 async fn total(world: &World) -> i64 {
-    common::balances(&world.http, &world.hdfc.url).await.1 + common::balances(&world.http, &world.icici.url).await.1
+    common::balances(&world.http, &world.hdfc.url).await.1
+        + common::balances(&world.http, &world.icici.url).await.1
 }
 
 fn states(txn: &Value) -> Vec<String> {
     txn["steps"]
         .as_array()
-        .map(|s| s.iter().map(|x| x["state"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|s| {
+            s.iter()
+                .map(|x| x["state"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -79,7 +91,9 @@ fn states(txn: &Value) -> Vec<String> {
 async fn success_moves_money_once() {
     let world = World::start(FAST, &[], &[]).await;
     let before = total(&world).await;
-    let (status, txn) = world.pay("alice@hdfc", "bob@icici", "150.75", Some(10_000)).await;
+    let (status, txn) = world
+        .pay("alice@hdfc", "bob@icici", "150.75", Some(10_000))
+        .await;
     assert_eq!(status, 200, "{txn}");
     assert_eq!(txn["status"], "SUCCESS");
     assert_eq!(states(&txn), ["PENDING", "DEBITED", "SUCCESS"]);
@@ -94,7 +108,9 @@ async fn success_moves_money_once() {
 async fn insufficient_funds_fails_with_reason_and_moves_nothing() {
     let world = World::start(FAST, &[], &[]).await;
     let before = total(&world).await;
-    let (_, txn) = world.pay("dave@hdfc", "bob@icici", "10.00", Some(10_000)).await;
+    let (_, txn) = world
+        .pay("dave@hdfc", "bob@icici", "10.00", Some(10_000))
+        .await;
     assert_eq!(txn["status"], "FAILED", "{txn}");
     assert_eq!(txn["reason"]["code"], "INSUFFICIENT_FUNDS");
     assert_ledgers_agree(&world, &[txn], before).await;
@@ -104,12 +120,21 @@ async fn insufficient_funds_fails_with_reason_and_moves_nothing() {
 async fn frozen_payee_account_reverses_the_debit() {
     let world = World::start(FAST, &[], &[]).await;
     let before = total(&world).await;
-    let (_, txn) = world.pay("alice@hdfc", "carol@icici", "99.99", Some(10_000)).await;
+    let (_, txn) = world
+        .pay("alice@hdfc", "carol@icici", "99.99", Some(10_000))
+        .await;
     assert_eq!(txn["status"], "REVERSED", "{txn}");
     assert_eq!(txn["reason"]["code"], "PAYEE_ACCOUNT_FROZEN");
-    assert_eq!(states(&txn), ["PENDING", "DEBITED", "REVERSING", "REVERSED"]);
+    assert_eq!(
+        states(&txn),
+        ["PENDING", "DEBITED", "REVERSING", "REVERSED"]
+    );
     let (hdfc, _) = common::balances(&world.http, &world.hdfc.url).await;
-    assert_eq!(hdfc["ACC001"], common::START_BALANCE, "the payer got the money back");
+    assert_eq!(
+        hdfc["ACC001"],
+        common::START_BALANCE,
+        "the payer got the money back"
+    );
     assert_ledgers_agree(&world, &[txn], before).await;
 }
 
@@ -117,7 +142,9 @@ async fn frozen_payee_account_reverses_the_debit() {
 async fn unknown_payee_account_reverses_the_debit() {
     let world = World::start(FAST, &[], &[]).await;
     let before = total(&world).await;
-    let (_, txn) = world.pay("alice@hdfc", "ghost@icici", "5", Some(10_000)).await;
+    let (_, txn) = world
+        .pay("alice@hdfc", "ghost@icici", "5", Some(10_000))
+        .await;
     assert_eq!(txn["status"], "REVERSED", "{txn}");
     assert_eq!(txn["reason"]["code"], "PAYEE_ACCOUNT_NOT_FOUND");
     assert_ledgers_agree(&world, &[txn], before).await;
@@ -128,13 +155,18 @@ async fn payer_bank_down_fails_without_a_debit() {
     let mut world = World::start(FAST, &[], &[]).await;
     let before = total(&world).await;
     world.hdfc.kill9();
-    let (_, txn) = world.pay("alice@hdfc", "bob@icici", "20.00", Some(15_000)).await;
+    let (_, txn) = world
+        .pay("alice@hdfc", "bob@icici", "20.00", Some(15_000))
+        .await;
     assert_eq!(txn["status"], "FAILED", "{txn}");
     assert_eq!(txn["reason"]["code"], "PAYER_BANK_UNAVAILABLE");
     world.hdfc.restart();
     let id = txn["txn_id"].as_str().expect("id");
     let ops = op_statuses(&world, &world.hdfc.url).await;
-    assert!(!ops.contains_key(&format!("{id}:debit")), "the payer's bank never saw a debit");
+    assert!(
+        !ops.contains_key(&format!("{id}:debit")),
+        "the payer's bank never saw a debit"
+    );
     assert_ledgers_agree(&world, &[txn], before).await;
 }
 
@@ -142,11 +174,20 @@ async fn payer_bank_down_fails_without_a_debit() {
 async fn payee_bank_losing_its_reply_is_resolved_by_inquiry() {
     let world = World::start(FAST, &[], &["--lost-reply-rate", "1.0"]).await;
     let before = total(&world).await;
-    let (_, txn) = world.pay("alice@hdfc", "bob@icici", "42.00", Some(15_000)).await;
+    let (_, txn) = world
+        .pay("alice@hdfc", "bob@icici", "42.00", Some(15_000))
+        .await;
     assert_eq!(txn["status"], "SUCCESS", "{txn}");
-    assert!(states(&txn).contains(&"CREDIT_UNKNOWN".to_string()), "{txn}");
+    assert!(
+        states(&txn).contains(&"CREDIT_UNKNOWN".to_string()),
+        "{txn}"
+    );
     let (icici, _) = common::balances(&world.http, &world.icici.url).await;
-    assert_eq!(icici["ACC001"], common::START_BALANCE + 4_200, "credited exactly once");
+    assert_eq!(
+        icici["ACC001"],
+        common::START_BALANCE + 4_200,
+        "credited exactly once"
+    );
     assert_ledgers_agree(&world, &[txn], before).await;
 }
 
@@ -155,7 +196,9 @@ async fn payee_bank_down_past_the_deadline_reverses() {
     let mut world = World::start(FAST, &[], &[]).await;
     let before = total(&world).await;
     world.icici.kill9();
-    let (_, txn) = world.pay("alice@hdfc", "bob@icici", "77.00", Some(20_000)).await;
+    let (_, txn) = world
+        .pay("alice@hdfc", "bob@icici", "77.00", Some(20_000))
+        .await;
     assert_eq!(txn["status"], "REVERSED", "{txn}");
     assert_eq!(txn["reason"]["code"], "PAYEE_BANK_UNAVAILABLE");
     world.icici.restart();
@@ -174,7 +217,11 @@ async fn payee_answering_503_is_fenced_when_it_returns() {
     // transaction never fails while its outcome is unknown.
     let mut fencing = false;
     for _ in 0..100 {
-        let (_, txn) = common::get_json(&world.http, &format!("{}/v1/transactions/{id}", world.switch.url)).await;
+        let (_, txn) = common::get_json(
+            &world.http,
+            &format!("{}/v1/transactions/{id}", world.switch.url),
+        )
+        .await;
         assert_eq!(txn["status"], "PENDING", "{txn}");
         if states(&txn).contains(&"CREDIT_FENCING".to_string()) {
             fencing = true;
@@ -209,7 +256,10 @@ async fn bank_that_hangs_then_recovers() {
         txns.push(world.wait_terminal(id, Duration::from_secs(30)).await);
     }
     for txn in &txns {
-        assert_ne!(txn["status"], "FAILED", "a debited transaction never fails: {txn}");
+        assert_ne!(
+            txn["status"], "FAILED",
+            "a debited transaction never fails: {txn}"
+        );
     }
     assert_ledgers_agree(&world, &txns, before).await;
 }
@@ -222,7 +272,11 @@ async fn switch_killed_mid_flight_resumes_every_saga() {
     set_faults(&world, &world.icici.url, serde_json::json!({"hang": true})).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let payee = if i % 5 == 0 { "carol@icici" } else { "bob@icici" };
+        let payee = if i % 5 == 0 {
+            "carol@icici"
+        } else {
+            "bob@icici"
+        };
         let (status, accepted) = world.pay("alice@hdfc", payee, "3.00", None).await;
         assert_eq!(status, 202, "{accepted}");
         ids.push(accepted["txn_id"].as_str().expect("id").to_string());
@@ -230,7 +284,10 @@ async fn switch_killed_mid_flight_resumes_every_saga() {
     // Wait until every debit is at the payer's bank.
     for _ in 0..100 {
         let ops = op_statuses(&world, &world.hdfc.url).await;
-        if ids.iter().all(|id| ops.contains_key(&format!("{id}:debit"))) {
+        if ids
+            .iter()
+            .all(|id| ops.contains_key(&format!("{id}:debit")))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,8 +300,17 @@ async fn switch_killed_mid_flight_resumes_every_saga() {
     for id in &ids {
         txns.push(world.wait_terminal(id, Duration::from_secs(30)).await);
     }
-    let statuses: Vec<&str> = txns.iter().map(|t| t["status"].as_str().unwrap_or_default()).collect();
-    assert!(statuses.iter().all(|s| *s != "FAILED"), "debited sagas never fail: {statuses:?}");
-    assert!(world.switch.log().contains("resuming saga"), "the restarted switch resumed sagas");
+    let statuses: Vec<&str> = txns
+        .iter()
+        .map(|t| t["status"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s != "FAILED"),
+        "debited sagas never fail: {statuses:?}"
+    );
+    assert!(
+        world.switch.log().contains("resuming saga"),
+        "the restarted switch resumed sagas"
+    );
     assert_ledgers_agree(&world, &txns, before).await;
 }

@@ -11,7 +11,7 @@
 //! not in memory.
 
 use super::transaction::{SagaDeps, TransactionActor};
-use crate::adapters::store::{StoredSaga, Store};
+use crate::adapters::store::{Store, StoredSaga};
 use crate::saga::{Saga, Status};
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -45,7 +45,13 @@ pub struct TxnRegistry {
 }
 
 impl TxnRegistry {
-    pub fn new(deps: Arc<SagaDeps>, store: Store, arbiters: Vec<ArbiterHandle>, max_in_flight: usize, max_pending: usize) -> Self {
+    pub fn new(
+        deps: Arc<SagaDeps>,
+        store: Store,
+        arbiters: Vec<ArbiterHandle>,
+        max_in_flight: usize,
+        max_pending: usize,
+    ) -> Self {
         TxnRegistry {
             deps,
             store,
@@ -70,7 +76,9 @@ impl TxnRegistry {
         }
         let deps = self.deps.clone();
         let me = ctx.address();
-        let actor = move |_: &mut Context<TransactionActor>| TransactionActor::new(saga, version, fresh, deps, me);
+        let actor = move |_: &mut Context<TransactionActor>| {
+            TransactionActor::new(saga, version, fresh, deps, me)
+        };
         let addr = if self.arbiters.is_empty() {
             TransactionActor::create(actor)
         } else {

@@ -14,7 +14,9 @@ use crate::adapters::bank_api::{MoveRequest, OpStatus, ReverseRequest};
 use crate::adapters::bank_client::{InquiryOutcome, MoveOutcome, ReverseOutcome, Unknown};
 use crate::adapters::store::{CheckpointError, CheckpointSink, CheckpointWrite};
 use crate::metrics::Metrics;
-use crate::saga::{Command, Event, InquiryResult, MoveResult, ReverseResult, Saga, SagaConfig, Transition};
+use crate::saga::{
+    Command, Event, InquiryResult, MoveResult, ReverseResult, Saga, SagaConfig, Transition,
+};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,7 +55,13 @@ pub struct TransactionActor {
 }
 
 impl TransactionActor {
-    pub fn new(saga: Saga, version: i32, fresh: bool, deps: Arc<SagaDeps>, registry: Addr<TxnRegistry>) -> Self {
+    pub fn new(
+        saga: Saga,
+        version: i32,
+        fresh: bool,
+        deps: Arc<SagaDeps>,
+        registry: Addr<TxnRegistry>,
+    ) -> Self {
         let span = tracing::info_span!("saga", txn_id = %saga.txn_id);
         TransactionActor {
             saga,
@@ -111,7 +119,10 @@ impl TransactionActor {
                 call => {
                     let fut = call_bank(self.deps.clone(), self.saga.txn_id.to_string(), call)
                         .instrument(self.span.clone());
-                    ctx.spawn(fut.into_actor(self).map(|event, _act, ctx| ctx.notify(Deliver(event))));
+                    ctx.spawn(
+                        fut.into_actor(self)
+                            .map(|event, _act, ctx| ctx.notify(Deliver(event))),
+                    );
                 }
             }
         }
@@ -170,7 +181,11 @@ impl Handler<Deliver> for TransactionActor {
     }
 }
 
-async fn save_with_retry(sink: Arc<dyn CheckpointSink>, write: CheckpointWrite, metrics: Metrics) -> Result<i32, CheckpointError> {
+async fn save_with_retry(
+    sink: Arc<dyn CheckpointSink>,
+    write: CheckpointWrite,
+    metrics: Metrics,
+) -> Result<i32, CheckpointError> {
     let started = Instant::now();
     let mut pause_ms = 50;
     loop {
@@ -208,12 +223,18 @@ fn operation(call: &Command) -> &'static str {
 /// — and even then the op_id would make it once).
 async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event {
     let (bank, op) = match &call {
-        Command::Debit { bank, .. } | Command::Credit { bank, .. } | Command::Reverse { bank, .. } | Command::Inquire { bank, .. } => {
-            (bank.clone(), operation(&call))
-        }
+        Command::Debit { bank, .. }
+        | Command::Credit { bank, .. }
+        | Command::Reverse { bank, .. }
+        | Command::Inquire { bank, .. } => (bank.clone(), operation(&call)),
         Command::Sleep { .. } => return Event::Wake,
     };
-    let not_delivered = |why: &str| outcome_event(&call, Attempt::Unknown(Unknown::NotDelivered(why.to_string())));
+    let not_delivered = |why: &str| {
+        outcome_event(
+            &call,
+            Attempt::Unknown(Unknown::NotDelivered(why.to_string())),
+        )
+    };
     let endpoints = match deps.banks.send(Resolve(bank.clone())).await {
         Ok(Some(e)) if !e.is_empty() => e,
         _ => return not_delivered("bank not registered"),
@@ -223,7 +244,12 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
     let mut label = "not_delivered";
     for client in endpoints.iter() {
         let attempt = match &call {
-            Command::Debit { op_id, account, amount, .. } => Attempt::Move(
+            Command::Debit {
+                op_id,
+                account,
+                amount,
+                ..
+            } => Attempt::Move(
                 client
                     .debit(&MoveRequest {
                         op_id: op_id.clone(),
@@ -233,7 +259,12 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
                     })
                     .await,
             ),
-            Command::Credit { op_id, account, amount, .. } => Attempt::Move(
+            Command::Credit {
+                op_id,
+                account,
+                amount,
+                ..
+            } => Attempt::Move(
                 client
                     .credit(&MoveRequest {
                         op_id: op_id.clone(),
@@ -243,7 +274,12 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
                     })
                     .await,
             ),
-            Command::Reverse { op_id, original_op_id, amount, .. } => Attempt::Reverse(
+            Command::Reverse {
+                op_id,
+                original_op_id,
+                amount,
+                ..
+            } => Attempt::Reverse(
                 client
                     .reverse(&ReverseRequest {
                         op_id: op_id.clone(),
@@ -266,7 +302,10 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
             break;
         }
     }
-    deps.metrics.bank_calls.with_label_values(&[&bank, op, label]).inc();
+    deps.metrics
+        .bank_calls
+        .with_label_values(&[&bank, op, label])
+        .inc();
     deps.metrics
         .bank_call_seconds
         .with_label_values(&[&bank, op])
@@ -313,16 +352,20 @@ impl Attempt {
 
 fn outcome_event(call: &Command, attempt: Attempt) -> Event {
     match (call, attempt) {
-        (Command::Debit { .. } | Command::Credit { .. }, Attempt::Move(m)) => Event::Moved(match m {
-            MoveOutcome::Applied => MoveResult::Applied,
-            MoveOutcome::Declined(code) => MoveResult::Declined(code.as_str().to_string()),
-            MoveOutcome::Unknown(u) => MoveResult::Unknown {
+        (Command::Debit { .. } | Command::Credit { .. }, Attempt::Move(m)) => {
+            Event::Moved(match m {
+                MoveOutcome::Applied => MoveResult::Applied,
+                MoveOutcome::Declined(code) => MoveResult::Declined(code.as_str().to_string()),
+                MoveOutcome::Unknown(u) => MoveResult::Unknown {
+                    maybe_delivered: u.maybe_delivered(),
+                },
+            })
+        }
+        (Command::Debit { .. } | Command::Credit { .. }, Attempt::Unknown(u)) => {
+            Event::Moved(MoveResult::Unknown {
                 maybe_delivered: u.maybe_delivered(),
-            },
-        }),
-        (Command::Debit { .. } | Command::Credit { .. }, Attempt::Unknown(u)) => Event::Moved(MoveResult::Unknown {
-            maybe_delivered: u.maybe_delivered(),
-        }),
+            })
+        }
         (Command::Reverse { .. }, Attempt::Reverse(r)) => Event::ReverseDone(match r {
             ReverseOutcome::Reversed => ReverseResult::Reversed,
             ReverseOutcome::Noop => ReverseResult::Noop,
@@ -333,9 +376,11 @@ fn outcome_event(call: &Command, attempt: Attempt) -> Event {
             InquiryOutcome::Found(view) => match view.status {
                 OpStatus::Applied => InquiryResult::Applied,
                 OpStatus::Reversed => InquiryResult::Reversed,
-                OpStatus::Declined | OpStatus::Noop => {
-                    InquiryResult::Declined(view.code.map(|c| c.as_str().to_string()).unwrap_or_default())
-                }
+                OpStatus::Declined | OpStatus::Noop => InquiryResult::Declined(
+                    view.code
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_default(),
+                ),
             },
             InquiryOutcome::NotFound => InquiryResult::NotFound,
             InquiryOutcome::Unknown(_) => InquiryResult::Unknown,

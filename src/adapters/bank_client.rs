@@ -115,11 +115,9 @@ impl BankClient {
         };
         match status {
             200 | 422 => match serde_json::from_slice::<MoveAnswer>(&body) {
-                Ok(a) if a.op_id != req.op_id => MoveOutcome::Unknown(Unknown::MaybeApplied(format!(
-                    "{} answer names op_id {:?}",
-                    kind.as_str(),
-                    a.op_id
-                ))),
+                Ok(a) if a.op_id != req.op_id => MoveOutcome::Unknown(Unknown::MaybeApplied(
+                    format!("{} answer names op_id {:?}", kind.as_str(), a.op_id),
+                )),
                 Ok(a) if status == 200 && a.status == OpStatus::Applied => MoveOutcome::Applied,
                 Ok(MoveAnswer {
                     status: OpStatus::Declined,
@@ -129,7 +127,9 @@ impl BankClient {
                 Ok(other) => MoveOutcome::Unknown(Unknown::MaybeApplied(format!(
                     "unexpected {status} answer {other:?}"
                 ))),
-                Err(e) => MoveOutcome::Unknown(Unknown::MaybeApplied(format!("unreadable {status} answer: {e}"))),
+                Err(e) => MoveOutcome::Unknown(Unknown::MaybeApplied(format!(
+                    "unreadable {status} answer: {e}"
+                ))),
             },
             other => MoveOutcome::Unknown(Unknown::MaybeApplied(describe(other, &body))),
         }
@@ -149,12 +149,16 @@ impl BankClient {
             return ReverseOutcome::Unknown(Unknown::MaybeApplied(describe(status, &body)));
         }
         match serde_json::from_slice::<ReverseAnswer>(&body) {
-            Ok(a) if a.op_id == req.op_id && a.status == OpStatus::Reversed => ReverseOutcome::Reversed,
+            Ok(a) if a.op_id == req.op_id && a.status == OpStatus::Reversed => {
+                ReverseOutcome::Reversed
+            }
             Ok(a) if a.op_id == req.op_id && a.status == OpStatus::Noop => ReverseOutcome::Noop,
             Ok(other) => ReverseOutcome::Unknown(Unknown::MaybeApplied(format!(
                 "unexpected reverse answer {other:?}"
             ))),
-            Err(e) => ReverseOutcome::Unknown(Unknown::MaybeApplied(format!("unreadable reverse answer: {e}"))),
+            Err(e) => ReverseOutcome::Unknown(Unknown::MaybeApplied(format!(
+                "unreadable reverse answer: {e}"
+            ))),
         }
     }
 
@@ -174,10 +178,14 @@ impl BankClient {
                     "inquiry answer names op_id {:?}",
                     view.op_id
                 ))),
-                Err(e) => InquiryOutcome::Unknown(Unknown::MaybeApplied(format!("unreadable inquiry answer: {e}"))),
+                Err(e) => InquiryOutcome::Unknown(Unknown::MaybeApplied(format!(
+                    "unreadable inquiry answer: {e}"
+                ))),
             },
             404 => match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(v) if v.get("status").and_then(|s| s.as_str()) == Some("UNKNOWN") => InquiryOutcome::NotFound,
+                Ok(v) if v.get("status").and_then(|s| s.as_str()) == Some("UNKNOWN") => {
+                    InquiryOutcome::NotFound
+                }
                 _ => InquiryOutcome::Unknown(Unknown::MaybeApplied(describe(404, &body))),
             },
             other => InquiryOutcome::Unknown(Unknown::MaybeApplied(describe(other, &body))),

@@ -60,10 +60,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DbUrl {
     pub fn parse(url: &str) -> Result<DbUrl, DbError> {
-        let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| DbError::BadUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        let mut config: Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
         let dbname = config
             .get_dbname()
             .ok_or_else(|| DbError::BadUrl {
@@ -142,7 +144,10 @@ pub async fn ensure_database(db: &DbUrl) -> Result<(), DbError> {
     admin.dbname("postgres");
     let client = connect_with(&admin, &db.target()).await?;
     let quoted = format!("\"{}\"", db.dbname.replace('"', "\"\""));
-    match client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+    match client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+    {
         Ok(()) => {
             tracing::info!(db = %db.dbname, "created database");
             Ok(())
@@ -186,7 +191,9 @@ pub async fn migrate(db: &DbUrl, schema: Schema) -> Result<Vec<String>, DbError>
                 .await
         }
     };
-    let unlock = client.batch_execute("SELECT pg_advisory_unlock(72150001)").await;
+    let unlock = client
+        .batch_execute("SELECT pg_advisory_unlock(72150001)")
+        .await;
     let report = report.map_err(|e| err(&e))?;
     unlock.map_err(|e| err(&e))?;
     Ok(report

@@ -205,7 +205,14 @@ impl Store {
                      account = EXCLUDED.account, name = EXCLUDED.name,
                      merchant = EXCLUDED.merchant, mcc = EXCLUDED.mcc, updated_at = now()
                  RETURNING (xmax = 0)",
-                &[&v.vpa, &v.bank_code, &v.account, &v.name, &v.merchant, &v.mcc],
+                &[
+                    &v.vpa,
+                    &v.bank_code,
+                    &v.account,
+                    &v.name,
+                    &v.merchant,
+                    &v.mcc,
+                ],
             )
             .await;
         match result {
@@ -236,7 +243,10 @@ impl Store {
     }
 
     /// The transaction created earlier under this key, compared with `new`.
-    pub async fn by_idempotency_key(&self, new: &TxnRequest) -> Result<Option<Created>, StoreError> {
+    pub async fn by_idempotency_key(
+        &self,
+        new: &TxnRequest,
+    ) -> Result<Option<Created>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -353,13 +363,20 @@ impl Store {
     pub async fn status(&self, txn_id: Uuid) -> Result<Option<Status>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt("SELECT status FROM transactions WHERE txn_id = $1", &[&txn_id])
+            .query_opt(
+                "SELECT status FROM transactions WHERE txn_id = $1",
+                &[&txn_id],
+            )
             .await?;
         Ok(row.and_then(|r| Status::parse(r.get(0))))
     }
 
     /// Up to `limit` unfinished sagas not in `exclude`, oldest first.
-    pub async fn pending(&self, exclude: &[Uuid], limit: i64) -> Result<Vec<StoredSaga>, StoreError> {
+    pub async fn pending(
+        &self,
+        exclude: &[Uuid],
+        limit: i64,
+    ) -> Result<Vec<StoredSaga>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -384,7 +401,10 @@ impl Store {
     pub async fn pending_count(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_one("SELECT count(*) FROM transactions WHERE status = 'PENDING'", &[])
+            .query_one(
+                "SELECT count(*) FROM transactions WHERE status = 'PENDING'",
+                &[],
+            )
             .await?;
         Ok(row.get(0))
     }

@@ -60,7 +60,10 @@ pub const MAX_FAULT_DELAY_MS: u64 = 3_600_000;
 
 impl Faults {
     pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [("error_rate", self.error_rate), ("lost_reply_rate", self.lost_reply_rate)] {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("lost_reply_rate", self.lost_reply_rate),
+        ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1"));
             }

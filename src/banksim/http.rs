@@ -56,8 +56,17 @@ fn unavailable(reason: &str) -> HttpResponse {
     error(503, "UNAVAILABLE", reason)
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|e| error(400, "BAD_REQUEST", e.to_string()))
+/// A malformed request: answered `400 BAD_REQUEST` with this detail.
+struct BadRequest(String);
+
+impl BadRequest {
+    fn response(self) -> HttpResponse {
+        error(400, "BAD_REQUEST", self.0)
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
+    serde_json::from_slice(body).map_err(|e| BadRequest(e.to_string()))
 }
 
 fn reply_response(reply: Reply) -> HttpResponse {
@@ -69,14 +78,28 @@ fn reply_response(reply: Reply) -> HttpResponse {
     }
 }
 
-async fn movement(state: &BankState, body: &[u8], make: impl FnOnce(&[u8]) -> Result<Request, HttpResponse>) -> HttpResponse {
+/// A movement that passed parsing runs to its end on its own task: like a real
+/// bank, once a request has arrived it is processed whether or not the client
+/// is still waiting (that is what makes hangs and timeouts realistic).
+async fn movement(
+    state: &BankState,
+    body: &[u8],
+    make: impl FnOnce(&[u8]) -> Result<Request, BadRequest>,
+) -> HttpResponse {
+    let request = match make(body) {
+        Ok(r) => r,
+        Err(bad) => return bad.response(),
+    };
+    let state = state.clone();
+    let task = actix_web::rt::spawn(async move { process(&state, request).await });
+    task.await
+        .unwrap_or_else(|_| unavailable("the movement task failed"))
+}
+
+async fn process(state: &BankState, request: Request) -> HttpResponse {
     if let Gate::Refuse(why) = faults::gate(&state.faults, Endpoint::Movement).await {
         return unavailable(why);
     }
-    let request = match make(body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
     match state.writer.submit(request).await {
         Ok(reply) => {
             let definitive = matches!(reply, Reply::Moved(_) | Reply::Reversed(_));
@@ -91,15 +114,24 @@ async fn movement(state: &BankState, body: &[u8], make: impl FnOnce(&[u8]) -> Re
 }
 
 async fn debit(state: web::Data<BankState>, body: web::Bytes) -> HttpResponse {
-    movement(&state, &body, |b| parse_body::<MoveRequest>(b).map(Request::Debit)).await
+    movement(&state, &body, |b| {
+        parse_body::<MoveRequest>(b).map(Request::Debit)
+    })
+    .await
 }
 
 async fn credit(state: web::Data<BankState>, body: web::Bytes) -> HttpResponse {
-    movement(&state, &body, |b| parse_body::<MoveRequest>(b).map(Request::Credit)).await
+    movement(&state, &body, |b| {
+        parse_body::<MoveRequest>(b).map(Request::Credit)
+    })
+    .await
 }
 
 async fn reverse(state: web::Data<BankState>, body: web::Bytes) -> HttpResponse {
-    movement(&state, &body, |b| parse_body::<ReverseRequest>(b).map(Request::Reverse)).await
+    movement(&state, &body, |b| {
+        parse_body::<ReverseRequest>(b).map(Request::Reverse)
+    })
+    .await
 }
 
 async fn inquiry(state: web::Data<BankState>, path: web::Path<String>) -> HttpResponse {
@@ -109,19 +141,22 @@ async fn inquiry(state: web::Data<BankState>, path: web::Path<String>) -> HttpRe
     let op_id = path.into_inner();
     match state.store.op(&op_id).await {
         Ok(Some(row)) => json(200, &row.view()),
-        Ok(None) => json(404, &serde_json::json!({"op_id": op_id, "status": "UNKNOWN"})),
+        Ok(None) => json(
+            404,
+            &serde_json::json!({"op_id": op_id, "status": "UNKNOWN"}),
+        ),
         Err(e) => unavailable(&e.to_string()),
     }
 }
 
-fn query_i64(req: &HttpRequest, name: &str, default: i64) -> Result<i64, HttpResponse> {
+fn query_i64(req: &HttpRequest, name: &str, default: i64) -> Result<i64, BadRequest> {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|e| error(400, "BAD_REQUEST", e.to_string()))?;
+        .map_err(|e| BadRequest(e.to_string()))?;
     match query.iter().find(|(k, _)| k == name) {
         None => Ok(default),
         Some((_, v)) => v
             .parse::<i64>()
-            .map_err(|_| error(400, "BAD_REQUEST", format!("{name} must be an integer"))),
+            .map_err(|_| BadRequest(format!("{name} must be an integer"))),
     }
 }
 
@@ -132,17 +167,23 @@ async fn feed(state: web::Data<BankState>, req: HttpRequest) -> HttpResponse {
     let after_seq = match query_i64(&req, "after_seq", 0) {
         Ok(v) if v >= 0 => v,
         Ok(_) => return error(400, "BAD_REQUEST", "after_seq must be >= 0"),
-        Err(resp) => return resp,
+        Err(bad) => return bad.response(),
     };
     let limit = match query_i64(&req, "limit", 100) {
         Ok(v) if v >= 1 => v.min(1000),
         Ok(_) => return error(400, "BAD_REQUEST", "limit must be >= 1"),
-        Err(resp) => return resp,
+        Err(bad) => return bad.response(),
     };
     match state.store.feed(after_seq, limit).await {
         Ok(ops) => {
             let next_after_seq = ops.last().map_or(after_seq, |o| o.seq);
-            json(200, &FeedPage { ops, next_after_seq })
+            json(
+                200,
+                &FeedPage {
+                    ops,
+                    next_after_seq,
+                },
+            )
         }
         Err(e) => unavailable(&e.to_string()),
     }
@@ -167,7 +208,9 @@ async fn account(state: web::Data<BankState>, path: web::Path<String>) -> HttpRe
 }
 
 async fn health(state: web::Data<BankState>) -> HttpResponse {
-    if faults::gate(&state.faults, Endpoint::Health).await != Gate::Proceed || !*state.writer.healthy.borrow() {
+    if faults::gate(&state.faults, Endpoint::Health).await != Gate::Proceed
+        || !*state.writer.healthy.borrow()
+    {
         return json(503, &serde_json::json!({"status": "DOWN"}));
     }
     json(200, &serde_json::json!({"status": "UP"}))
@@ -180,7 +223,7 @@ async fn get_faults(state: web::Data<BankState>) -> HttpResponse {
 async fn put_faults(state: web::Data<BankState>, body: web::Bytes) -> HttpResponse {
     let patch: FaultPatch = match parse_body(&body) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(bad) => return bad.response(),
     };
     let next = state.faults.borrow().patched(patch);
     if let Err(detail) = next.validate() {
@@ -207,7 +250,11 @@ async fn balances(state: web::Data<BankState>) -> HttpResponse {
                 .collect();
             json(
                 200,
-                &serde_json::json!({"bank_code": state.code, "accounts": list, "total_paise": total as i64}),
+                &serde_json::json!({
+                    "bank_code": state.code,
+                    "accounts": list,
+                    "total_paise": i64::try_from(total).unwrap_or(i64::MAX),
+                }),
             )
         }
         Err(e) => unavailable(&e.to_string()),

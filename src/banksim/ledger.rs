@@ -161,7 +161,10 @@ impl Ledger {
 
     /// Sum of all balances (for conservation checks).
     pub fn total_paise(&self) -> i128 {
-        self.accounts.values().map(|a| i128::from(a.balance_paise)).sum()
+        self.accounts
+            .values()
+            .map(|a| i128::from(a.balance_paise))
+            .sum()
     }
 
     fn record(&mut self, row: OpRow) {
@@ -260,10 +263,7 @@ fn apply_move(ledger: &mut Ledger, kind: OpKind, req: &MoveRequest, now_ms: i64)
                 ledger.record(row);
                 Reply::Moved(answer)
             }
-            None => Reply::conflict(
-                "OP_ID_CONFLICT",
-                "op_id was fenced with a different amount",
-            ),
+            None => Reply::conflict("OP_ID_CONFLICT", "op_id was fenced with a different amount"),
             Some(k)
                 if k == kind
                     && existing.account.as_deref() == Some(req.account.as_str())
@@ -478,7 +478,9 @@ mod tests {
         let mut l = ledger();
         let r = apply(&mut l, &Request::Debit(mv("d1", "A", 1001)), 0);
         assert_eq!(r.http_status(), 422);
-        l.accounts.get_mut("A").map(|a| a.balance_paise = 5000);
+        if let Some(a) = l.accounts.get_mut("A") {
+            a.balance_paise = 5000;
+        }
         assert_eq!(apply(&mut l, &Request::Debit(mv("d1", "A", 1001)), 0), r);
         let c = apply(&mut l, &Request::Debit(mv("d1", "A", 1002)), 0);
         assert_eq!(c.http_status(), 409);
@@ -491,7 +493,13 @@ mod tests {
     fn reverse_of_never_seen_op_tombstones_it() {
         let mut l = ledger();
         let r = apply(&mut l, &rev("r1", "d9", 100), 0);
-        assert!(matches!(r, Reply::Reversed(ReverseAnswer { status: OpStatus::Noop, .. })));
+        assert!(matches!(
+            r,
+            Reply::Reversed(ReverseAnswer {
+                status: OpStatus::Noop,
+                ..
+            })
+        ));
         let late = apply(&mut l, &Request::Debit(mv("d9", "A", 100)), 0);
         assert_eq!(late.http_status(), 422);
         let Reply::Moved(answer) = late else { panic!() };
@@ -506,10 +514,22 @@ mod tests {
         apply(&mut l, &Request::Credit(mv("c1", "B", 300)), 0);
         apply(&mut l, &Request::Debit(mv("d1", "B", 300)), 0);
         let r = apply(&mut l, &rev("r1", "c1", 300), 0);
-        assert!(matches!(r, Reply::Reversed(ReverseAnswer { status: OpStatus::Reversed, .. })));
+        assert!(matches!(
+            r,
+            Reply::Reversed(ReverseAnswer {
+                status: OpStatus::Reversed,
+                ..
+            })
+        ));
         assert_eq!(bal(&l, "B"), -300);
         let again = apply(&mut l, &rev("r2", "c1", 300), 0);
-        assert!(matches!(again, Reply::Reversed(ReverseAnswer { status: OpStatus::Reversed, .. })));
+        assert!(matches!(
+            again,
+            Reply::Reversed(ReverseAnswer {
+                status: OpStatus::Reversed,
+                ..
+            })
+        ));
         assert_eq!(l.ops["r2"].status, OpStatus::Noop);
         assert_eq!(bal(&l, "B"), -300);
     }

@@ -46,10 +46,16 @@ fn seed_list(args: &BankSimArgs) -> Result<Vec<SeedAccount>, BankSimError> {
         let list: Vec<SeedAccount> = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         for a in &list {
             if a.account.is_empty() || a.account.len() > 64 {
-                return Err(err(format!("account {:?} must be 1-64 characters", a.account)));
+                return Err(err(format!(
+                    "account {:?} must be 1-64 characters",
+                    a.account
+                )));
             }
             if a.status != "ACTIVE" && a.status != "FROZEN" {
-                return Err(err(format!("account {}: status must be ACTIVE or FROZEN", a.account)));
+                return Err(err(format!(
+                    "account {}: status must be ACTIVE or FROZEN",
+                    a.account
+                )));
             }
         }
         return Ok(list);

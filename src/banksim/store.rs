@@ -34,7 +34,8 @@ pub struct SeedAccount {
     pub status: String,
 }
 
-const OP_COLUMNS: &str = "op_id, seq, kind, status, answer, account, amount_paise, txn_id, code, original_op_id, at";
+const OP_COLUMNS: &str =
+    "op_id, seq, kind, status, answer, account, amount_paise, txn_id, code, original_op_id, at";
 
 fn row_to_op(row: &tokio_postgres::Row) -> OpRow {
     let kind: Option<String> = row.get(2);
@@ -58,7 +59,9 @@ fn row_to_op(row: &tokio_postgres::Row) -> OpRow {
 }
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
 }
 
 /// Read side of the bank's ledger (any number of concurrent readers).
@@ -110,7 +113,9 @@ impl BankStore {
             "SELECT {OP_COLUMNS} FROM bank_ops WHERE bank_code = $1 AND seq > $2
              ORDER BY seq LIMIT $3"
         );
-        let rows = client.query(&sql, &[&self.code, &after_seq, &limit]).await?;
+        let rows = client
+            .query(&sql, &[&self.code, &after_seq, &limit])
+            .await?;
         Ok(rows
             .iter()
             .map(row_to_op)
@@ -337,7 +342,10 @@ async fn apply_batch(
     ledger: &mut Ledger,
     batch: &[Job],
 ) -> Result<Vec<Reply>, DbError> {
-    let mut ids: Vec<&str> = batch.iter().flat_map(|j| j.request.touched_op_ids()).collect();
+    let mut ids: Vec<&str> = batch
+        .iter()
+        .flat_map(|j| j.request.touched_op_ids())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let sql = format!("SELECT {OP_COLUMNS} FROM bank_ops WHERE bank_code = $1 AND op_id = ANY($2)");
@@ -364,7 +372,11 @@ async fn persist(client: &tokio_postgres::Client, code: &str, c: &Changes) -> Re
     let accounts: Vec<Option<&str>> = c.ops.iter().map(|o| o.account.as_deref()).collect();
     let amounts: Vec<i64> = c.ops.iter().map(|o| o.amount_paise).collect();
     let txns: Vec<Option<&str>> = c.ops.iter().map(|o| o.txn_id.as_deref()).collect();
-    let codes: Vec<Option<&str>> = c.ops.iter().map(|o| o.code.as_ref().map(|d| d.as_str())).collect();
+    let codes: Vec<Option<&str>> = c
+        .ops
+        .iter()
+        .map(|o| o.code.as_ref().map(|d| d.as_str()))
+        .collect();
     let originals: Vec<Option<&str>> = c.ops.iter().map(|o| o.original_op_id.as_deref()).collect();
     let ats: Vec<DateTime<Utc>> = c.ops.iter().map(|o| ms_to_time(o.at_ms)).collect();
     let acc_ids: Vec<&str> = c.accounts.iter().map(|a| a.account.as_str()).collect();

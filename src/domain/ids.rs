@@ -17,7 +17,8 @@ impl Vpa {
             && handle
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        let psp_ok = (2..=64).contains(&psp.len()) && psp.bytes().all(|b| b.is_ascii_alphanumeric());
+        let psp_ok =
+            (2..=64).contains(&psp.len()) && psp.bytes().all(|b| b.is_ascii_alphanumeric());
         (handle_ok && psp_ok).then(|| Vpa(text.to_ascii_lowercase()))
     }
 
@@ -47,7 +48,9 @@ pub struct BankCode(String);
 impl BankCode {
     pub fn parse(text: &str) -> Option<BankCode> {
         ((2..=12).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
         .then(|| BankCode(text.to_string()))
     }
 
@@ -87,8 +90,19 @@ mod tests {
 
     #[test]
     fn vpa_syntax_and_case() {
-        assert_eq!(Vpa::parse("Alice.R@HDFC").map(|v| v.0), Some("alice.r@hdfc".into()));
-        for bad in ["alice", "a@hdfc", "alice@h", "al ice@hdfc", "alice@hd-fc", "@hdfc", "alice@"] {
+        assert_eq!(
+            Vpa::parse("Alice.R@HDFC").map(|v| v.0),
+            Some("alice.r@hdfc".into())
+        );
+        for bad in [
+            "alice",
+            "a@hdfc",
+            "alice@h",
+            "al ice@hdfc",
+            "alice@hd-fc",
+            "@hdfc",
+            "alice@",
+        ] {
             assert!(Vpa::parse(bad).is_none(), "{bad} should be invalid");
         }
         assert!(Vpa::parse(&format!("{}@hdfc", "a".repeat(257))).is_none());

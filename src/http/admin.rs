@@ -3,7 +3,7 @@
 //! acknowledged; the bank directory learns of a bank only after that.
 
 use super::AppState;
-use super::problem::{Problem, parse_json};
+use super::problem::{Problem, body_bytes, parse_json};
 use crate::actors::bank_directory::SetBank;
 use crate::adapters::store::{BankEndpoint, BankRecord, StoreError, VpaRecord};
 use crate::domain::{BankCode, Vpa};
@@ -31,13 +31,20 @@ pub fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
     if given == Some(token.as_str()) {
         Ok(())
     } else {
-        Err(Problem::new(401, "UNAUTHORIZED", "admin endpoints need Authorization: Bearer <admin token>"))
+        Err(Problem::new(
+            401,
+            "UNAUTHORIZED",
+            "admin endpoints need Authorization: Bearer <admin token>",
+        ))
     }
 }
 
 fn check_name(name: &str) -> Result<String, Problem> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(Problem::unprocessable(
             "INVALID_NAME",
             format!("name must be 1-{MAX_NAME_CHARS} characters without control characters"),
@@ -57,12 +64,13 @@ async fn put_bank(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
-    let code = BankCode::parse(&path.into_inner())
-        .ok_or_else(|| Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9"))?;
-    let body: BankBody = parse_json(&body)?;
+    let code = BankCode::parse(&path.into_inner()).ok_or_else(|| {
+        Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9")
+    })?;
+    let body: BankBody = parse_json(&body_bytes(body)?)?;
     let name = check_name(&body.name)?;
     if body.endpoints.is_empty() || body.endpoints.len() > MAX_ENDPOINTS {
         return Err(Problem::unprocessable(
@@ -81,7 +89,10 @@ async fn put_bank(
             ));
         }
         if !(0..=1000).contains(&e.priority) {
-            return Err(Problem::unprocessable("INVALID_PRIORITY", "priority must be 0-1000"));
+            return Err(Problem::unprocessable(
+                "INVALID_PRIORITY",
+                "priority must be 0-1000",
+            ));
         }
     }
     let record = BankRecord {
@@ -89,7 +100,11 @@ async fn put_bank(
         name,
         endpoints: body.endpoints,
     };
-    let created = state.store.upsert_bank(&record).await.map_err(|e| Problem::unavailable(&e))?;
+    let created = state
+        .store
+        .upsert_bank(&record)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     state
         .banks
         .send(SetBank {
@@ -122,27 +137,37 @@ async fn put_vpa(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let vpa = Vpa::parse(&path.into_inner()).ok_or_else(|| {
-        Problem::unprocessable("INVALID_VPA", "a VPA is handle@psp (handle 2-256 of A-Za-z0-9._-, psp 2-64 of A-Za-z0-9)")
+        Problem::unprocessable(
+            "INVALID_VPA",
+            "a VPA is handle@psp (handle 2-256 of A-Za-z0-9._-, psp 2-64 of A-Za-z0-9)",
+        )
     })?;
-    let body: VpaBody = parse_json(&body)?;
-    let bank = BankCode::parse(&body.bank_code)
-        .ok_or_else(|| Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9"))?;
+    let body: VpaBody = parse_json(&body_bytes(body)?)?;
+    let bank = BankCode::parse(&body.bank_code).ok_or_else(|| {
+        Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9")
+    })?;
     let account_ok = (1..=64).contains(&body.account.len())
         && body
             .account
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !account_ok {
-        return Err(Problem::unprocessable("INVALID_ACCOUNT", "account must be 1-64 of A-Za-z0-9._-"));
+        return Err(Problem::unprocessable(
+            "INVALID_ACCOUNT",
+            "account must be 1-64 of A-Za-z0-9._-",
+        ));
     }
     if let Some(mcc) = &body.mcc
         && !(mcc.len() == 4 && mcc.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err(Problem::unprocessable("INVALID_MCC", "mcc must be 4 digits or null"));
+        return Err(Problem::unprocessable(
+            "INVALID_MCC",
+            "mcc must be 4 digits or null",
+        ));
     }
     let record = VpaRecord {
         vpa: vpa.as_str().to_string(),
@@ -155,7 +180,10 @@ async fn put_vpa(
     let created = match state.store.upsert_vpa(&record).await {
         Ok(created) => created,
         Err(StoreError::UnknownBank(code)) => {
-            return Err(Problem::unprocessable("UNKNOWN_BANK", format!("bank {code} is not registered")));
+            return Err(Problem::unprocessable(
+                "UNKNOWN_BANK",
+                format!("bank {code} is not registered"),
+            ));
         }
         Err(e) => return Err(Problem::unavailable(&e)),
     };

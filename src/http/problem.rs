@@ -4,7 +4,7 @@
 //! leaking internals; a client's mistake is always a 4xx, never a 500.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError, web};
 use serde::de::DeserializeOwned;
 use std::fmt;
 
@@ -44,7 +44,11 @@ impl Problem {
         tracing::warn!(error = %cause, "request failed on a dependency");
         Problem {
             retry_after_s: Some(1),
-            ..Problem::new(503, "SERVICE_UNAVAILABLE", "a dependency of the switch is unavailable; retry shortly")
+            ..Problem::new(
+                503,
+                "SERVICE_UNAVAILABLE",
+                "a dependency of the switch is unavailable; retry shortly",
+            )
         }
     }
 
@@ -84,20 +88,61 @@ impl ResponseError for Problem {
     }
 }
 
+/// The request body, or a problem when it could not be read: a body over
+/// `MAX_BODY_BYTES` is a `413` problem, not actix's plain-text answer.
+/// (Handlers take `Result<web::Bytes, actix_web::Error>` and call this.)
+pub fn body_bytes(body: Result<web::Bytes, actix_web::Error>) -> Result<web::Bytes, Problem> {
+    body.map_err(|e| {
+        if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                format!(
+                    "the request body is larger than {} bytes",
+                    super::MAX_BODY_BYTES
+                ),
+            )
+        } else {
+            Problem::bad_request(
+                "INVALID_BODY",
+                format!("the request body could not be read: {e}"),
+            )
+        }
+    })
+}
+
 /// Parses a JSON body strictly, mapping every failure to a 400 with a code.
+/// The body must be a JSON object (serde would also take a struct as an array).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     if body.is_empty() {
-        return Err(Problem::bad_request("MALFORMED_JSON", "the request body is empty; send a JSON object"));
+        return Err(Problem::bad_request(
+            "MALFORMED_JSON",
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(Problem::bad_request(
+            "INVALID_BODY",
+            "the request body must be a JSON object",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         let text = e.to_string();
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                Problem::bad_request("MALFORMED_JSON", format!("the body is not valid JSON: {text}"))
+            Category::Syntax | Category::Eof | Category::Io => Problem::bad_request(
+                "MALFORMED_JSON",
+                format!("the body is not valid JSON: {text}"),
+            ),
+            Category::Data if text.starts_with("unknown field") => {
+                Problem::bad_request("UNKNOWN_FIELD", text)
             }
-            Category::Data if text.starts_with("unknown field") => Problem::bad_request("UNKNOWN_FIELD", text),
-            Category::Data if text.starts_with("missing field") => Problem::bad_request("MISSING_FIELD", text),
+            Category::Data if text.starts_with("missing field") => {
+                Problem::bad_request("MISSING_FIELD", text)
+            }
             Category::Data => Problem::bad_request("INVALID_FIELD", text),
         }
     })

@@ -3,7 +3,7 @@
 //! request that fails any rule gets its 4xx before anything is written.
 
 use super::AppState;
-use super::problem::{Problem, parse_json};
+use super::problem::{Problem, body_bytes, parse_json};
 use crate::actors::registry::{Admit, Start, Watch};
 use crate::actors::transaction::now_ms;
 use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
@@ -40,7 +40,10 @@ struct CreateBody {
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
     let value = req.headers().get("Idempotency-Key").ok_or_else(|| {
-        Problem::bad_request("IDEMPOTENCY_KEY_MISSING", "the Idempotency-Key header is required")
+        Problem::bad_request(
+            "IDEMPOTENCY_KEY_MISSING",
+            "the Idempotency-Key header is required",
+        )
     })?;
     let key = value.to_str().unwrap_or_default();
     let ok = (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
@@ -72,8 +75,12 @@ fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
 fn parse_amount(raw: &RawValue, limit: Paise) -> Result<Paise, Problem> {
     let text = raw.get().trim();
     let digits = if text.starts_with('"') {
-        serde_json::from_str::<String>(text)
-            .map_err(|_| Problem::unprocessable("INVALID_AMOUNT", "amount must be a decimal string like \"150.75\""))?
+        serde_json::from_str::<String>(text).map_err(|_| {
+            Problem::unprocessable(
+                "INVALID_AMOUNT",
+                "amount must be a decimal string like \"150.75\"",
+            )
+        })?
     } else if text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
         text.to_string()
     } else {
@@ -99,7 +106,9 @@ fn parse_note(note: Option<String>) -> Result<Option<String>, Problem> {
         Some(n) if n.chars().count() > MAX_NOTE_CHARS || n.chars().any(char::is_control) => {
             Err(Problem::unprocessable(
                 "INVALID_NOTE",
-                format!("note must be at most {MAX_NOTE_CHARS} characters without control characters"),
+                format!(
+                    "note must be at most {MAX_NOTE_CHARS} characters without control characters"
+                ),
             ))
         }
         other => Ok(other),
@@ -120,20 +129,32 @@ async fn resolve(state: &AppState, field: &str, vpa: &Vpa) -> Result<VpaRecord, 
         .vpa(vpa)
         .await
         .map_err(|e| Problem::unavailable(&e))?
-        .ok_or_else(|| Problem::unprocessable("UNKNOWN_VPA", format!("{field} {vpa} is not registered")))
+        .ok_or_else(|| {
+            Problem::unprocessable("UNKNOWN_VPA", format!("{field} {vpa} is not registered"))
+        })
 }
 
-async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Problem> {
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Problem> {
     let key = idempotency_key(&req)?;
     let wait_ms = wait_param(&req)?;
-    let body: CreateBody = parse_json(&body)?;
+    let body: CreateBody = parse_json(&body_bytes(body)?)?;
     if body.kind != "P2P" {
-        return Err(Problem::unprocessable("UNSUPPORTED_TYPE", "type must be \"P2P\""));
+        return Err(Problem::unprocessable(
+            "UNSUPPORTED_TYPE",
+            "type must be \"P2P\"",
+        ));
     }
     let payer_vpa = parse_vpa("payer_vpa", &body.payer_vpa)?;
     let payee_vpa = parse_vpa("payee_vpa", &body.payee_vpa)?;
     if payer_vpa == payee_vpa {
-        return Err(Problem::unprocessable("SAME_PAYER_PAYEE", "payer_vpa and payee_vpa must differ"));
+        return Err(Problem::unprocessable(
+            "SAME_PAYER_PAYEE",
+            "payer_vpa and payee_vpa must differ",
+        ));
     }
     let amount = parse_amount(&body.amount, state.limits.txn_limit)?;
     let request = TxnRequest {
@@ -160,19 +181,41 @@ async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) 
             "payer and payee resolve to the same account",
         ));
     }
-    if state.registry.send(Admit).await.map_err(|e| Problem::unavailable(&e))?.is_err() {
-        return Err(Problem::busy("too many transactions are pending; retry shortly"));
+    if state
+        .registry
+        .send(Admit)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .is_err()
+    {
+        return Err(Problem::busy(
+            "too many transactions are pending; retry shortly",
+        ));
     }
     let saga = Saga::new(
         Uuid::new_v4(),
-        Party { bank: payer.bank_code, account: payer.account },
-        Party { bank: payee.bank_code, account: payee.account },
+        Party {
+            bank: payer.bank_code,
+            account: payer.account,
+        },
+        Party {
+            bank: payee.bank_code,
+            account: payee.account,
+        },
         amount,
         now_ms(),
     );
     let txn_id = saga.txn_id;
-    let new = NewTxn { request, saga: saga.clone() };
-    match state.store.create_txn(&new).await.map_err(|e| Problem::unavailable(&e))? {
+    let new = NewTxn {
+        request,
+        saga: saga.clone(),
+    };
+    match state
+        .store
+        .create_txn(&new)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+    {
         Created::New => {}
         other => return replay(&state, other, wait_ms).await,
     }
@@ -190,7 +233,11 @@ async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) 
     }
 }
 
-async fn replay(state: &AppState, created: Created, wait_ms: Option<u64>) -> Result<HttpResponse, Problem> {
+async fn replay(
+    state: &AppState,
+    created: Created,
+    wait_ms: Option<u64>,
+) -> Result<HttpResponse, Problem> {
     match created {
         Created::KeyReused => Err(Problem::unprocessable(
             "IDEMPOTENCY_KEY_REUSED",
@@ -206,12 +253,20 @@ async fn replay(state: &AppState, created: Created, wait_ms: Option<u64>) -> Res
 
 /// Waits up to `wait_ms` for the transaction to be terminal, then answers with
 /// its status document (`200` when terminal, `202` while still pending).
-async fn status_document(state: &AppState, txn_id: Uuid, wait_ms: u64) -> Result<HttpResponse, Problem> {
+async fn status_document(
+    state: &AppState,
+    txn_id: Uuid,
+    wait_ms: u64,
+) -> Result<HttpResponse, Problem> {
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     if wait_ms > 0 {
         let mut watch = state.registry.send(Watch(txn_id)).await.ok().flatten();
         loop {
-            let status = state.store.status(txn_id).await.map_err(|e| Problem::unavailable(&e))?;
+            let status = state
+                .store
+                .status(txn_id)
+                .await
+                .map_err(|e| Problem::unavailable(&e))?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if status.is_none_or(Status::is_terminal) || remaining.is_zero() {
                 break;
@@ -277,7 +332,11 @@ pub fn txn_json(row: &TxnRow) -> serde_json::Value {
     })
 }
 
-async fn get(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
     let txn_id = Uuid::parse_str(&path.into_inner())
         .map_err(|_| Problem::bad_request("INVALID_TXN_ID", "the transaction id must be a UUID"))?;
     let wait_ms = wait_param(&req)?.unwrap_or(0);
@@ -294,10 +353,17 @@ struct ValidateBody {
     vpa: String,
 }
 
-async fn validate_vpa(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, Problem> {
-    let body: ValidateBody = parse_json(&body)?;
+async fn validate_vpa(
+    state: web::Data<AppState>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Problem> {
+    let body: ValidateBody = parse_json(&body_bytes(body)?)?;
     let vpa = parse_vpa("vpa", &body.vpa)?;
-    let found = state.store.vpa(&vpa).await.map_err(|e| Problem::unavailable(&e))?;
+    let found = state
+        .store
+        .vpa(&vpa)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     Ok(HttpResponse::Ok().json(match found {
         Some(v) => serde_json::json!({
             "vpa": v.vpa,

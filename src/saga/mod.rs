@@ -144,10 +144,16 @@ pub enum Phase {
     Crediting(Movement),
     /// `POST /v1/reverse` of the debit: undoing an applied debit, or fencing
     /// one whose outcome stayed unknown. Ends REVERSED or (NOOP) FAILED.
-    ReversingDebit { reversal: Reversal, reason: Reason },
+    ReversingDebit {
+        reversal: Reversal,
+        reason: Reason,
+    },
     /// `POST /v1/reverse` of the credit whose outcome stayed unknown; then the
     /// debit is reversed.
-    FencingCredit { reversal: Reversal, reason: Reason },
+    FencingCredit {
+        reversal: Reversal,
+        reason: Reason,
+    },
     Done(Terminal),
 }
 
@@ -202,11 +208,31 @@ pub enum Event {
 /// What the interpreter must do. Bank calls carry everything the wire needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Debit { op_id: String, bank: String, account: String, amount: Paise },
-    Credit { op_id: String, bank: String, account: String, amount: Paise },
-    Reverse { op_id: String, original_op_id: String, bank: String, amount: Paise },
-    Inquire { op_id: String, bank: String },
-    Sleep { ms: u64 },
+    Debit {
+        op_id: String,
+        bank: String,
+        account: String,
+        amount: Paise,
+    },
+    Credit {
+        op_id: String,
+        bank: String,
+        account: String,
+        amount: Paise,
+    },
+    Reverse {
+        op_id: String,
+        original_op_id: String,
+        bank: String,
+        amount: Paise,
+    },
+    Inquire {
+        op_id: String,
+        bank: String,
+    },
+    Sleep {
+        ms: u64,
+    },
 }
 
 /// A durable record of a step, written before the transition's commands run.
@@ -282,9 +308,14 @@ enum Verdict {
     /// Inquiry found the op applied and already reversed.
     AlreadyReversed,
     /// Deadline passed without a definitive answer.
-    GiveUp { maybe_delivered: bool },
+    GiveUp {
+        maybe_delivered: bool,
+    },
     /// Keep going: maybe a command, maybe a first-unknown checkpoint.
-    Continue { command: Option<Command>, note_unknown: bool },
+    Continue {
+        command: Option<Command>,
+        note_unknown: bool,
+    },
     /// The event does not belong to the current wait (stale); nothing happens.
     Ignore,
 }
@@ -326,7 +357,9 @@ impl Saga {
 
     pub fn reason(&self) -> Option<&Reason> {
         match &self.phase {
-            Phase::Done(Terminal::Failed { reason } | Terminal::Reversed { reason }) => Some(reason),
+            Phase::Done(Terminal::Failed { reason } | Terminal::Reversed { reason }) => {
+                Some(reason)
+            }
             _ => None,
         }
     }
@@ -373,33 +406,40 @@ impl Saga {
                 self.phase = Phase::Crediting(m);
                 self.after_credit(verdict, now_ms)
             }
-            Phase::ReversingDebit { reversal, reason } => match self.reversal_event(reversal, event, cfg) {
-                Ok(ReverseResult::Reversed) => self.finish(Terminal::Reversed { reason }),
-                Ok(_) => self.finish(Terminal::Failed { reason }),
-                Err((reversal, commands)) => {
-                    self.phase = Phase::ReversingDebit { reversal, reason };
-                    self.quiet(commands)
+            Phase::ReversingDebit { reversal, reason } => {
+                match self.reversal_event(reversal, event, cfg) {
+                    Ok(ReverseResult::Reversed) => self.finish(Terminal::Reversed { reason }),
+                    Ok(_) => self.finish(Terminal::Failed { reason }),
+                    Err((reversal, commands)) => {
+                        self.phase = Phase::ReversingDebit { reversal, reason };
+                        self.quiet(commands)
+                    }
                 }
-            },
-            Phase::FencingCredit { reversal, reason } => match self.reversal_event(reversal, event, cfg) {
-                Ok(result) => {
-                    let detail = match result {
-                        ReverseResult::Reversed => "credit had applied; undone by the fence",
-                        _ => "credit never applied; fenced",
-                    };
-                    self.phase = Phase::ReversingDebit {
-                        reversal: Reversal { retries: 0, backing_off: false },
-                        reason,
-                    };
-                    let cmd = self.reverse_command();
-                    let op = Some(debit_reverse_op_id(self.txn_id));
-                    self.checkpointed("REVERSING", op, Some(detail.into()), vec![cmd])
+            }
+            Phase::FencingCredit { reversal, reason } => {
+                match self.reversal_event(reversal, event, cfg) {
+                    Ok(result) => {
+                        let detail = match result {
+                            ReverseResult::Reversed => "credit had applied; undone by the fence",
+                            _ => "credit never applied; fenced",
+                        };
+                        self.phase = Phase::ReversingDebit {
+                            reversal: Reversal {
+                                retries: 0,
+                                backing_off: false,
+                            },
+                            reason,
+                        };
+                        let cmd = self.reverse_command();
+                        let op = Some(debit_reverse_op_id(self.txn_id));
+                        self.checkpointed("REVERSING", op, Some(detail.into()), vec![cmd])
+                    }
+                    Err((reversal, commands)) => {
+                        self.phase = Phase::FencingCredit { reversal, reason };
+                        self.quiet(commands)
+                    }
                 }
-                Err((reversal, commands)) => {
-                    self.phase = Phase::FencingCredit { reversal, reason };
-                    self.quiet(commands)
-                }
-            },
+            }
             Phase::Done(_) => self.quiet(Vec::new()),
         }
     }
@@ -416,23 +456,44 @@ impl Saga {
                 reason: payer_decline(&code),
             }),
             Verdict::AlreadyReversed => self.finish(Terminal::Reversed {
-                reason: Reason::new("DEBIT_UNCONFIRMED", "the debit was applied and has been reversed"),
+                reason: Reason::new(
+                    "DEBIT_UNCONFIRMED",
+                    "the debit was applied and has been reversed",
+                ),
             }),
-            Verdict::GiveUp { maybe_delivered: false } => self.finish(Terminal::Failed {
-                reason: Reason::new("PAYER_BANK_UNAVAILABLE", "the payer's bank could not be reached"),
+            Verdict::GiveUp {
+                maybe_delivered: false,
+            } => self.finish(Terminal::Failed {
+                reason: Reason::new(
+                    "PAYER_BANK_UNAVAILABLE",
+                    "the payer's bank could not be reached",
+                ),
             }),
-            Verdict::GiveUp { maybe_delivered: true } => {
+            Verdict::GiveUp {
+                maybe_delivered: true,
+            } => {
                 self.phase = Phase::ReversingDebit {
-                    reversal: Reversal { retries: 0, backing_off: false },
+                    reversal: Reversal {
+                        retries: 0,
+                        backing_off: false,
+                    },
                     reason: Reason::new(
                         "DEBIT_UNCONFIRMED",
                         "the payer's bank did not confirm the debit in time; it was fenced",
                     ),
                 };
                 let fence = self.reverse_command();
-                self.checkpointed("DEBIT_FENCING", Some(debit_reverse_op_id(txn)), None, vec![fence])
+                self.checkpointed(
+                    "DEBIT_FENCING",
+                    Some(debit_reverse_op_id(txn)),
+                    None,
+                    vec![fence],
+                )
             }
-            Verdict::Continue { command, note_unknown } => self.continue_movement(command, note_unknown, "DEBIT_UNKNOWN"),
+            Verdict::Continue {
+                command,
+                note_unknown,
+            } => self.continue_movement(command, note_unknown, "DEBIT_UNKNOWN"),
             Verdict::Ignore => self.quiet(Vec::new()),
         }
     }
@@ -441,7 +502,10 @@ impl Saga {
         let txn = self.txn_id;
         let reverse_debit = |mut saga: Saga, reason: Reason| {
             saga.phase = Phase::ReversingDebit {
-                reversal: Reversal { retries: 0, backing_off: false },
+                reversal: Reversal {
+                    retries: 0,
+                    backing_off: false,
+                },
                 reason,
             };
             let cmd = saga.reverse_command();
@@ -452,31 +516,55 @@ impl Saga {
             Verdict::Declined(code) => reverse_debit(self, payee_decline(&code)),
             Verdict::AlreadyReversed => reverse_debit(
                 self,
-                Reason::new("CREDIT_UNCONFIRMED", "the credit was undone at the payee's bank"),
+                Reason::new(
+                    "CREDIT_UNCONFIRMED",
+                    "the credit was undone at the payee's bank",
+                ),
             ),
-            Verdict::GiveUp { maybe_delivered: false } => reverse_debit(
+            Verdict::GiveUp {
+                maybe_delivered: false,
+            } => reverse_debit(
                 self,
-                Reason::new("PAYEE_BANK_UNAVAILABLE", "the payee's bank could not be reached"),
+                Reason::new(
+                    "PAYEE_BANK_UNAVAILABLE",
+                    "the payee's bank could not be reached",
+                ),
             ),
-            Verdict::GiveUp { maybe_delivered: true } => {
+            Verdict::GiveUp {
+                maybe_delivered: true,
+            } => {
                 self.phase = Phase::FencingCredit {
-                    reversal: Reversal { retries: 0, backing_off: false },
+                    reversal: Reversal {
+                        retries: 0,
+                        backing_off: false,
+                    },
                     reason: Reason::new(
                         "CREDIT_UNCONFIRMED",
                         "the payee's bank did not confirm the credit in time; it was fenced",
                     ),
                 };
                 let fence = self.reverse_command();
-                self.checkpointed("CREDIT_FENCING", Some(credit_reverse_op_id(txn)), None, vec![fence])
+                self.checkpointed(
+                    "CREDIT_FENCING",
+                    Some(credit_reverse_op_id(txn)),
+                    None,
+                    vec![fence],
+                )
             }
-            Verdict::Continue { command, note_unknown } => {
-                self.continue_movement(command, note_unknown, "CREDIT_UNKNOWN")
-            }
+            Verdict::Continue {
+                command,
+                note_unknown,
+            } => self.continue_movement(command, note_unknown, "CREDIT_UNKNOWN"),
             Verdict::Ignore => self.quiet(Vec::new()),
         }
     }
 
-    fn continue_movement(self, command: Option<Command>, note_unknown: bool, label: &'static str) -> Transition {
+    fn continue_movement(
+        self,
+        command: Option<Command>,
+        note_unknown: bool,
+        label: &'static str,
+    ) -> Transition {
         let commands: Vec<Command> = command.into_iter().collect();
         if note_unknown {
             let op = self.current_op_id();
@@ -500,12 +588,18 @@ impl Saga {
             (Waiting::Send, Event::Moved(MoveResult::Applied))
             | (Waiting::Inquiry, Event::Inquired(InquiryResult::Applied)) => Verdict::Applied,
             (Waiting::Send, Event::Moved(MoveResult::Declined(code)))
-            | (Waiting::Inquiry, Event::Inquired(InquiryResult::Declined(code))) => Verdict::Declined(code),
-            (Waiting::Inquiry, Event::Inquired(InquiryResult::Reversed)) => Verdict::AlreadyReversed,
+            | (Waiting::Inquiry, Event::Inquired(InquiryResult::Declined(code))) => {
+                Verdict::Declined(code)
+            }
+            (Waiting::Inquiry, Event::Inquired(InquiryResult::Reversed)) => {
+                Verdict::AlreadyReversed
+            }
             (Waiting::Send, Event::Moved(MoveResult::Unknown { maybe_delivered })) => {
                 m.maybe_delivered |= maybe_delivered;
                 if past_deadline {
-                    Verdict::GiveUp { maybe_delivered: m.maybe_delivered }
+                    Verdict::GiveUp {
+                        maybe_delivered: m.maybe_delivered,
+                    }
                 } else {
                     // Never re-send something that may have arrived without asking first.
                     m.waiting = if m.maybe_delivered {
@@ -523,7 +617,9 @@ impl Saga {
             }
             (Waiting::Inquiry, Event::Inquired(InquiryResult::NotFound)) => {
                 if past_deadline {
-                    Verdict::GiveUp { maybe_delivered: true }
+                    Verdict::GiveUp {
+                        maybe_delivered: true,
+                    }
                 } else {
                     // The bank has not seen it: sending the same op_id again is safe.
                     m.waiting = Waiting::BackoffThenSend;
@@ -535,7 +631,9 @@ impl Saga {
             }
             (Waiting::Inquiry, Event::Inquired(InquiryResult::Unknown)) => {
                 if past_deadline {
-                    Verdict::GiveUp { maybe_delivered: m.maybe_delivered }
+                    Verdict::GiveUp {
+                        maybe_delivered: m.maybe_delivered,
+                    }
                 } else {
                     m.waiting = Waiting::BackoffThenInquire;
                     Verdict::Continue {
@@ -544,8 +642,12 @@ impl Saga {
                     }
                 }
             }
-            (Waiting::BackoffThenSend | Waiting::BackoffThenInquire, Event::Wake) if past_deadline => {
-                Verdict::GiveUp { maybe_delivered: m.maybe_delivered }
+            (Waiting::BackoffThenSend | Waiting::BackoffThenInquire, Event::Wake)
+                if past_deadline =>
+            {
+                Verdict::GiveUp {
+                    maybe_delivered: m.maybe_delivered,
+                }
             }
             (Waiting::BackoffThenSend, Event::Wake) => {
                 m.waiting = Waiting::Send;
@@ -598,13 +700,14 @@ impl Saga {
             .min(cfg.retry_max_ms)
             .max(1);
         *retries = retries.saturating_add(1);
-        let mut x = (self.txn_id.as_u128() as u64) ^ u64::from(*retries).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut x = (self.txn_id.as_u128() as u64)
+            ^ u64::from(*retries).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // splitmix64 finaliser
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^= x >> 31;
         Command::Sleep {
-            ms: (x % (exp + 1)).max(cfg.retry_base_ms.min(10).max(1)),
+            ms: (x % (exp + 1)).max(cfg.retry_base_ms.clamp(1, 10)),
         }
     }
 
@@ -616,7 +719,9 @@ impl Saga {
         };
         let detail = match &terminal {
             Terminal::Success => None,
-            Terminal::Failed { reason } | Terminal::Reversed { reason } => Some(reason.detail.clone()),
+            Terminal::Failed { reason } | Terminal::Reversed { reason } => {
+                Some(reason.detail.clone())
+            }
         };
         let op = self.current_op_id();
         self.phase = Phase::Done(terminal);
@@ -633,7 +738,11 @@ impl Saga {
         Transition {
             saga: self,
             commands,
-            checkpoint: Some(Checkpoint { state, op_id, detail }),
+            checkpoint: Some(Checkpoint {
+                state,
+                op_id,
+                detail,
+            }),
         }
     }
 
@@ -717,18 +826,36 @@ fn payer_decline(code: &str) -> Reason {
     match code {
         "INSUFFICIENT_FUNDS" => Reason::new("INSUFFICIENT_FUNDS", "the payer's balance is too low"),
         "ACCOUNT_FROZEN" => Reason::new("PAYER_ACCOUNT_FROZEN", "the payer's account is frozen"),
-        "ACCOUNT_NOT_FOUND" => Reason::new("PAYER_ACCOUNT_NOT_FOUND", "the payer's bank has no such account"),
-        "ALREADY_REVERSED" => Reason::new("DEBIT_FENCED", "the debit had been fenced before it arrived"),
-        other => Reason::new("PAYER_BANK_DECLINED", format!("the payer's bank declined: {other}")),
+        "ACCOUNT_NOT_FOUND" => Reason::new(
+            "PAYER_ACCOUNT_NOT_FOUND",
+            "the payer's bank has no such account",
+        ),
+        "ALREADY_REVERSED" => Reason::new(
+            "DEBIT_FENCED",
+            "the debit had been fenced before it arrived",
+        ),
+        other => Reason::new(
+            "PAYER_BANK_DECLINED",
+            format!("the payer's bank declined: {other}"),
+        ),
     }
 }
 
 fn payee_decline(code: &str) -> Reason {
     match code {
         "ACCOUNT_FROZEN" => Reason::new("PAYEE_ACCOUNT_FROZEN", "the payee's account is frozen"),
-        "ACCOUNT_NOT_FOUND" => Reason::new("PAYEE_ACCOUNT_NOT_FOUND", "the payee's bank has no such account"),
-        "ALREADY_REVERSED" => Reason::new("CREDIT_FENCED", "the credit had been fenced before it arrived"),
-        other => Reason::new("PAYEE_BANK_DECLINED", format!("the payee's bank declined: {other}")),
+        "ACCOUNT_NOT_FOUND" => Reason::new(
+            "PAYEE_ACCOUNT_NOT_FOUND",
+            "the payee's bank has no such account",
+        ),
+        "ALREADY_REVERSED" => Reason::new(
+            "CREDIT_FENCED",
+            "the credit had been fenced before it arrived",
+        ),
+        other => Reason::new(
+            "PAYEE_BANK_DECLINED",
+            format!("the payee's bank declined: {other}"),
+        ),
     }
 }
 
@@ -739,8 +866,14 @@ mod tests {
     fn saga() -> Saga {
         Saga::new(
             Uuid::from_u128(42),
-            Party { bank: "HDFC".into(), account: "A".into() },
-            Party { bank: "ICICI".into(), account: "B".into() },
+            Party {
+                bank: "HDFC".into(),
+                account: "A".into(),
+            },
+            Party {
+                bank: "ICICI".into(),
+                account: "B".into(),
+            },
             Paise(500),
             0,
         )
@@ -767,7 +900,13 @@ mod tests {
 
     #[test]
     fn unknown_debit_is_inquired_not_resent() {
-        let t = saga().step(Event::Moved(MoveResult::Unknown { maybe_delivered: true }), 5, &CFG);
+        let t = saga().step(
+            Event::Moved(MoveResult::Unknown {
+                maybe_delivered: true,
+            }),
+            5,
+            &CFG,
+        );
         assert!(matches!(t.commands[..], [Command::Sleep { .. }]));
         let t = t.saga.step(Event::Wake, 20, &CFG);
         assert!(matches!(t.commands[..], [Command::Inquire { .. }]));
@@ -775,7 +914,13 @@ mod tests {
 
     #[test]
     fn undelivered_debit_past_deadline_fails_without_fence() {
-        let t = saga().step(Event::Moved(MoveResult::Unknown { maybe_delivered: false }), 5, &CFG);
+        let t = saga().step(
+            Event::Moved(MoveResult::Unknown {
+                maybe_delivered: false,
+            }),
+            5,
+            &CFG,
+        );
         let t = t.saga.step(Event::Wake, 2_000, &CFG);
         assert_eq!(t.saga.status(), Status::Failed);
         assert!(t.commands.is_empty());
@@ -783,24 +928,43 @@ mod tests {
 
     #[test]
     fn maybe_delivered_debit_past_deadline_is_fenced() {
-        let t = saga().step(Event::Moved(MoveResult::Unknown { maybe_delivered: true }), 2_000, &CFG);
+        let t = saga().step(
+            Event::Moved(MoveResult::Unknown {
+                maybe_delivered: true,
+            }),
+            2_000,
+            &CFG,
+        );
         assert!(matches!(t.commands[..], [Command::Reverse { .. }]));
         assert_eq!(t.checkpoint.map(|c| c.state), Some("DEBIT_FENCING"));
-        let t = t.saga.step(Event::ReverseDone(ReverseResult::Noop), 2_001, &CFG);
+        let t = t
+            .saga
+            .step(Event::ReverseDone(ReverseResult::Noop), 2_001, &CFG);
         assert_eq!(t.saga.status(), Status::Failed);
     }
 
     #[test]
     fn debited_saga_never_fails() {
         let t = saga().step(Event::Moved(MoveResult::Applied), 1, &CFG);
-        let t = t.saga.step(Event::Moved(MoveResult::Declined("ACCOUNT_FROZEN".into())), 2, &CFG);
+        let t = t.saga.step(
+            Event::Moved(MoveResult::Declined("ACCOUNT_FROZEN".into())),
+            2,
+            &CFG,
+        );
         assert_eq!(t.checkpoint.as_ref().map(|c| c.state), Some("REVERSING"));
-        let t = t.saga.step(Event::ReverseDone(ReverseResult::Unknown), 3, &CFG);
+        let t = t
+            .saga
+            .step(Event::ReverseDone(ReverseResult::Unknown), 3, &CFG);
         assert_eq!(t.saga.status(), Status::Pending);
         let t = t.saga.step(Event::Wake, 4, &CFG);
-        let t = t.saga.step(Event::ReverseDone(ReverseResult::Reversed), 5, &CFG);
+        let t = t
+            .saga
+            .step(Event::ReverseDone(ReverseResult::Reversed), 5, &CFG);
         assert_eq!(t.saga.status(), Status::Reversed);
-        assert_eq!(t.saga.reason().map(|r| r.code.as_str()), Some("PAYEE_ACCOUNT_FROZEN"));
+        assert_eq!(
+            t.saga.reason().map(|r| r.code.as_str()),
+            Some("PAYEE_ACCOUNT_FROZEN")
+        );
     }
 
     #[test]

@@ -1,0 +1,1387 @@
+//! `upi-switch demo`: the README's first command. This module owns the whole
+//! show: two simulated banks (HDFC, ICICI) as child processes of this very
+//! executable, the switch running in-process (`serve::start`), registration of
+//! the banks and 60 VPAs over the public admin API, a burst of P2P payments
+//! measured from the client's side (accept and end-to-end latency, throughput,
+//! HTTP errors), a summary with a money check (the sum over both banks is the
+//! same before and after, and each ledger moved exactly as the `SUCCESS`
+//! transactions say), and then — unless `--exit` — serving until Ctrl-C.
+//!
+//! The bank processes are killed whenever the demo ends, however it ends
+//! (error, Ctrl-C/SIGTERM, panic). The demo's own logs and the banks' go to
+//! files in a fresh temporary directory, so the terminal shows only progress
+//! and the summary. Running it twice against the same databases works: the
+//! banks keep the ledgers of the first run, every payment has a fresh
+//! idempotency key, and only this run's transactions are counted.
+
+use crate::adapters::pg::{self, Schema};
+use crate::cli::{DemoArgs, LogFormat};
+use crate::serve;
+use futures::StreamExt;
+use rand::RngExt;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// Accounts (and VPAs) per bank: `ACC001`… ↔ `user001@hdfc`…
+const ACCOUNTS_PER_BANK: usize = 30;
+/// Accounts `ACC025`–`ACC027` are frozen: payments to them end `REVERSED`.
+const FROZEN: std::ops::RangeInclusive<usize> = 25..=27;
+/// Accounts `ACC028`–`ACC030` hold ₹1.00: payments from them end `FAILED`.
+const POOR: std::ops::RangeInclusive<usize> = 28..=30;
+const RICH_BALANCE_PAISE: i64 = 5_000_000; // ₹50,000.00
+const POOR_BALANCE_PAISE: i64 = 100; // ₹1.00
+/// Share of payments sent to a frozen payee (→ REVERSED, PAYEE_ACCOUNT_FROZEN).
+const FROZEN_SHARE: f64 = 0.08;
+/// Share of payments sent from a poor payer (→ FAILED, INSUFFICIENT_FUNDS).
+const POOR_SHARE: f64 = 0.07;
+/// Ordinary payments: ₹1.00 to ₹500.00, so a ₹50,000 balance lasts many runs.
+const AMOUNT_PAISE: std::ops::RangeInclusive<i64> = 100..=50_000;
+/// Payments from poor payers always exceed their ₹1.00.
+const POOR_AMOUNT_PAISE: std::ops::RangeInclusive<i64> = 1_000..=50_000;
+
+/// (code, name, psp handle) of the two simulated banks.
+const BANKS: [(&str, &str, &str); 2] = [
+    ("HDFC", "HDFC Bank", "hdfc"),
+    ("ICICI", "ICICI Bank", "icici"),
+];
+
+/// How long a bank child may take to print `LISTENING <addr>`.
+const BANK_START_LIMIT: Duration = Duration::from_secs(30);
+/// How long one transaction is followed before it is reported still `PENDING`.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(120);
+/// `?wait=` of each status poll.
+const POLL_WAIT_MS: u64 = 10_000;
+/// Attempts of one `POST /v1/transactions` (same idempotency key) on 429/5xx/transport errors.
+const POST_ATTEMPTS: u32 = 6;
+/// How long the demo waits for sagas left by an earlier run before it measures balances.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+const FIRST_NAMES: [&str; 15] = [
+    "Aarav",
+    "Priya",
+    "Rohan",
+    "Ananya",
+    "Vikram",
+    "Meera",
+    "Arjun",
+    "Kavya",
+    "Siddharth",
+    "Ishita",
+    "Kabir",
+    "Nisha",
+    "Aditya",
+    "Lakshmi",
+    "Farhan",
+];
+const LAST_NAMES: [&str; 8] = [
+    "Sharma", "Iyer", "Reddy", "Banerjee", "Patel", "Khan", "Menon", "Gill",
+];
+const NOTES: [&str; 6] = [
+    "chai",
+    "rent",
+    "dinner",
+    "auto fare",
+    "groceries",
+    "movie tickets",
+];
+
+type DemoResult<T> = Result<T, String>;
+
+/// Runs the demo. `log_format` applies to the log file of this process.
+pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
+    let concurrency = args.concurrency.max(1);
+    if args.transactions == 0 {
+        return Err("--transactions must be at least 1".into());
+    }
+    if args.bank_port == u16::MAX {
+        return Err(
+            "--bank-port must leave room for a second port (ICICI uses --bank-port + 1)".into(),
+        );
+    }
+    // A taken --listen port is found out first, before any child is started:
+    // `serve::start` binds only after it has started its actors, and actors
+    // abandoned that way panic (caught, but loud) when the runtime is torn down.
+    if args.switch.listen.port() != 0 {
+        std::net::TcpListener::bind(args.switch.listen).map_err(|e| {
+            format!(
+                "cannot listen on {}: {e} (is another process using that port? pick another with --listen, \
+                 or --listen 127.0.0.1:0 for a free one)",
+                args.switch.listen
+            )
+        })?;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "upi-switch-demo-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the demo's directory {}: {e}", dir.display()))?;
+    let switch_log = dir.join("switch.log");
+    init_logging(&switch_log, log_format)?;
+
+    // Ctrl-C / SIGTERM, observed by every phase below.
+    let (stop_tx, mut stop) = watch::channel(None::<&'static str>);
+    actix_web::rt::spawn(async move {
+        let name = shutdown_signal().await;
+        let _ = stop_tx.send(Some(name));
+    });
+
+    eprintln!("upi-switch demo: logs in {}", dir.display());
+
+    // 1. The banks' ledger database (created and migrated here, once, so the two
+    //    simulators do not race to) and the two bank processes.
+    let bank_db = pg::DbUrl::parse(&args.bank_database_url).map_err(|e| e.to_string())?;
+    guard(&mut stop, async {
+        pg::ensure_database(&bank_db)
+            .await
+            .map_err(|e| e.to_string())?;
+        pg::migrate(&bank_db, Schema::Bank)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let people = people();
+    let mut banks = BankChildren(Vec::new());
+    let mut started = Vec::new();
+    for (i, (code, _, _)) in BANKS.iter().enumerate() {
+        let port = if args.bank_port == 0 {
+            0
+        } else {
+            args.bank_port + i as u16
+        };
+        let seed = write_seed_file(&dir, code, &people)?;
+        started.push(spawn_bank(
+            code,
+            port,
+            &args.bank_database_url,
+            &seed,
+            &dir,
+            &mut banks,
+        )?);
+    }
+    let mut bank_urls = Vec::new();
+    for (i, listening) in started.into_iter().enumerate() {
+        let url = guard(
+            &mut stop,
+            wait_listening(&mut banks.0[i], listening, args.bank_port),
+        )
+        .await?;
+        bank_urls.push(url);
+    }
+    for (bank, url) in banks.0.iter().zip(&bank_urls) {
+        eprintln!(
+            "  bank {:<5} {url}  (log: {})",
+            bank.code,
+            bank.log.display()
+        );
+    }
+
+    // 2. The switch, in this process.
+    let running = guard(&mut stop, async {
+        serve::start(&args.switch)
+            .await
+            .map_err(|e| format!("starting the switch: {e}"))
+    })
+    .await?;
+    let server = running.server.handle();
+    let mut server_task = actix_web::rt::spawn(running.server);
+    let switch_url = match running.addrs.first() {
+        Some(addr) => format!("http://{}", reachable(*addr)),
+        None => return Err("the switch is not listening on any address".into()),
+    };
+    eprintln!("  switch     {switch_url}  (log: {})", switch_log.display());
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(concurrency + 8)
+        // Everything is local: an http_proxy in the environment must not get in the way.
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let token = args.switch.admin_token.as_deref();
+
+    // 3. Registrations, then a quiet switch, then the balances before.
+    guard(
+        &mut stop,
+        register(&http, &switch_url, token, &bank_urls, &people),
+    )
+    .await?;
+    eprintln!(
+        "  registered {} banks and {} VPAs",
+        BANKS.len(),
+        people.len()
+    );
+    if let Err(why) = guard(&mut stop, async { Ok(wait_idle(&http, &switch_url).await) }).await? {
+        eprintln!("  note: {why}; the money check may be off by transactions of an earlier run");
+    }
+    let before = guard(&mut stop, read_ledgers(&http, &bank_urls)).await?;
+    for warning in seed_warnings(&before, &people) {
+        eprintln!("  note: {warning}");
+    }
+
+    // 4. Traffic.
+    let plans = plan(&people, args.transactions);
+    eprintln!(
+        "  sending {} payments, {concurrency} at a time",
+        plans.len()
+    );
+    let ctx = Ctx {
+        http: &http,
+        switch_url: &switch_url,
+        people: &people,
+        progress: Progress::default(),
+        errors: Mutex::new(BTreeMap::new()),
+    };
+    let traffic_started = Instant::now();
+    let outcomes = guard(&mut stop, async {
+        let traffic = futures::stream::iter(plans.iter())
+            .map(|p| follow_one(&ctx, p))
+            .buffer_unordered(concurrency)
+            .collect::<Vec<Outcome>>();
+        tokio::pin!(traffic);
+        let tty = std::io::stderr().is_terminal();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                outcomes = &mut traffic => {
+                    ctx.progress.show(plans.len(), traffic_started.elapsed(), tty, true);
+                    return Ok(outcomes);
+                }
+                _ = tick.tick() => ctx.progress.show(plans.len(), traffic_started.elapsed(), tty, false),
+            }
+        }
+    })
+    .await?;
+    let traffic_elapsed = traffic_started.elapsed();
+
+    // 5. Balances after, and the summary.
+    if let Err(why) = guard(&mut stop, async { Ok(wait_idle(&http, &switch_url).await) }).await? {
+        eprintln!("  note: {why}");
+    }
+    let after = guard(&mut stop, read_ledgers(&http, &bank_urls)).await?;
+    let errors = ctx.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let summary = Summary::new(
+        &outcomes,
+        &errors,
+        traffic_elapsed,
+        concurrency,
+        &before,
+        &after,
+        &people,
+    );
+    println!("{}", summary.render());
+    let verdict = summary.verdict();
+
+    // 6. Keep serving until Ctrl-C, unless told to exit.
+    if !args.exit {
+        println!();
+        println!("{}", how_to_look(&switch_url, &bank_urls, &summary, &dir));
+        tokio::select! {
+            _ = stop.wait_for(Option::is_some) => eprintln!("\nupi-switch demo: stopping the switch and the banks"),
+            result = &mut server_task => match result {
+                Ok(Ok(())) => eprintln!("upi-switch demo: the switch stopped; stopping the banks"),
+                Ok(Err(e)) => return Err(format!("the switch stopped: {e}")),
+                Err(e) => return Err(format!("the switch stopped: {e}")),
+            },
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.stop(true)).await;
+    drop(banks);
+    verdict
+}
+
+/// Logs of this process (the switch's) go to a file: the terminal is for the summary.
+fn init_logging(path: &Path, format: LogFormat) -> DemoResult<()> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| format!("cannot create log file {}: {e}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(Mutex::new(file));
+    // Already initialised (e.g. in a test process): keep the first.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => "Ctrl-C",
+        // No signal handling here: never resolve rather than stop at once.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Runs `work` unless a stop signal comes first.
+async fn guard<T>(
+    stop: &mut watch::Receiver<Option<&'static str>>,
+    work: impl Future<Output = DemoResult<T>>,
+) -> DemoResult<T> {
+    tokio::select! {
+        result = work => result,
+        signal = stop.wait_for(Option::is_some) => {
+            let name = signal.ok().and_then(|s| *s).unwrap_or("a signal");
+            Err(format!("interrupted by {name}; the banks were stopped"))
+        }
+    }
+}
+
+/// An address a client can connect to (`0.0.0.0` → `127.0.0.1`).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// People: accounts, VPAs and what each one is for
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// ACTIVE with ₹50,000.
+    Rich,
+    /// FROZEN: credits to it are declined.
+    Frozen,
+    /// ACTIVE with ₹1.00: debits from it are declined.
+    Poor,
+}
+
+#[derive(Debug, Clone)]
+struct Person {
+    bank: &'static str,
+    account: String,
+    vpa: String,
+    name: String,
+    kind: Kind,
+}
+
+fn people() -> Vec<Person> {
+    let mut list = Vec::new();
+    for (b, (code, _, psp)) in BANKS.iter().enumerate() {
+        for i in 1..=ACCOUNTS_PER_BANK {
+            let kind = if FROZEN.contains(&i) {
+                Kind::Frozen
+            } else if POOR.contains(&i) {
+                Kind::Poor
+            } else {
+                Kind::Rich
+            };
+            let n = b * ACCOUNTS_PER_BANK + i;
+            list.push(Person {
+                bank: code,
+                account: format!("ACC{i:03}"),
+                vpa: format!("user{i:03}@{psp}"),
+                name: format!(
+                    "{} {}",
+                    FIRST_NAMES[n % FIRST_NAMES.len()],
+                    LAST_NAMES[(n / 3) % LAST_NAMES.len()]
+                ),
+                kind,
+            });
+        }
+    }
+    list
+}
+
+fn write_seed_file(dir: &Path, code: &str, people: &[Person]) -> DemoResult<PathBuf> {
+    let list: Vec<Value> = people
+        .iter()
+        .filter(|p| p.bank == code)
+        .map(|p| {
+            json!({
+                "account": p.account,
+                "name": p.name,
+                "balance_paise": if p.kind == Kind::Poor { POOR_BALANCE_PAISE } else { RICH_BALANCE_PAISE },
+                "status": if p.kind == Kind::Frozen { "FROZEN" } else { "ACTIVE" },
+            })
+        })
+        .collect();
+    let path = dir.join(format!("accounts-{}.json", code.to_lowercase()));
+    let text = serde_json::to_string_pretty(&list).map_err(|e| format!("accounts file: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------
+// Bank simulators as child processes
+// ---------------------------------------------------------------------------
+
+struct BankChild {
+    code: &'static str,
+    log: PathBuf,
+    child: Child,
+}
+
+/// The bank processes; dropping this kills them.
+struct BankChildren(Vec<BankChild>);
+
+impl Drop for BankChildren {
+    fn drop(&mut self) {
+        for bank in &mut self.0 {
+            let _ = bank.child.kill();
+            let _ = bank.child.wait();
+        }
+    }
+}
+
+/// Starts `upi-switch bank-sim` and returns where its `LISTENING` line will arrive.
+fn spawn_bank(
+    code: &'static str,
+    port: u16,
+    database_url: &str,
+    accounts: &Path,
+    dir: &Path,
+    banks: &mut BankChildren,
+) -> DemoResult<oneshot::Receiver<String>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable to start the banks: {e}"))?;
+    let log = dir.join(format!("bank-{}.log", code.to_lowercase()));
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let mut child = Command::new(&exe)
+        .args([
+            "bank-sim",
+            "--code",
+            code,
+            "--port",
+            &port.to_string(),
+            "--database-url",
+            database_url,
+            "--accounts",
+        ])
+        .arg(accounts)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start the {code} bank simulator ({}): {e}",
+                exe.display()
+            )
+        })?;
+    let stdout = child.stdout.take();
+    banks.0.push(BankChild { code, log, child });
+    let (tx, rx) = oneshot::channel();
+    if let Some(stdout) = stdout {
+        // Reads the LISTENING line, then keeps draining until the child exits.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("LISTENING ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+    }
+    Ok(rx)
+}
+
+/// Waits (bounded) for a bank's `LISTENING <addr>`; on failure, says why from its log.
+async fn wait_listening(
+    bank: &mut BankChild,
+    listening: oneshot::Receiver<String>,
+    base_port: u16,
+) -> DemoResult<String> {
+    match tokio::time::timeout(BANK_START_LIMIT, listening).await {
+        Ok(Ok(addr)) => Ok(format!("http://{}", reachable_text(&addr))),
+        Ok(Err(_)) => {
+            // Its stdout closed without LISTENING: it exited. Give it a moment to be reaped.
+            let mut status = None;
+            for _ in 0..20 {
+                if let Ok(Some(s)) = bank.child.try_wait() {
+                    status = Some(s);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let why = last_error(&bank.log).unwrap_or_else(|| match status {
+                Some(s) => format!("it exited ({s})"),
+                None => "it closed its output".into(),
+            });
+            let hint = if base_port != 0 && why.contains("cannot listen") {
+                " (try --bank-port 0 to pick free ports)"
+            } else {
+                ""
+            };
+            Err(format!(
+                "the {} bank simulator did not start: {why}{hint} (log: {})",
+                bank.code,
+                bank.log.display()
+            ))
+        }
+        Err(_) => Err(format!(
+            "the {} bank simulator did not report LISTENING within {} s (log: {})",
+            bank.code,
+            BANK_START_LIMIT.as_secs(),
+            bank.log.display()
+        )),
+    }
+}
+
+fn reachable_text(addr: &str) -> String {
+    addr.parse::<SocketAddr>()
+        .map(|a| reachable(a).to_string())
+        .unwrap_or_else(|_| addr.to_string())
+}
+
+/// The most telling line of a child's log: its `error:` line, else its last line.
+fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once("error: ").map(|(_, rest)| rest.to_string()))
+        .or_else(|| lines.last().map(|l| l.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Switch setup over HTTP
+// ---------------------------------------------------------------------------
+
+/// One line for a transport error, with its causes (`connection refused`, …).
+fn transport_text(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "transport"
+    }
+}
+
+fn problem_code(body: &Value) -> &str {
+    body["code"].as_str().unwrap_or("-")
+}
+
+async fn put_admin(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> DemoResult<()> {
+    let mut req = http.put(format!("{base}{path}")).json(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("PUT {path}: {}", transport_text(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    Err(format!(
+        "PUT {path} answered {status}: {} {}",
+        problem_code(&body),
+        body["detail"].as_str().unwrap_or_default()
+    ))
+}
+
+async fn register(
+    http: &reqwest::Client,
+    switch: &str,
+    token: Option<&str>,
+    bank_urls: &[String],
+    people: &[Person],
+) -> DemoResult<()> {
+    for ((code, name, _), url) in BANKS.iter().zip(bank_urls) {
+        let body = json!({"name": name, "endpoints": [{"url": url, "priority": 0}]});
+        put_admin(
+            http,
+            switch,
+            token,
+            &format!("/v1/admin/banks/{code}"),
+            &body,
+        )
+        .await
+        .map_err(|e| format!("registering bank {code}: {e}"))?;
+    }
+    let results: Vec<DemoResult<()>> = futures::stream::iter(people)
+        .map(|p| async move {
+            let body = json!({"bank_code": p.bank, "account": p.account, "name": p.name, "merchant": false, "mcc": null});
+            put_admin(http, switch, token, &format!("/v1/admin/vpas/{}", p.vpa), &body)
+                .await
+                .map_err(|e| format!("registering VPA {}: {e}", p.vpa))
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Waits (bounded) until the switch runs no saga and has none waiting, as seen
+/// twice in a row. `Err` says what is still going on.
+async fn wait_idle(http: &reqwest::Client, switch: &str) -> Result<(), String> {
+    let deadline = Instant::now() + IDLE_LIMIT;
+    let mut quiet = 0;
+    let mut last = String::from("the switch's /readyz did not answer");
+    loop {
+        match http.get(format!("{switch}/readyz")).send().await {
+            Ok(resp) => {
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                let sagas = &body["checks"]["sagas"];
+                let in_flight = sagas["in_flight"].as_u64();
+                let backlog = sagas["backlog"].as_u64();
+                if in_flight == Some(0) && backlog == Some(0) {
+                    quiet += 1;
+                    if quiet >= 2 {
+                        return Ok(());
+                    }
+                } else {
+                    quiet = 0;
+                    last = match (in_flight, backlog) {
+                        (Some(i), Some(b)) => {
+                            format!("the switch still runs {i} saga(s) with {b} waiting")
+                        }
+                        _ => format!("the switch is not ready: {body}"),
+                    };
+                }
+            }
+            Err(e) => last = format!("the switch's /readyz failed: {}", transport_text(&e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{last} after {} s", IDLE_LIMIT.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A bank's ledger as `GET /admin/balances` shows it.
+struct Ledger {
+    total: i64,
+    /// account → (balance in paise, status)
+    accounts: BTreeMap<String, (i64, String)>,
+}
+
+async fn read_ledgers(http: &reqwest::Client, bank_urls: &[String]) -> DemoResult<Vec<Ledger>> {
+    let mut ledgers = Vec::new();
+    for ((code, _, _), url) in BANKS.iter().zip(bank_urls) {
+        let what = format!("reading {code}'s balances ({url}/admin/balances)");
+        let resp = http
+            .get(format!("{url}/admin/balances"))
+            .send()
+            .await
+            .map_err(|e| format!("{what}: {}", transport_text(&e)))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("{what}: {}", transport_text(&e)))?;
+        if !status.is_success() {
+            return Err(format!("{what}: {status} {body}"));
+        }
+        let total = body["total_paise"]
+            .as_i64()
+            .ok_or_else(|| format!("{what}: no total_paise in {body}"))?;
+        let accounts = body["accounts"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|a| {
+                        Some((
+                            a["account"].as_str()?.to_string(),
+                            (
+                                a["balance_paise"].as_i64()?,
+                                a["status"].as_str().unwrap_or("?").to_string(),
+                            ),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ledgers.push(Ledger { total, accounts });
+    }
+    Ok(ledgers)
+}
+
+/// Differences between the ledgers found and the demo's seed (a database
+/// seeded by something else): the demo still runs, but says so.
+fn seed_warnings(ledgers: &[Ledger], people: &[Person]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for ((code, _, _), ledger) in BANKS.iter().zip(ledgers) {
+        let mut odd = Vec::new();
+        for p in people.iter().filter(|p| p.bank == *code) {
+            let want = if p.kind == Kind::Frozen {
+                "FROZEN"
+            } else {
+                "ACTIVE"
+            };
+            match ledger.accounts.get(&p.account) {
+                None => odd.push(format!("{} missing", p.account)),
+                Some((_, status)) if status != want => {
+                    odd.push(format!("{} is {status}", p.account))
+                }
+                Some((balance, _))
+                    if p.kind == Kind::Poor && *balance >= *POOR_AMOUNT_PAISE.start() =>
+                {
+                    odd.push(format!("{} is not poor", p.account))
+                }
+                Some((balance, _))
+                    if p.kind == Kind::Rich && *balance < *AMOUNT_PAISE.end() * 10 =>
+                {
+                    odd.push(format!("{} is nearly empty", p.account))
+                }
+                _ => {}
+            }
+        }
+        if !odd.is_empty() {
+            odd.truncate(5);
+            warnings.push(format!(
+                "bank {code}'s ledger differs from the demo's seed ({}); some payments may end differently \
+                 (use a fresh --bank-database-url for a clean run)",
+                odd.join(", ")
+            ));
+        }
+    }
+    warnings
+}
+
+// ---------------------------------------------------------------------------
+// Traffic
+// ---------------------------------------------------------------------------
+
+/// One payment to send: indices into the people list and an amount.
+struct Plan {
+    payer: usize,
+    payee: usize,
+    amount_paise: i64,
+    note: &'static str,
+}
+
+fn plan(people: &[Person], n: usize) -> Vec<Plan> {
+    let of = |kind: Kind| -> Vec<usize> {
+        (0..people.len())
+            .filter(|&i| people[i].kind == kind)
+            .collect()
+    };
+    let (rich, frozen, poor) = (of(Kind::Rich), of(Kind::Frozen), of(Kind::Poor));
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| {
+            let roll: f64 = rng.random();
+            let (payer, payee, amount_paise) = if roll < FROZEN_SHARE {
+                let payer = rich[rng.random_range(0..rich.len())];
+                let payee = frozen[rng.random_range(0..frozen.len())];
+                (payer, payee, rng.random_range(AMOUNT_PAISE))
+            } else if roll < FROZEN_SHARE + POOR_SHARE {
+                let payer = poor[rng.random_range(0..poor.len())];
+                let payee = rich[rng.random_range(0..rich.len())];
+                (payer, payee, rng.random_range(POOR_AMOUNT_PAISE))
+            } else {
+                let payer = rich[rng.random_range(0..rich.len())];
+                let mut payee = payer;
+                while payee == payer {
+                    payee = rich[rng.random_range(0..rich.len())];
+                }
+                (payer, payee, rng.random_range(AMOUNT_PAISE))
+            };
+            Plan {
+                payer,
+                payee,
+                amount_paise,
+                note: NOTES[rng.random_range(0..NOTES.len())],
+            }
+        })
+        .collect()
+}
+
+fn rupees(paise: i64) -> String {
+    let sign = if paise < 0 { "-" } else { "" };
+    let abs = paise.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+/// `₹1,23,45,678.90`: Indian digit grouping.
+fn inr(paise: i64) -> String {
+    let sign = if paise < 0 { "-" } else { "" };
+    let abs = paise.unsigned_abs();
+    let whole = (abs / 100).to_string();
+    let grouped = if whole.len() <= 3 {
+        whole
+    } else {
+        let (head, tail) = whole.split_at(whole.len() - 3);
+        let mut groups = Vec::new();
+        let mut rest = head;
+        while rest.len() > 2 {
+            let (h, t) = rest.split_at(rest.len() - 2);
+            groups.push(t);
+            rest = h;
+        }
+        groups.push(rest);
+        groups.reverse();
+        format!("{},{tail}", groups.join(","))
+    };
+    format!("{sign}₹{grouped}.{:02}", abs % 100)
+}
+
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    terminal: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Progress {
+    fn show(&self, total: usize, elapsed: Duration, tty: bool, last: bool) {
+        let line = format!(
+            "  sent {}/{total}  accepted {}  terminal {}  http errors {}  ({:.1} s)",
+            self.sent.load(Ordering::Relaxed),
+            self.accepted.load(Ordering::Relaxed),
+            self.terminal.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            elapsed.as_secs_f64()
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            if last {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+struct Ctx<'a> {
+    http: &'a reqwest::Client,
+    switch_url: &'a str,
+    people: &'a [Person],
+    progress: Progress,
+    /// HTTP errors by kind, e.g. `POST 503 SWITCH_BUSY`, `GET timeout`.
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Ctx<'_> {
+    fn error(&self, kind: String) {
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.errors.lock() {
+            *map.entry(kind).or_default() += 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    Success,
+    Failed,
+    Reversed,
+    /// Accepted but not terminal within `FOLLOW_LIMIT`.
+    Pending,
+    /// Never accepted; the last answer's kind.
+    NotAccepted(String),
+}
+
+struct Outcome<'a> {
+    plan: &'a Plan,
+    txn_id: Option<String>,
+    end: End,
+    reason: Option<String>,
+    accept_us: Option<u128>,
+    e2e_us: Option<u128>,
+}
+
+/// Sends one payment (retrying with the same key while the answer is unknown
+/// or the switch is busy) and follows it to a terminal status.
+async fn follow_one<'a>(ctx: &Ctx<'_>, plan: &'a Plan) -> Outcome<'a> {
+    let mut outcome = Outcome {
+        plan,
+        txn_id: None,
+        end: End::Pending,
+        reason: None,
+        accept_us: None,
+        e2e_us: None,
+    };
+    let payer = &ctx.people[plan.payer];
+    let payee = &ctx.people[plan.payee];
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "type": "P2P",
+        "payer_vpa": payer.vpa,
+        "payee_vpa": payee.vpa,
+        "amount": rupees(plan.amount_paise),
+        "note": plan.note,
+    });
+    let url = format!("{}/v1/transactions", ctx.switch_url);
+    let started = Instant::now();
+    ctx.progress.sent.fetch_add(1, Ordering::Relaxed);
+    let mut attempt = 0;
+    let txn_id = loop {
+        attempt += 1;
+        let kind = match ctx
+            .http
+            .post(&url)
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                match (status, answer["txn_id"].as_str()) {
+                    (200 | 202, Some(id)) => break id.to_string(),
+                    (200 | 202, None) => format!("POST {status} without txn_id"),
+                    (429 | 500..=599, _) => format!("POST {status} {}", problem_code(&answer)),
+                    _ => {
+                        let kind = format!("POST {status} {}", problem_code(&answer));
+                        ctx.error(kind.clone());
+                        outcome.end = End::NotAccepted(kind);
+                        return outcome;
+                    }
+                }
+            }
+            Err(e) => format!("POST {}", transport_kind(&e)),
+        };
+        ctx.error(kind.clone());
+        if attempt >= POST_ATTEMPTS {
+            outcome.end = End::NotAccepted(kind);
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(100 << (attempt - 1).min(4))).await;
+    };
+    outcome.accept_us = Some(started.elapsed().as_micros());
+    ctx.progress.accepted.fetch_add(1, Ordering::Relaxed);
+
+    let poll = format!(
+        "{}/v1/transactions/{txn_id}?wait={POLL_WAIT_MS}",
+        ctx.switch_url
+    );
+    outcome.txn_id = Some(txn_id);
+    let deadline = Instant::now() + FOLLOW_LIMIT;
+    loop {
+        let request = ctx
+            .http
+            .get(&poll)
+            .timeout(Duration::from_millis(POLL_WAIT_MS) + Duration::from_secs(15));
+        match request.send().await {
+            Ok(resp) if resp.status().as_u16() == 200 => match resp.json::<Value>().await {
+                Ok(doc) => {
+                    let end = match doc["status"].as_str() {
+                        Some("SUCCESS") => Some(End::Success),
+                        Some("FAILED") => Some(End::Failed),
+                        Some("REVERSED") => Some(End::Reversed),
+                        Some("PENDING") => None,
+                        other => {
+                            ctx.error(format!(
+                                "GET 200 with status {}",
+                                other.unwrap_or("missing")
+                            ));
+                            None
+                        }
+                    };
+                    if let Some(end) = end {
+                        outcome.e2e_us = Some(started.elapsed().as_micros());
+                        outcome.reason = doc["reason"]["code"].as_str().map(str::to_string);
+                        outcome.end = end;
+                        ctx.progress.terminal.fetch_add(1, Ordering::Relaxed);
+                        return outcome;
+                    }
+                }
+                Err(e) => ctx.error(format!("GET {}", transport_kind(&e))),
+            },
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                ctx.error(format!("GET {status} {}", problem_code(&answer)));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                ctx.error(format!("GET {}", transport_kind(&e)));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        if Instant::now() >= deadline {
+            return outcome; // End::Pending
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Summary
+// ---------------------------------------------------------------------------
+
+/// Nearest-rank percentile of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted: &[u128], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+fn latency_line(mut us: Vec<u128>) -> String {
+    if us.is_empty() {
+        return "n/a".into();
+    }
+    us.sort_unstable();
+    format!(
+        "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (n={})",
+        percentile_ms(&us, 50.0),
+        percentile_ms(&us, 90.0),
+        percentile_ms(&us, 99.0),
+        percentile_ms(&us, 100.0),
+        us.len()
+    )
+}
+
+struct Summary {
+    sent: usize,
+    accepted: usize,
+    success: usize,
+    failed: usize,
+    reversed: usize,
+    pending: usize,
+    not_accepted: BTreeMap<String, u64>,
+    reasons: BTreeMap<String, u64>,
+    accept_line: String,
+    e2e_line: String,
+    elapsed: Duration,
+    concurrency: usize,
+    errors: BTreeMap<String, u64>,
+    /// (code, total before, total after)
+    totals: Vec<(&'static str, i64, i64)>,
+    /// Accounts whose balance did not move as the SUCCESS transactions say.
+    mismatches: Vec<String>,
+    accounts_checked: usize,
+    sample_txn: Option<String>,
+    sample_vpa: String,
+}
+
+impl Summary {
+    fn new(
+        outcomes: &[Outcome<'_>],
+        errors: &BTreeMap<String, u64>,
+        elapsed: Duration,
+        concurrency: usize,
+        before: &[Ledger],
+        after: &[Ledger],
+        people: &[Person],
+    ) -> Summary {
+        let count = |end: &End| outcomes.iter().filter(|o| &o.end == end).count();
+        let mut not_accepted = BTreeMap::new();
+        let mut reasons = BTreeMap::new();
+        let mut expected: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for o in outcomes {
+            if let End::NotAccepted(kind) = &o.end {
+                *not_accepted.entry(kind.clone()).or_default() += 1;
+            }
+            if let Some(r) = &o.reason {
+                *reasons.entry(r.clone()).or_default() += 1;
+            }
+            if o.end == End::Success {
+                let (payer, payee) = (&people[o.plan.payer], &people[o.plan.payee]);
+                *expected
+                    .entry((payer.bank, payer.account.as_str()))
+                    .or_default() -= o.plan.amount_paise;
+                *expected
+                    .entry((payee.bank, payee.account.as_str()))
+                    .or_default() += o.plan.amount_paise;
+            }
+        }
+        let mut mismatches = Vec::new();
+        let mut accounts_checked = 0;
+        for (((code, _, _), b), a) in BANKS.iter().zip(before).zip(after) {
+            let names: std::collections::BTreeSet<&String> =
+                b.accounts.keys().chain(a.accounts.keys()).collect();
+            for account in names {
+                accounts_checked += 1;
+                let was = b.accounts.get(account).map_or(0, |x| x.0);
+                let is = a.accounts.get(account).map_or(0, |x| x.0);
+                let want = expected
+                    .get(&(*code, account.as_str()))
+                    .copied()
+                    .unwrap_or(0);
+                if is - was != want {
+                    mismatches.push(format!(
+                        "{code} {account} moved {} but SUCCESS transactions say {}",
+                        rupees(is - was),
+                        rupees(want)
+                    ));
+                }
+            }
+        }
+        // A finished payment to show off: a SUCCESS if there is one.
+        let sample_txn = outcomes
+            .iter()
+            .filter(|o| o.txn_id.is_some())
+            .max_by_key(|o| o.end == End::Success)
+            .and_then(|o| o.txn_id.clone());
+        let sample_vpa = people
+            .iter()
+            .find(|p| p.kind == Kind::Rich && p.bank == BANKS[1].0)
+            .map_or_else(|| "user001@icici".into(), |p| p.vpa.clone());
+        Summary {
+            sent: outcomes.len(),
+            accepted: outcomes.iter().filter(|o| o.accept_us.is_some()).count(),
+            success: count(&End::Success),
+            failed: count(&End::Failed),
+            reversed: count(&End::Reversed),
+            pending: count(&End::Pending),
+            not_accepted,
+            reasons,
+            accept_line: latency_line(outcomes.iter().filter_map(|o| o.accept_us).collect()),
+            e2e_line: latency_line(outcomes.iter().filter_map(|o| o.e2e_us).collect()),
+            elapsed,
+            concurrency,
+            errors: errors.clone(),
+            totals: BANKS
+                .iter()
+                .zip(before.iter().zip(after))
+                .map(|((code, _, _), (b, a))| (*code, b.total, a.total))
+                .collect(),
+            mismatches,
+            accounts_checked,
+            sample_txn,
+            sample_vpa,
+        }
+    }
+
+    fn terminal(&self) -> usize {
+        self.success + self.failed + self.reversed
+    }
+
+    fn sums(&self) -> (i64, i64) {
+        (
+            self.totals.iter().map(|t| t.1).sum(),
+            self.totals.iter().map(|t| t.2).sum(),
+        )
+    }
+
+    fn conserved(&self) -> bool {
+        let (before, after) = self.sums();
+        before == after
+    }
+
+    /// The summary, one `label: value` per line (tests and scripts read these).
+    fn render(&self) -> String {
+        let mut out = vec!["== upi-switch demo summary ==".to_string()];
+        let mut line =
+            |label: &str, value: String| out.push(format!("{:<30}{value}", format!("{label}:")));
+        line("transactions sent", self.sent.to_string());
+        line("accepted", self.accepted.to_string());
+        line("status SUCCESS", self.success.to_string());
+        line("status FAILED", self.failed.to_string());
+        line("status REVERSED", self.reversed.to_string());
+        line("status PENDING", self.pending.to_string());
+        line(
+            "not accepted",
+            self.not_accepted.values().sum::<u64>().to_string(),
+        );
+        for (kind, n) in &self.not_accepted {
+            line(&format!("not accepted {kind}"), n.to_string());
+        }
+        for (reason, n) in &self.reasons {
+            line(&format!("reason {reason}"), n.to_string());
+        }
+        line("accept latency ms", self.accept_line.clone());
+        line("end-to-end latency ms", self.e2e_line.clone());
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        line(
+            "throughput tx/s",
+            format!(
+                "{:.1}  ({} terminal in {:.2} s, concurrency {})",
+                self.terminal() as f64 / secs,
+                self.terminal(),
+                secs,
+                self.concurrency
+            ),
+        );
+        line("http errors", self.errors.values().sum::<u64>().to_string());
+        for (kind, n) in &self.errors {
+            line(&format!("http error {kind}"), n.to_string());
+        }
+        for (code, before, after) in &self.totals {
+            line(
+                &format!("bank {code} total"),
+                format!(
+                    "{} -> {}  (change {})",
+                    inr(*before),
+                    inr(*after),
+                    inr(after - before)
+                ),
+            );
+        }
+        let (before, after) = self.sums();
+        line(
+            "sum of both banks",
+            format!("{} -> {}", inr(before), inr(after)),
+        );
+        let conserved = if self.conserved() {
+            "yes".to_string()
+        } else if self.pending > 0 {
+            format!(
+                "no ({} transaction(s) still pending: money may be in flight)",
+                self.pending
+            )
+        } else {
+            "no".to_string()
+        };
+        line("money conserved", conserved);
+        let ledgers = if self.mismatches.is_empty() {
+            format!("yes ({} accounts checked)", self.accounts_checked)
+        } else {
+            format!("no ({} account(s) differ)", self.mismatches.len())
+        };
+        line("ledgers match SUCCESS", ledgers);
+        for m in self.mismatches.iter().take(10) {
+            line("ledger mismatch", m.clone());
+        }
+        out.join("\n")
+    }
+
+    /// `Err` when the demo saw something wrong; the summary says what.
+    fn verdict(&self) -> DemoResult<()> {
+        let mut wrong = Vec::new();
+        if !self.conserved() {
+            wrong.push("money was not conserved across the two banks".to_string());
+        }
+        if !self.mismatches.is_empty() {
+            wrong.push(format!(
+                "{} account(s) moved differently from the SUCCESS transactions",
+                self.mismatches.len()
+            ));
+        }
+        if self.pending > 0 {
+            wrong.push(format!(
+                "{} transaction(s) were still PENDING after {} s",
+                self.pending,
+                FOLLOW_LIMIT.as_secs()
+            ));
+        }
+        let refused: u64 = self.not_accepted.values().sum();
+        if refused > 0 {
+            wrong.push(format!("{refused} payment(s) were not accepted"));
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("demo check failed: {}", wrong.join("; ")))
+        }
+    }
+}
+
+fn how_to_look(switch: &str, bank_urls: &[String], summary: &Summary, dir: &Path) -> String {
+    let txn = summary.sample_txn.as_deref().unwrap_or("<txn_id>");
+    let mut lines = vec![
+        format!(
+            "The switch is still running at {switch} (Ctrl-C stops it and the banks). Look around:"
+        ),
+        format!("  curl -s {switch}/v1/transactions/{txn}"),
+        format!(
+            "  curl -s -X POST {switch}/v1/vpa/validate -H 'content-type: application/json' -d '{{\"vpa\":\"{}\"}}'",
+            summary.sample_vpa
+        ),
+        format!(
+            "  curl -s -X POST '{switch}/v1/transactions?wait=5000' -H \"Idempotency-Key: $(date +%s%N)\" \
+             -H 'content-type: application/json' \
+             -d '{{\"type\":\"P2P\",\"payer_vpa\":\"user001@hdfc\",\"payee_vpa\":\"{}\",\"amount\":\"10.00\"}}'",
+            summary.sample_vpa
+        ),
+        format!("  curl -s {switch}/metrics | grep '^upi_'"),
+        format!("  curl -s {switch}/readyz"),
+    ];
+    for ((code, _, _), url) in BANKS.iter().zip(bank_urls) {
+        lines.push(format!("  curl -s {url}/admin/balances      # {code}"));
+    }
+    lines.push(format!("Logs: {}", dir.display()));
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indian_grouping() {
+        assert_eq!(inr(0), "₹0.00");
+        assert_eq!(inr(12_345), "₹123.45");
+        assert_eq!(inr(123_456), "₹1,234.56");
+        assert_eq!(inr(150_000_000), "₹15,00,000.00");
+        assert_eq!(inr(-123_456_789), "-₹12,34,567.89");
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let us: Vec<u128> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&us, 50.0), 50.0);
+        assert_eq!(percentile_ms(&us, 99.0), 99.0);
+        assert_eq!(percentile_ms(&us, 100.0), 100.0);
+        assert_eq!(percentile_ms(&[7000], 50.0), 7.0);
+    }
+
+    #[test]
+    fn plan_sends_every_kind_and_never_pays_oneself() {
+        let people = people();
+        assert_eq!(people.len(), 2 * ACCOUNTS_PER_BANK);
+        let plans = plan(&people, 2000);
+        assert!(plans.iter().all(|p| p.payer != p.payee));
+        assert!(plans.iter().any(|p| people[p.payee].kind == Kind::Frozen));
+        assert!(plans.iter().any(|p| people[p.payer].kind == Kind::Poor));
+        // Poor accounts never receive money and frozen ones never pay, so every run can show both.
+        assert!(plans.iter().all(|p| people[p.payee].kind != Kind::Poor));
+        assert!(plans.iter().all(|p| people[p.payer].kind != Kind::Frozen));
+        assert!(plans.iter().all(|p| p.amount_paise >= 100));
+    }
+}
