@@ -51,6 +51,11 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             "--txn-limit-paise must be positive".into(),
         ));
     }
+    // Take the port before any actor starts, so a taken port is a clean error.
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|e| ServeError::Bind {
+        addr: cfg.listen,
+        reason: e.to_string(),
+    })?;
     let pool = pg::prepare(&cfg.database_url, Schema::Switch, cfg.db_pool_size.max(2)).await?;
     let store = Store::new(pool);
     let metrics = Metrics::new();
@@ -132,7 +137,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     .workers(cfg.http_workers.unwrap_or(threads).max(1))
     .backlog(4096)
     .max_connections(25_000)
-    .bind(cfg.listen)
+    .listen(listener)
     .map_err(|e| ServeError::Bind {
         addr: cfg.listen,
         reason: e.to_string(),

@@ -105,10 +105,17 @@ impl DbUrl {
 
 /// The server's own message when there is one ("db error" alone says nothing).
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn connect_raw(config: &Config) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -40,10 +40,9 @@ impl Paise {
     /// Parses rupees text (`"150.75"`, `"10"`, `"0.5"`) exactly into paise and checks
     /// `0 < amount <= limit`. A leading `-` is reported as not positive.
     pub fn parse_rupees(text: &str, limit: Paise) -> Result<Paise, MoneyError> {
-        let text = text.trim();
         let (negative, body) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
-            None => (false, text.strip_prefix('+').unwrap_or(text)),
+            None => (false, text),
         };
         let (whole, frac) = match body.split_once('.') {
             Some((w, f)) => (w, Some(f)),
@@ -130,6 +129,8 @@ mod tests {
         assert_eq!(Paise::parse_rupees("1.", LIMIT), Err(Malformed));
         assert_eq!(Paise::parse_rupees(".5", LIMIT), Err(Malformed));
         assert_eq!(Paise::parse_rupees("abc", LIMIT), Err(Malformed));
+        assert_eq!(Paise::parse_rupees("+5", LIMIT), Err(Malformed));
+        assert_eq!(Paise::parse_rupees(" 5", LIMIT), Err(Malformed));
         assert_eq!(
             Paise::parse_rupees("100000.01", LIMIT),
             Err(OverLimit { limit: LIMIT })
