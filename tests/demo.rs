@@ -1,0 +1,187 @@
+//! `upi-switch demo` end to end: the real binary starts two bank simulators as
+//! its children and the switch in-process, sends payments, and prints a
+//! summary whose lines this test reads. Every end state must show up and the
+//! money check must pass.
+
+mod common;
+
+use common::{BIN, TestDb};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest the demo may run before the test stops it.
+const LIMIT: Duration = Duration::from_secs(180);
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `upi-switch <args>` to its end, or stops it after `LIMIT`.
+fn run_bounded(args: &[&str]) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn upi-switch");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > LIMIT {
+            // SIGTERM first, so the demo stops its bank children; then SIGKILL.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        code: status.and_then(|s| s.code()),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// The number on the summary line `label: N`.
+fn count(stdout: &str, label: &str) -> Option<u64> {
+    stdout.lines().find_map(|line| {
+        let (l, value) = line.split_once(':')?;
+        if l.trim() != label {
+            return None;
+        }
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn value<'a>(stdout: &'a str, label: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|line| {
+        let (l, value) = line.split_once(':')?;
+        (l.trim() == label).then(|| value.trim())
+    })
+}
+
+#[test]
+fn demo_sends_payments_and_money_is_conserved() {
+    let switch_db = TestDb::new("demo_switch");
+    let bank_db = TestDb::new("demo_banks");
+    let args = [
+        "demo",
+        "--transactions",
+        "150",
+        "--concurrency",
+        "16",
+        "--exit",
+        "--listen",
+        "127.0.0.1:0",
+        "--bank-port",
+        "0",
+        "--database-url",
+        &switch_db.url,
+        "--bank-database-url",
+        &bank_db.url,
+    ];
+    // Twice against the same databases: the second run finds the ledgers of
+    // the first and still shows every end state.
+    for round in 1..=2 {
+        let run = run_bounded(&args);
+        let context = format!(
+            "round {round}, exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            run.code, run.stdout, run.stderr
+        );
+        assert_eq!(run.code, Some(0), "demo failed: {context}");
+        let out = &run.stdout;
+        assert!(out.contains("== upi-switch demo summary =="), "{context}");
+        assert_eq!(count(out, "transactions sent"), Some(150), "{context}");
+        assert_eq!(count(out, "accepted"), Some(150), "{context}");
+        for status in ["SUCCESS", "FAILED", "REVERSED"] {
+            let n = count(out, &format!("status {status}")).unwrap_or(0);
+            assert!(n > 0, "no {status} transactions: {context}");
+        }
+        assert_eq!(count(out, "status PENDING"), Some(0), "{context}");
+        let terminal: u64 = ["SUCCESS", "FAILED", "REVERSED"]
+            .iter()
+            .filter_map(|s| count(out, &format!("status {s}")))
+            .sum();
+        assert_eq!(terminal, 150, "{context}");
+        assert!(
+            count(out, "reason INSUFFICIENT_FUNDS").unwrap_or(0) > 0,
+            "{context}"
+        );
+        assert!(
+            count(out, "reason PAYEE_ACCOUNT_FROZEN").unwrap_or(0) > 0,
+            "{context}"
+        );
+        for label in [
+            "accept latency ms",
+            "end-to-end latency ms",
+            "throughput tx/s",
+            "http errors",
+        ] {
+            assert!(value(out, label).is_some(), "no {label:?} line: {context}");
+        }
+        assert_eq!(value(out, "money conserved"), Some("yes"), "{context}");
+        assert!(
+            value(out, "ledgers match SUCCESS").is_some_and(|v| v.starts_with("yes")),
+            "{context}"
+        );
+        // --exit: no invitation to look around.
+        assert!(!out.contains("Ctrl-C stops it"), "{context}");
+    }
+}
+
+#[test]
+fn demo_with_postgres_down_ends_in_one_clear_line() {
+    let run = run_bounded(&[
+        "demo",
+        "--exit",
+        "--listen",
+        "127.0.0.1:0",
+        "--bank-port",
+        "0",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        "--bank-database-url",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+    ]);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("upi-switch: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "stderr:\n{}", run.stderr);
+    assert!(
+        errors[0].contains("cannot reach PostgreSQL"),
+        "{}",
+        errors[0]
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
