@@ -64,18 +64,6 @@ impl Drop for TestDb {
     }
 }
 
-/// A bank simulator running as a child process.
-pub struct BankProc {
-    pub code: String,
-    pub db_url: String,
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-    pub port: u16,
-    extra: Vec<String>,
-    child: Option<Child>,
-    pub log_path: std::path::PathBuf,
-}
-
 fn log_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("upi-switch-test-logs");
     let _ = std::fs::create_dir_all(&dir);
@@ -114,34 +102,38 @@ pub fn spawn_listening(args: &[String], log_name: &str) -> (Child, String, std::
     }
 }
 
-impl BankProc {
-    /// Starts `bank-sim --code CODE --port 0 --database-url DB` plus `extra` flags.
-    pub fn start(code: &str, db_url: &str, extra: &[&str]) -> BankProc {
-        let mut bank = BankProc {
-            code: code.to_string(),
-            db_url: db_url.to_string(),
+/// A `upi-switch` server mode running as a child process on a port it chose
+/// (first start) and keeps (restarts), with its stderr in a log file.
+pub struct ChildServer {
+    name: String,
+    /// The full argument list for a given port.
+    args: Box<dyn Fn(u16) -> Vec<String> + Send + Sync>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+    child: Option<Child>,
+    pub log_path: std::path::PathBuf,
+}
+
+impl ChildServer {
+    pub fn start(
+        name: &str,
+        args: impl Fn(u16) -> Vec<String> + Send + Sync + 'static,
+    ) -> ChildServer {
+        let mut server = ChildServer {
+            name: name.to_string(),
+            args: Box::new(args),
             url: String::new(),
             port: 0,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             log_path: Default::default(),
         };
-        bank.launch(0);
-        bank
+        server.launch(0);
+        server
     }
 
     fn launch(&mut self, port: u16) {
-        let mut args: Vec<String> = vec![
-            "bank-sim".into(),
-            "--code".into(),
-            self.code.clone(),
-            "--port".into(),
-            port.to_string(),
-            "--database-url".into(),
-            self.db_url.clone(),
-        ];
-        args.extend(self.extra.iter().cloned());
-        let (child, addr, log_path) = spawn_listening(&args, &format!("bank-{}", self.code));
+        let (child, addr, log_path) = spawn_listening(&(self.args)(port), &self.name);
         self.port = addr
             .rsplit(':')
             .next()
@@ -152,7 +144,7 @@ impl BankProc {
         self.log_path = log_path;
     }
 
-    /// `kill -9` the simulator and wait for it to be gone.
+    /// `kill -9` the process and wait for it to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // SIGKILL on Unix
@@ -160,11 +152,11 @@ impl BankProc {
         }
     }
 
-    /// Starts it again on the same port and database (after `kill9`).
+    /// Starts it again on the same port (after `kill9`).
     pub fn restart(&mut self) {
         self.kill9();
         let port = self.port;
-        // The old process's lock and port are released a moment after it dies.
+        // The old process's locks and port are released a moment after it dies.
         for attempt in 0..50 {
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.launch(port)));
@@ -173,7 +165,7 @@ impl BankProc {
             }
             std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(5)));
         }
-        panic!("bank {} did not restart", self.code);
+        panic!("{} did not restart", self.name);
     }
 
     pub fn log(&self) -> String {
@@ -181,9 +173,53 @@ impl BankProc {
     }
 }
 
-impl Drop for BankProc {
+impl Drop for ChildServer {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A bank simulator running as a child process.
+pub struct BankProc {
+    pub code: String,
+    pub db_url: String,
+    pub server: ChildServer,
+}
+
+impl BankProc {
+    /// Starts `bank-sim --code CODE --port 0 --database-url DB` plus `extra` flags.
+    pub fn start(code: &str, db_url: &str, extra: &[&str]) -> BankProc {
+        let (c, d) = (code.to_string(), db_url.to_string());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let server = ChildServer::start(&format!("bank-{code}"), move |port| {
+            let mut args: Vec<String> = vec![
+                "bank-sim".into(),
+                "--code".into(),
+                c.clone(),
+                "--port".into(),
+            ];
+            args.extend([port.to_string(), "--database-url".into(), d.clone()]);
+            args.extend(extra.iter().cloned());
+            args
+        });
+        BankProc {
+            code: code.to_string(),
+            db_url: db_url.to_string(),
+            server,
+        }
+    }
+}
+
+impl std::ops::Deref for BankProc {
+    type Target = ChildServer;
+    fn deref(&self) -> &ChildServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for BankProc {
+    fn deref_mut(&mut self) -> &mut ChildServer {
+        &mut self.server
     }
 }
 
@@ -283,80 +319,41 @@ pub async fn feed(client: &reqwest::Client, bank_url: &str) -> Vec<serde_json::V
 /// The switch (`upi-switch serve`) running as a child process on port 0.
 pub struct SwitchProc {
     pub db_url: String,
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-    pub port: u16,
-    extra: Vec<String>,
-    child: Option<Child>,
-    pub log_path: std::path::PathBuf,
+    pub server: ChildServer,
 }
 
 impl SwitchProc {
     /// Starts `serve --listen 127.0.0.1:0 --database-url DB` plus `extra` flags.
     pub fn start(db_url: &str, extra: &[&str]) -> SwitchProc {
-        let mut switch = SwitchProc {
+        let d = db_url.to_string();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let server = ChildServer::start("switch", move |port| {
+            let mut args: Vec<String> = vec![
+                "serve".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+            ];
+            args.extend(["--database-url".into(), d.clone()]);
+            args.extend(extra.iter().cloned());
+            args
+        });
+        SwitchProc {
             db_url: db_url.to_string(),
-            url: String::new(),
-            port: 0,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            log_path: Default::default(),
-        };
-        switch.launch(0);
-        switch
-    }
-
-    fn launch(&mut self, port: u16) {
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--database-url".into(),
-            self.db_url.clone(),
-        ];
-        args.extend(self.extra.iter().cloned());
-        let (child, addr, log_path) = spawn_listening(&args, "switch");
-        self.port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        self.url = format!("http://{addr}");
-        self.child = Some(child);
-        self.log_path = log_path;
-    }
-
-    /// `kill -9` the switch.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            server,
         }
-    }
-
-    /// Starts it again on the same port and database (after `kill9`).
-    pub fn restart(&mut self) {
-        self.kill9();
-        let port = self.port;
-        for attempt in 0..50 {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.launch(port)));
-            if result.is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(5)));
-        }
-        panic!("switch did not restart");
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 
-impl Drop for SwitchProc {
-    fn drop(&mut self) {
-        self.kill9();
+impl std::ops::Deref for SwitchProc {
+    type Target = ChildServer;
+    fn deref(&self) -> &ChildServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for SwitchProc {
+    fn deref_mut(&mut self) -> &mut ChildServer {
+        &mut self.server
     }
 }
 
