@@ -202,6 +202,16 @@ async fn create_with_idempotency_key_of_64_chars_is_accepted() {
     let a = post_txn(&w, Some(&key), "", &txn_body_raw(r#""10""#)).await;
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(w.txn_count().await, 1);
+    // Any printable ASCII, spaces inside included.
+    let b = post_txn(
+        &w,
+        Some("order 42 / retry #1"),
+        "",
+        &txn_body_raw(r#""11""#),
+    )
+    .await;
+    assert_eq!(b.status, 202, "{}", b.body);
+    assert_eq!(w.txn_count().await, 2);
 }
 
 #[tokio::test]

@@ -46,11 +46,13 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
         )
     })?;
     let key = value.to_str().unwrap_or_default();
-    let ok = (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    // Printable ASCII (HTTP already trims surrounding blanks); spaces inside are fine.
+    let ok =
+        (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
     if !ok {
         return Err(Problem::bad_request(
             "IDEMPOTENCY_KEY_INVALID",
-            "the Idempotency-Key must be 1-64 visible ASCII characters",
+            "the Idempotency-Key must be 1-64 printable ASCII characters",
         ));
     }
     Ok(key.to_string())
