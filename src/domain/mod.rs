@@ -1,6 +1,7 @@
 //! The payments vocabulary, pure: money, VPAs, bank codes, op ids.
 //! Nothing here performs I/O or knows about HTTP, SQL or actors.
 
+pub mod breaker;
 pub mod ids;
 pub mod money;
 
