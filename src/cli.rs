@@ -87,6 +87,30 @@ pub struct SwitchConfig {
     /// If set, admin endpoints require `Authorization: Bearer <token>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// How often each bank endpoint's /v1/health is probed, in milliseconds.
+    #[arg(long, env = "PROBE_INTERVAL_MS", default_value_t = 1_000)]
+    pub probe_interval_ms: u64,
+    /// Circuit breaker: consecutive failures that open an endpoint's circuit.
+    #[arg(long, env = "BREAKER_CONSECUTIVE_FAILURES", default_value_t = 5)]
+    pub breaker_consecutive_failures: u32,
+    /// Circuit breaker: failure share (0-1) over the window that opens it.
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+    /// Circuit breaker: outcomes in the sliding window.
+    #[arg(long, env = "BREAKER_WINDOW", default_value_t = 50)]
+    pub breaker_window: usize,
+    /// Circuit breaker: fewest outcomes before the failure rate counts.
+    #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 20)]
+    pub breaker_min_calls: usize,
+    /// Circuit breaker: how long an open circuit waits before trial calls.
+    #[arg(long, env = "BREAKER_COOL_DOWN_MS", default_value_t = 2_000)]
+    pub breaker_cool_down_ms: u64,
+    /// Circuit breaker: trial successes that close a half-open circuit.
+    #[arg(long, env = "BREAKER_TRIAL_SUCCESSES", default_value_t = 3)]
+    pub breaker_trial_successes: u32,
+    /// Most calls in flight per bank endpoint (bulkhead).
+    #[arg(long, env = "BANK_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub bank_max_in_flight: usize,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,

@@ -2,7 +2,8 @@
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub struct Metrics {
     /// Bank calls by bank, operation and outcome.
     pub bank_calls: IntCounterVec,
     pub bank_call_seconds: HistogramVec,
+    /// Circuit of each bank endpoint: 0 closed, 1 half open, 2 open.
+    pub circuit_state: IntGaugeVec,
     /// Checkpoint write latency.
     pub checkpoint_seconds: HistogramVec,
     /// HTTP requests by route and status.
@@ -48,6 +51,15 @@ impl Metrics {
         let sagas_in_flight = IntGauge::new("upi_sagas_in_flight", "Sagas running as actors now")
             .expect("valid gauge");
         let _ = registry.register(Box::new(sagas_in_flight.clone()));
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "upi_bank_circuit_state",
+                "Circuit per bank endpoint: 0 closed, 1 half open, 2 open",
+            ),
+            &["bank", "endpoint"],
+        )
+        .expect("valid gauge");
+        let _ = registry.register(Box::new(circuit_state.clone()));
         Metrics {
             txns_created: counter(
                 "upi_transactions_created_total",
@@ -60,6 +72,7 @@ impl Metrics {
                 &["type", "status"],
             ),
             sagas_in_flight,
+            circuit_state,
             bank_calls: counter(
                 "upi_bank_calls_total",
                 "Calls to banks by bank, operation and outcome",

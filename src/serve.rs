@@ -3,13 +3,17 @@
 //! start-up is deliberate: schema first, then bank directory (loaded from
 //! Postgres), then the registry (which resumes sagas), then HTTP.
 
-use crate::actors::bank_directory::{BankDirectory, SetBank};
+use crate::actors::bank_router::{BankRouter, SetBank};
+use crate::actors::bank_supervisor::SupervisorConfig;
+use crate::actors::psp_adapter::AdapterConfig;
 use crate::actors::registry::TxnRegistry;
 use crate::actors::transaction::SagaDeps;
+use crate::adapters::bank_client::BankClient;
 use crate::adapters::pg::{self, DbError, Schema};
 use crate::adapters::store::{Store, StoreError};
 use crate::cli::SwitchConfig;
 use crate::domain::Paise;
+use crate::domain::breaker::BreakerConfig;
 use crate::http::{self, AppState, Limits};
 use crate::metrics::Metrics;
 use crate::saga::SagaConfig;
@@ -61,7 +65,31 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let metrics = Metrics::new();
 
     let bank_timeout = Duration::from_millis(cfg.bank_timeout_ms.max(1));
-    let banks = BankDirectory::new(bank_timeout).start();
+    if !(0.0..=1.0).contains(&cfg.breaker_failure_rate) {
+        return Err(ServeError::Config(
+            "--breaker-failure-rate must be between 0 and 1".into(),
+        ));
+    }
+    let banks = BankRouter::new(SupervisorConfig {
+        http: BankClient::http_client(),
+        call_timeout: bank_timeout,
+        adapter: AdapterConfig {
+            breaker: BreakerConfig {
+                consecutive_failures: cfg.breaker_consecutive_failures.max(1),
+                window: cfg.breaker_window.max(1),
+                failure_rate: cfg.breaker_failure_rate,
+                min_calls: cfg.breaker_min_calls,
+                cool_down_ms: cfg.breaker_cool_down_ms,
+                trial_successes: cfg.breaker_trial_successes.max(1),
+                trial_in_flight: 1,
+            },
+            max_in_flight: cfg.bank_max_in_flight.max(1),
+            stats_window: 500,
+        },
+        probe_every: Duration::from_millis(cfg.probe_interval_ms.max(50)),
+        metrics: metrics.clone(),
+    })
+    .start();
     for bank in store.banks().await? {
         let _ = banks
             .send(SetBank {
@@ -75,7 +103,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let deps = Arc::new(SagaDeps {
         checkpoints: Arc::new(store.clone()),
-        banks: banks.clone(),
+        router: banks.clone(),
         cfg: SagaConfig {
             debit_deadline_ms: cfg.debit_deadline_ms,
             credit_deadline_ms: cfg.credit_deadline_ms,

@@ -173,7 +173,15 @@ impl World {
                         })
                     };
                     match self.fate(b) {
-                        Fate::Refused => self.push(self.now + 1, to_saga(unknown(false))),
+                        Fate::Refused => {
+                            // Connection refused, or the switch's own breaker refused to send.
+                            let event = if self.rng.chance(500) {
+                                unknown(false)
+                            } else {
+                                Event::Moved(MoveResult::Rejected)
+                            };
+                            self.push(self.now + 1, to_saga(event));
+                        }
                         Fate::Error503 => self.push(self.now + latency, to_saga(unknown(true))),
                         Fate::Answered => {
                             let event = match self.apply(b, &request) {

@@ -159,7 +159,7 @@ async fn payer_bank_down_fails_without_a_debit() {
         .pay("alice@hdfc", "bob@icici", "20.00", Some(15_000))
         .await;
     assert_eq!(txn["status"], "FAILED", "{txn}");
-    assert_eq!(txn["reason"]["code"], "PAYER_BANK_UNAVAILABLE");
+    assert_eq!(txn["reason"]["code"], "BANK_UNAVAILABLE");
     world.hdfc.restart();
     let id = txn["txn_id"].as_str().expect("id");
     let ops = op_statuses(&world, &world.hdfc.url).await;

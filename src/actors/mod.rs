@@ -2,10 +2,14 @@
 //!
 //! - `TxnRegistry` starts, bounds and resumes `TransactionActor`s.
 //! - `TransactionActor` interprets one saga: checkpoint, then bank calls.
-//! - `BankDirectory` owns the registered banks' endpoint clients.
+//! - `BankRouter` maps bank codes to their `BankHealthSupervisor`.
+//! - `BankHealthSupervisor` (one per bank) starts, restarts, probes and ranks
+//!   its `PspAdapterActor`s (one per endpoint: breaker, bulkhead, statistics).
 //!
 //! No actor shares mutable business state with another; no `Arc<Mutex<…>>`.
 
-pub mod bank_directory;
+pub mod bank_router;
+pub mod bank_supervisor;
+pub mod psp_adapter;
 pub mod registry;
 pub mod transaction;

@@ -8,7 +8,9 @@
 //! command runs before its checkpoint is durable, and a checkpoint rejected
 //! for a stale version stops the actor without running anything (a zombie).
 
-use super::bank_directory::{BankDirectory, Resolve};
+use super::bank_router::{BankRouter, Lookup};
+use super::bank_supervisor::Route;
+use super::psp_adapter::{Attempt, BankOp, Call};
 use super::registry::{Finished, TxnRegistry};
 use crate::adapters::bank_api::{MoveRequest, OpStatus, ReverseRequest};
 use crate::adapters::bank_client::{InquiryOutcome, MoveOutcome, ReverseOutcome, Unknown};
@@ -25,7 +27,7 @@ use tracing::Instrument;
 /// What every saga actor needs, shared.
 pub struct SagaDeps {
     pub checkpoints: Arc<dyn CheckpointSink>,
-    pub banks: Addr<BankDirectory>,
+    pub router: Addr<BankRouter>,
     pub cfg: SagaConfig,
     pub metrics: Metrics,
     /// Deadline of one bank call (the client enforces it; this bounds the whole step).
@@ -207,172 +209,114 @@ async fn save_with_retry(
     }
 }
 
-fn operation(call: &Command) -> &'static str {
-    match call {
-        Command::Debit { .. } => "debit",
-        Command::Credit { .. } => "credit",
-        Command::Reverse { .. } => "reverse",
-        Command::Inquire { .. } => "inquiry",
-        Command::Sleep { .. } => "sleep",
-    }
-}
-
-/// Performs one bank call and returns the saga event it amounts to. Tries the
-/// bank's endpoints in priority order, moving on only when an attempt was
-/// certainly not delivered (so nothing can be applied twice by two endpoints
-/// — and even then the op_id would make it once).
-async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event {
-    let (bank, op) = match &call {
+/// The Bank API operation a saga command stands for.
+fn bank_op(txn_id: &str, call: &Command) -> Option<(String, BankOp)> {
+    let op = match call {
+        Command::Debit {
+            op_id,
+            account,
+            amount,
+            ..
+        } => BankOp::Debit(MoveRequest {
+            op_id: op_id.clone(),
+            txn_id: txn_id.to_string(),
+            account: account.clone(),
+            amount_paise: amount.0,
+        }),
+        Command::Credit {
+            op_id,
+            account,
+            amount,
+            ..
+        } => BankOp::Credit(MoveRequest {
+            op_id: op_id.clone(),
+            txn_id: txn_id.to_string(),
+            account: account.clone(),
+            amount_paise: amount.0,
+        }),
+        Command::Reverse {
+            op_id,
+            original_op_id,
+            amount,
+            ..
+        } => BankOp::Reverse(ReverseRequest {
+            op_id: op_id.clone(),
+            original_op_id: original_op_id.clone(),
+            txn_id: txn_id.to_string(),
+            amount_paise: amount.0,
+        }),
+        Command::Inquire { op_id, .. } => BankOp::Inquire(op_id.clone()),
+        Command::Sleep { .. } => return None,
+    };
+    let bank = match call {
         Command::Debit { bank, .. }
         | Command::Credit { bank, .. }
         | Command::Reverse { bank, .. }
-        | Command::Inquire { bank, .. } => (bank.clone(), operation(&call)),
-        Command::Sleep { .. } => return Event::Wake,
+        | Command::Inquire { bank, .. } => bank.clone(),
+        Command::Sleep { .. } => return None,
     };
-    let not_delivered = |why: &str| {
-        outcome_event(
-            &call,
-            Attempt::Unknown(Unknown::NotDelivered(why.to_string())),
-        )
-    };
-    let endpoints = match deps.banks.send(Resolve(bank.clone())).await {
-        Ok(Some(e)) if !e.is_empty() => e,
-        _ => return not_delivered("bank not registered"),
+    Some((bank, op))
+}
+
+/// Performs one bank call through the bank's adapters and returns the saga
+/// event it amounts to. Adapters are tried best first, moving on only when an
+/// attempt certainly did not reach the bank — so nothing can be sent twice by
+/// two endpoints (and the op_id would make it once even then).
+async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event {
+    let Some((bank, op)) = bank_op(&txn_id, &call) else {
+        return Event::Wake;
     };
     let started = Instant::now();
-    let mut event = not_delivered("no endpoint tried");
-    let mut label = "not_delivered";
-    for client in endpoints.iter() {
-        let attempt = match &call {
-            Command::Debit {
-                op_id,
-                account,
-                amount,
-                ..
-            } => Attempt::Move(
-                client
-                    .debit(&MoveRequest {
-                        op_id: op_id.clone(),
-                        txn_id: txn_id.clone(),
-                        account: account.clone(),
-                        amount_paise: amount.0,
-                    })
-                    .await,
+    let mut attempt = Attempt::unknown(&op, Unknown::Rejected("bank not registered".into()));
+    let adapters = match deps.router.send(Lookup(bank.clone())).await {
+        Ok(Some(sup)) => sup.send(Route).await.unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    // Bounds the whole call, whatever the adapters do.
+    let limit = deps.bank_timeout * 2 + Duration::from_secs(1);
+    for adapter in adapters {
+        attempt = match tokio::time::timeout(limit, adapter.send(Call(op.clone()))).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => Attempt::unknown(&op, Unknown::NotDelivered("adapter restarting".into())),
+            Err(_) => Attempt::unknown(
+                &op,
+                Unknown::MaybeApplied("adapter did not answer in time".into()),
             ),
-            Command::Credit {
-                op_id,
-                account,
-                amount,
-                ..
-            } => Attempt::Move(
-                client
-                    .credit(&MoveRequest {
-                        op_id: op_id.clone(),
-                        txn_id: txn_id.clone(),
-                        account: account.clone(),
-                        amount_paise: amount.0,
-                    })
-                    .await,
-            ),
-            Command::Reverse {
-                op_id,
-                original_op_id,
-                amount,
-                ..
-            } => Attempt::Reverse(
-                client
-                    .reverse(&ReverseRequest {
-                        op_id: op_id.clone(),
-                        original_op_id: original_op_id.clone(),
-                        txn_id: txn_id.clone(),
-                        amount_paise: amount.0,
-                    })
-                    .await,
-            ),
-            Command::Inquire { op_id, .. } => Attempt::Inquiry(client.inquire(op_id).await),
-            Command::Sleep { .. } => return Event::Wake,
         };
-        label = attempt.label();
-        let undelivered = attempt.not_delivered();
-        if let Some(u) = attempt.unknown() {
-            tracing::debug!(bank = %bank, endpoint = client.base_url(), operation = op, detail = u.detail(), "bank outcome unknown");
+        if let Some(u) = attempt.unknown_reason() {
+            tracing::debug!(bank = %bank, operation = op.name(), detail = u.detail(), "bank outcome unknown");
         }
-        event = outcome_event(&call, attempt);
-        if !undelivered {
+        if !attempt.not_delivered() {
             break;
         }
     }
     deps.metrics
         .bank_calls
-        .with_label_values(&[&bank, op, label])
+        .with_label_values(&[&bank, op.name(), attempt.label()])
         .inc();
     deps.metrics
         .bank_call_seconds
-        .with_label_values(&[&bank, op])
+        .with_label_values(&[&bank, op.name()])
         .observe(started.elapsed().as_secs_f64());
-    event
+    saga_event(attempt)
 }
 
-/// One endpoint's answer, before it becomes a saga event.
-enum Attempt {
-    Move(MoveOutcome),
-    Reverse(ReverseOutcome),
-    Inquiry(InquiryOutcome),
-    Unknown(Unknown),
-}
-
-impl Attempt {
-    fn unknown(&self) -> Option<&Unknown> {
-        match self {
-            Attempt::Move(MoveOutcome::Unknown(u))
-            | Attempt::Reverse(ReverseOutcome::Unknown(u))
-            | Attempt::Inquiry(InquiryOutcome::Unknown(u))
-            | Attempt::Unknown(u) => Some(u),
-            _ => None,
-        }
-    }
-
-    fn not_delivered(&self) -> bool {
-        self.unknown().is_some_and(|u| !u.maybe_delivered())
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Attempt::Move(MoveOutcome::Applied) => "applied",
-            Attempt::Move(MoveOutcome::Declined(_)) => "declined",
-            Attempt::Reverse(ReverseOutcome::Reversed) => "reversed",
-            Attempt::Reverse(ReverseOutcome::Noop) => "noop",
-            Attempt::Inquiry(InquiryOutcome::Found(_)) => "found",
-            Attempt::Inquiry(InquiryOutcome::NotFound) => "not_found",
-            _ if self.not_delivered() => "not_delivered",
-            _ => "unknown",
-        }
-    }
-}
-
-fn outcome_event(call: &Command, attempt: Attempt) -> Event {
-    match (call, attempt) {
-        (Command::Debit { .. } | Command::Credit { .. }, Attempt::Move(m)) => {
-            Event::Moved(match m {
-                MoveOutcome::Applied => MoveResult::Applied,
-                MoveOutcome::Declined(code) => MoveResult::Declined(code.as_str().to_string()),
-                MoveOutcome::Unknown(u) => MoveResult::Unknown {
-                    maybe_delivered: u.maybe_delivered(),
-                },
-            })
-        }
-        (Command::Debit { .. } | Command::Credit { .. }, Attempt::Unknown(u)) => {
-            Event::Moved(MoveResult::Unknown {
+fn saga_event(attempt: Attempt) -> Event {
+    match attempt {
+        Attempt::Move(m) => Event::Moved(match m {
+            MoveOutcome::Applied => MoveResult::Applied,
+            MoveOutcome::Declined(code) => MoveResult::Declined(code.as_str().to_string()),
+            MoveOutcome::Unknown(Unknown::Rejected(_)) => MoveResult::Rejected,
+            MoveOutcome::Unknown(u) => MoveResult::Unknown {
                 maybe_delivered: u.maybe_delivered(),
-            })
-        }
-        (Command::Reverse { .. }, Attempt::Reverse(r)) => Event::ReverseDone(match r {
+            },
+        }),
+        Attempt::Reverse(r) => Event::ReverseDone(match r {
             ReverseOutcome::Reversed => ReverseResult::Reversed,
             ReverseOutcome::Noop => ReverseResult::Noop,
             ReverseOutcome::Unknown(_) => ReverseResult::Unknown,
         }),
-        (Command::Reverse { .. }, _) => Event::ReverseDone(ReverseResult::Unknown),
-        (Command::Inquire { .. }, Attempt::Inquiry(i)) => Event::Inquired(match i {
+        Attempt::Inquiry(i) => Event::Inquired(match i {
             InquiryOutcome::Found(view) => match view.status {
                 OpStatus::Applied => InquiryResult::Applied,
                 OpStatus::Reversed => InquiryResult::Reversed,
@@ -385,7 +329,5 @@ fn outcome_event(call: &Command, attempt: Attempt) -> Event {
             InquiryOutcome::NotFound => InquiryResult::NotFound,
             InquiryOutcome::Unknown(_) => InquiryResult::Unknown,
         }),
-        (Command::Inquire { .. }, _) => Event::Inquired(InquiryResult::Unknown),
-        _ => Event::Wake,
     }
 }

@@ -18,6 +18,9 @@ use std::time::Duration;
 pub enum Unknown {
     /// The connection was never established: this attempt did not reach the bank.
     NotDelivered(String),
+    /// The switch itself refused to send it (circuit open, bulkhead full):
+    /// not delivered, and the bank is known to be unwell.
+    Rejected(String),
     /// The request may have reached the bank (timeout, 5xx, 429, reset,
     /// unparseable answer, or a 400/409 refusal that signals a bug on our side).
     MaybeApplied(String),
@@ -29,7 +32,7 @@ impl Unknown {
     }
     pub fn detail(&self) -> &str {
         match self {
-            Unknown::NotDelivered(d) | Unknown::MaybeApplied(d) => d,
+            Unknown::NotDelivered(d) | Unknown::Rejected(d) | Unknown::MaybeApplied(d) => d,
         }
     }
 }

@@ -279,6 +279,12 @@ impl Store {
         let req = &new.request;
         let json = saga_json(saga);
         let op_id = saga.current_op_id();
+        let status = saga.status().as_str();
+        let label = saga.created_label();
+        let (reason_code, reason_detail) = match saga.reason() {
+            Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
+            None => (None, None),
+        };
         let inserted = {
             let client = self.pool.get().await?;
             client
@@ -286,13 +292,13 @@ impl Store {
                     "WITH ins AS (
                         INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
                             payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
-                            status, saga, version)
-                        VALUES ($1, $2, 'P2P', $3, $4, $5, $6, $7, $8, $9, $10, 'PENDING', $11, 1)
+                            status, saga, version, reason_code, reason_detail)
+                        VALUES ($1, $2, 'P2P', $3, $4, $5, $6, $7, $8, $9, $10, $14, $11, 1, $15, $16)
                         ON CONFLICT (idempotency_key) DO NOTHING
                         RETURNING txn_id
                      )
-                     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, saga)
-                     SELECT txn_id, 1, $12, $13, $11 FROM ins
+                     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
+                     SELECT txn_id, 1, $12, $13, $16, $11 FROM ins
                      RETURNING txn_id",
                     &[
                         &saga.txn_id,
@@ -306,8 +312,11 @@ impl Store {
                         &req.amount.0,
                         &req.note,
                         &json,
-                        &Saga::CREATED,
+                        &label,
                         &op_id,
+                        &status,
+                        &reason_code,
+                        &reason_detail,
                     ],
                 )
                 .await?

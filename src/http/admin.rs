@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::problem::{Problem, body_bytes, parse_json};
-use crate::actors::bank_directory::SetBank;
+use crate::actors::bank_router::SetBank;
 use crate::adapters::store::{BankEndpoint, BankRecord, StoreError, VpaRecord};
 use crate::domain::{BankCode, Vpa};
 use actix_web::{HttpRequest, HttpResponse, web};

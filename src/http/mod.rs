@@ -4,10 +4,11 @@
 //! — the same function the server and the tests use.
 
 pub mod admin;
+pub mod ops;
 pub mod problem;
 pub mod transactions;
 
-use crate::actors::bank_directory::BankDirectory;
+use crate::actors::bank_router::BankRouter;
 use crate::actors::registry::{Stats, TxnRegistry};
 use crate::adapters::store::Store;
 use crate::domain::Paise;
@@ -28,7 +29,7 @@ pub struct Limits {
 pub struct AppState {
     pub store: Store,
     pub registry: Addr<TxnRegistry>,
-    pub banks: Addr<BankDirectory>,
+    pub banks: Addr<BankRouter>,
     pub metrics: Metrics,
     pub limits: Limits,
     pub admin_token: Option<String>,
@@ -41,6 +42,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .configure(transactions::config)
         .configure(admin::config)
+        .configure(ops::config)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

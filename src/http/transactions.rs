@@ -4,6 +4,8 @@
 
 use super::AppState;
 use super::problem::{Problem, body_bytes, parse_json};
+use crate::actors::bank_router::Lookup;
+use crate::actors::bank_supervisor::View;
 use crate::actors::registry::{Admit, Start, Watch};
 use crate::actors::transaction::now_ms;
 use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
@@ -194,19 +196,19 @@ async fn create(
             "too many transactions are pending; retry shortly",
         ));
     }
-    let saga = Saga::new(
-        Uuid::new_v4(),
-        Party {
-            bank: payer.bank_code,
-            account: payer.account,
-        },
-        Party {
-            bank: payee.bank_code,
-            account: payee.account,
-        },
-        amount,
-        now_ms(),
-    );
+    let payer = Party {
+        bank: payer.bank_code,
+        account: payer.account,
+    };
+    let payee = Party {
+        bank: payee.bank_code,
+        account: payee.account,
+    };
+    // A bank that is DOWN fails the transaction at once: no debit is tried.
+    let saga = match down_bank(&state, &payer.bank, &payee.bank).await {
+        Some(detail) => Saga::failed_at_admission(Uuid::new_v4(), payer, payee, amount, detail),
+        None => Saga::new(Uuid::new_v4(), payer, payee, amount, now_ms()),
+    };
     let txn_id = saga.txn_id;
     let new = NewTxn {
         request,
@@ -222,17 +224,41 @@ async fn create(
         other => return replay(&state, other, wait_ms).await,
     }
     state.metrics.txns_created.with_label_values(&["P2P"]).inc();
-    tracing::info!(txn_id = %txn_id, amount = %amount, "transaction accepted");
-    // If this message is lost, the transaction is still durable: a sweep starts it.
-    if let Err(e) = state.registry.send(Start { saga, version: 1 }).await {
+    let status = saga.status();
+    tracing::info!(txn_id = %txn_id, amount = %amount, status = status.as_str(), "transaction accepted");
+    if status.is_terminal() {
+        state
+            .metrics
+            .txns_finished
+            .with_label_values(&["P2P", status.as_str()])
+            .inc();
+    } else if let Err(e) = state.registry.send(Start { saga, version: 1 }).await {
+        // The transaction is durable all the same: a sweep starts it.
         tracing::warn!(txn_id = %txn_id, error = %e, "registry did not take the saga; the sweep will");
     }
     match wait_ms {
         Some(ms) => status_document(&state, txn_id, ms).await,
         None => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
-            .json(accepted_body(txn_id, Status::Pending))),
+            .json(accepted_body(txn_id, status))),
     }
+}
+
+/// Why a new transaction between these banks cannot start now, if one is DOWN.
+async fn down_bank(state: &AppState, payer_bank: &str, payee_bank: &str) -> Option<String> {
+    for (side, bank) in [("payer", payer_bank), ("payee", payee_bank)] {
+        let Ok(Some(sup)) = state.banks.send(Lookup(bank.to_string())).await else {
+            continue;
+        };
+        if let Ok(view) = sup.send(View).await
+            && view.is_down()
+        {
+            return Some(format!(
+                "the {side}'s bank {bank} is down; nothing was debited"
+            ));
+        }
+    }
+    None
 }
 
 async fn replay(

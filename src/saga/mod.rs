@@ -172,7 +172,13 @@ pub struct Saga {
 pub enum MoveResult {
     Applied,
     Declined(String),
-    Unknown { maybe_delivered: bool },
+    Unknown {
+        maybe_delivered: bool,
+    },
+    /// The switch refused to send it (the bank's circuits are open): not
+    /// delivered, and the bank is known to be down, so waiting is pointless
+    /// unless an earlier attempt may have arrived.
+    Rejected,
 }
 
 /// Result of a status inquiry of the current movement.
@@ -333,8 +339,36 @@ impl Saga {
         }
     }
 
+    /// A transaction refused before its first step because a bank it needs is
+    /// down: terminal at once, nothing sent, nothing moved.
+    pub fn failed_at_admission(
+        txn_id: Uuid,
+        payer: Party,
+        payee: Party,
+        amount: Paise,
+        detail: String,
+    ) -> Saga {
+        Saga {
+            txn_id,
+            payer,
+            payee,
+            amount,
+            phase: Phase::Done(Terminal::Failed {
+                reason: Reason::new("BANK_UNAVAILABLE", detail),
+            }),
+        }
+    }
+
     /// The step label of the saga's first checkpoint.
     pub const CREATED: &'static str = "PENDING";
+
+    /// The step label of the checkpoint written with the transaction row.
+    pub fn created_label(&self) -> &'static str {
+        match self.status() {
+            Status::Pending => Self::CREATED,
+            other => other.as_str(),
+        }
+    }
 
     /// Commands to start a saga that was just created (never sent anything).
     pub fn start_commands(&self) -> Vec<Command> {
@@ -396,13 +430,15 @@ impl Saga {
         match self.phase.clone() {
             Phase::Debiting(m) => {
                 let deadline = m.since_ms.saturating_add(cfg.debit_deadline_ms);
-                let (m, verdict) = self.movement_event(m, event, now_ms, deadline, cfg);
+                // A debit the switch could not even send fails fast: no money moved.
+                let (m, verdict) = self.movement_event(m, event, now_ms, deadline, true, cfg);
                 self.phase = Phase::Debiting(m);
                 self.after_debit(verdict, now_ms)
             }
             Phase::Crediting(m) => {
                 let deadline = m.since_ms.saturating_add(cfg.credit_deadline_ms);
-                let (m, verdict) = self.movement_event(m, event, now_ms, deadline, cfg);
+                // A debited saga waits for the payee's bank until the deadline.
+                let (m, verdict) = self.movement_event(m, event, now_ms, deadline, false, cfg);
                 self.phase = Phase::Crediting(m);
                 self.after_credit(verdict, now_ms)
             }
@@ -465,8 +501,8 @@ impl Saga {
                 maybe_delivered: false,
             } => self.finish(Terminal::Failed {
                 reason: Reason::new(
-                    "PAYER_BANK_UNAVAILABLE",
-                    "the payer's bank could not be reached",
+                    "BANK_UNAVAILABLE",
+                    "the payer's bank is unavailable; nothing was debited",
                 ),
             }),
             Verdict::GiveUp {
@@ -581,6 +617,7 @@ impl Saga {
         event: Event,
         now_ms: u64,
         deadline_ms: u64,
+        fail_fast: bool,
         cfg: &SagaConfig,
     ) -> (Movement, Verdict) {
         let past_deadline = now_ms >= deadline_ms;
@@ -593,6 +630,25 @@ impl Saga {
             }
             (Waiting::Inquiry, Event::Inquired(InquiryResult::Reversed)) => {
                 Verdict::AlreadyReversed
+            }
+            (Waiting::Send, Event::Moved(MoveResult::Rejected))
+                if !m.maybe_delivered && fail_fast =>
+            {
+                Verdict::GiveUp {
+                    maybe_delivered: false,
+                }
+            }
+            (Waiting::Send, Event::Moved(MoveResult::Rejected)) => {
+                return self.movement_event(
+                    m,
+                    Event::Moved(MoveResult::Unknown {
+                        maybe_delivered: false,
+                    }),
+                    now_ms,
+                    deadline_ms,
+                    false,
+                    cfg,
+                );
             }
             (Waiting::Send, Event::Moved(MoveResult::Unknown { maybe_delivered })) => {
                 m.maybe_delivered |= maybe_delivered;
@@ -924,6 +980,20 @@ mod tests {
         let t = t.saga.step(Event::Wake, 2_000, &CFG);
         assert_eq!(t.saga.status(), Status::Failed);
         assert!(t.commands.is_empty());
+    }
+
+    #[test]
+    fn rejected_debit_fails_fast_but_rejected_credit_waits() {
+        let t = saga().step(Event::Moved(MoveResult::Rejected), 5, &CFG);
+        assert_eq!(t.saga.status(), Status::Failed);
+        assert_eq!(
+            t.saga.reason().map(|r| r.code.as_str()),
+            Some("BANK_UNAVAILABLE")
+        );
+        let t = saga().step(Event::Moved(MoveResult::Applied), 5, &CFG);
+        let t = t.saga.step(Event::Moved(MoveResult::Rejected), 6, &CFG);
+        assert_eq!(t.saga.status(), Status::Pending);
+        assert!(matches!(t.commands[..], [Command::Sleep { .. }]));
     }
 
     #[test]

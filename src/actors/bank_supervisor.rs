@@ -1,0 +1,310 @@
+//! `BankHealthSupervisor`: one per bank. It starts one `PspAdapterActor` per
+//! endpoint (each on its own arbiter), restarts any adapter that stops or
+//! panics (it watches the addresses; actix's own `Supervisor` does not restart
+//! after a panic), probes every endpoint's `/v1/health` on an interval,
+//! derives the bank's health (UP / DEGRADED / DOWN), orders endpoints for each
+//! call (usable first, then priority, then lower latency), and applies
+//! operators' circuit overrides, which survive adapter restarts.
+
+use super::psp_adapter::{
+    AdapterConfig, EndpointView, Probe, PspAdapterActor, SetMode, Snapshot, Stop, usable,
+};
+use crate::adapters::bank_client::BankClient;
+use crate::adapters::store::BankEndpoint;
+use crate::domain::breaker::Mode;
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use std::time::Duration;
+
+/// How often dead adapters are looked for.
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
+
+/// What every supervisor needs.
+#[derive(Clone)]
+pub struct SupervisorConfig {
+    pub http: reqwest::Client,
+    pub call_timeout: Duration,
+    pub adapter: AdapterConfig,
+    pub probe_every: Duration,
+    pub metrics: Metrics,
+}
+
+struct Slot {
+    url: String,
+    priority: i32,
+    mode: Mode,
+    adapter: Option<(Addr<PspAdapterActor>, Arbiter)>,
+    /// Last snapshot, for routing between probes.
+    last: Option<EndpointView>,
+}
+
+pub struct BankHealthSupervisor {
+    code: String,
+    slots: Vec<Slot>,
+    cfg: SupervisorConfig,
+    /// Adapters started again after they stopped or panicked.
+    pub restarts: u64,
+}
+
+/// A bank as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BankView {
+    pub code: String,
+    pub health: &'static str,
+    pub endpoints: Vec<EndpointView>,
+}
+
+impl BankView {
+    pub fn is_down(&self) -> bool {
+        self.health == "DOWN"
+    }
+}
+
+/// UP when every endpoint's circuit is closed, DOWN when none lets calls
+/// through, DEGRADED in between.
+pub fn derive_health(endpoints: &[EndpointView]) -> &'static str {
+    if endpoints.iter().all(|e| e.circuit == "CLOSED") && !endpoints.is_empty() {
+        "UP"
+    } else if endpoints.iter().any(usable) {
+        "DEGRADED"
+    } else {
+        "DOWN"
+    }
+}
+
+impl BankHealthSupervisor {
+    pub fn new(code: String, endpoints: &[BankEndpoint], cfg: SupervisorConfig) -> Self {
+        BankHealthSupervisor {
+            code,
+            slots: Self::slots(endpoints),
+            cfg,
+            restarts: 0,
+        }
+    }
+
+    fn slots(endpoints: &[BankEndpoint]) -> Vec<Slot> {
+        let mut sorted = endpoints.to_vec();
+        sorted.sort_by_key(|e| e.priority);
+        sorted
+            .into_iter()
+            .map(|e| Slot {
+                url: e.url,
+                priority: e.priority,
+                mode: Mode::Auto,
+                adapter: None,
+                last: None,
+            })
+            .collect()
+    }
+
+    fn spawn(&self, slot: &Slot) -> (Addr<PspAdapterActor>, Arbiter) {
+        let arbiter = Arbiter::new();
+        let client = BankClient::new(self.cfg.http.clone(), &slot.url, self.cfg.call_timeout);
+        let (priority, cfg, mode) = (slot.priority, self.cfg.adapter, slot.mode);
+        let addr = PspAdapterActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            PspAdapterActor::new(client, priority, cfg, mode)
+        });
+        (addr, arbiter)
+    }
+
+    /// Starts adapters that are missing or whose actor is gone.
+    fn ensure_adapters(&mut self) {
+        for i in 0..self.slots.len() {
+            let alive = self.slots[i]
+                .adapter
+                .as_ref()
+                .is_some_and(|(addr, _)| addr.connected());
+            if alive {
+                continue;
+            }
+            if let Some((_, arbiter)) = self.slots[i].adapter.take() {
+                arbiter.stop();
+                self.restarts += 1;
+                tracing::warn!(bank = %self.code, endpoint = %self.slots[i].url, "adapter stopped; starting a fresh one");
+            }
+            let fresh = self.spawn(&self.slots[i]);
+            self.slots[i].adapter = Some(fresh);
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for slot in &mut self.slots {
+            if let Some((addr, arbiter)) = slot.adapter.take() {
+                addr.do_send(Stop);
+                arbiter.stop();
+            }
+        }
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some((addr, _)) = &slot.adapter else {
+                continue;
+            };
+            let _ = addr.try_send(Probe);
+            let fut = addr.send(Snapshot);
+            ctx.spawn(fut.into_actor(self).map(move |view, act, _ctx| {
+                if let (Ok(view), Some(slot)) = (view, act.slots.get_mut(i)) {
+                    let state = match view.circuit {
+                        "CLOSED" => 0,
+                        "HALF_OPEN" => 1,
+                        _ => 2,
+                    };
+                    act.cfg
+                        .metrics
+                        .circuit_state
+                        .with_label_values(&[&act.code, &view.url])
+                        .set(state);
+                    slot.last = Some(view);
+                }
+            }));
+        }
+    }
+}
+
+impl Actor for BankHealthSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        self.ensure_adapters();
+        ctx.run_interval(LIVENESS_EVERY, |act, _| act.ensure_adapters());
+        ctx.run_interval(self.cfg.probe_every, |act, ctx| act.probe(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.stop_all();
+    }
+}
+
+/// The adapters to try for one call, best first.
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<PspAdapterActor>>")]
+pub struct Route;
+
+impl Handler<Route> for BankHealthSupervisor {
+    type Result = MessageResult<Route>;
+
+    fn handle(&mut self, _: Route, _ctx: &mut Self::Context) -> Self::Result {
+        let mut ranked: Vec<(bool, i32, f64, Addr<PspAdapterActor>)> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let (addr, _) = s.adapter.as_ref()?;
+                let (ok, p50) = s
+                    .last
+                    .as_ref()
+                    .map_or((true, 0.0), |v| (usable(v), v.latency_ms_p50));
+                Some((ok, s.priority, p50, addr.clone()))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+        MessageResult(ranked.into_iter().map(|r| r.3).collect())
+    }
+}
+
+/// A fresh view of the bank and its endpoints.
+#[derive(Message)]
+#[rtype(result = "BankView")]
+pub struct View;
+
+impl Handler<View> for BankHealthSupervisor {
+    type Result = ResponseFuture<BankView>;
+
+    fn handle(&mut self, _: View, _ctx: &mut Self::Context) -> Self::Result {
+        let code = self.code.clone();
+        let asks: Vec<_> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let addr = s.adapter.as_ref().map(|(a, _)| a.clone());
+                let fallback = EndpointView {
+                    url: s.url.clone(),
+                    priority: s.priority,
+                    circuit: "OPEN",
+                    mode: s.mode.as_str(),
+                    success_rate: 0.0,
+                    latency_ms_p50: 0.0,
+                    latency_ms_p99: 0.0,
+                    in_flight: 0,
+                };
+                async move {
+                    match addr {
+                        Some(a) => a.send(Snapshot).await.unwrap_or(fallback),
+                        None => fallback,
+                    }
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            let endpoints = futures::future::join_all(asks).await;
+            BankView {
+                code,
+                health: derive_health(&endpoints),
+                endpoints,
+            }
+        })
+    }
+}
+
+/// Operator override for one endpoint (`Some(url)`) or all (`None`).
+#[derive(Message)]
+#[rtype(result = "Result<(), ()>")]
+pub struct SetCircuit {
+    pub endpoint: Option<String>,
+    pub mode: Mode,
+}
+
+impl Handler<SetCircuit> for BankHealthSupervisor {
+    type Result = Result<(), ()>;
+
+    fn handle(&mut self, msg: SetCircuit, _ctx: &mut Self::Context) -> Self::Result {
+        let trimmed = msg.endpoint.as_deref().map(|u| u.trim_end_matches('/'));
+        let mut matched = false;
+        for slot in &mut self.slots {
+            if trimmed.is_none_or(|u| u == slot.url.trim_end_matches('/')) {
+                matched = true;
+                slot.mode = msg.mode;
+                if let Some((addr, _)) = &slot.adapter {
+                    addr.do_send(SetMode(msg.mode));
+                }
+            }
+        }
+        if matched { Ok(()) } else { Err(()) }
+    }
+}
+
+/// Stop every adapter of this bank; the liveness check starts fresh ones.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RestartAdapters;
+
+impl Handler<RestartAdapters> for BankHealthSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: RestartAdapters, _ctx: &mut Self::Context) -> usize {
+        let mut n = 0;
+        for slot in &self.slots {
+            if let Some((addr, _)) = &slot.adapter {
+                addr.do_send(Stop);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// New endpoint list for this bank (after `PUT /v1/admin/banks/{code}`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub Vec<BankEndpoint>);
+
+impl Handler<Reconfigure> for BankHealthSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _ctx: &mut Self::Context) {
+        self.stop_all();
+        self.slots = Self::slots(&msg.0);
+        self.ensure_adapters();
+    }
+}

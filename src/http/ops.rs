@@ -1,0 +1,102 @@
+//! Operator endpoints for the supervision tree: `GET /v1/ops/banks` (health,
+//! per-endpoint circuit, success rate, latency, in flight — exactly as the
+//! spec lists), `PUT /v1/admin/banks/{code}/circuit` (force open / closed /
+//! auto) and `POST /v1/admin/banks/{code}/adapters/restart`.
+
+use super::AppState;
+use super::admin::authorise;
+use super::problem::{Problem, body_bytes, parse_json};
+use crate::actors::bank_router::{AllBanks, Lookup};
+use crate::actors::bank_supervisor::{BankHealthSupervisor, RestartAdapters, SetCircuit, View};
+use crate::domain::breaker::Mode;
+use actix::Addr;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/ops/banks", web::get().to(banks))
+        .route("/v1/admin/banks/{code}/circuit", web::put().to(set_circuit))
+        .route(
+            "/v1/admin/banks/{code}/adapters/restart",
+            web::post().to(restart),
+        );
+}
+
+async fn banks(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    let all = state
+        .banks
+        .send(AllBanks)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let views = futures::future::join_all(all.iter().map(|(_, sup)| sup.send(View))).await;
+    let banks: Vec<_> = views.into_iter().filter_map(Result::ok).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "banks": banks })))
+}
+
+async fn supervisor(state: &AppState, code: String) -> Result<Addr<BankHealthSupervisor>, Problem> {
+    state
+        .banks
+        .send(Lookup(code.clone()))
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .ok_or_else(|| Problem::not_found("UNKNOWN_BANK", format!("bank {code} is not registered")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircuitBody {
+    endpoint: Option<String>,
+    mode: String,
+}
+
+async fn set_circuit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let body: CircuitBody = parse_json(&body_bytes(body)?)?;
+    let mode = Mode::parse(&body.mode).ok_or_else(|| {
+        Problem::unprocessable(
+            "INVALID_MODE",
+            "mode must be \"open\", \"closed\" or \"auto\"",
+        )
+    })?;
+    let sup = supervisor(&state, path.into_inner()).await?;
+    let applied = sup
+        .send(SetCircuit {
+            endpoint: body.endpoint.clone(),
+            mode,
+        })
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    if applied.is_err() {
+        return Err(Problem::unprocessable(
+            "UNKNOWN_ENDPOINT",
+            format!(
+                "{:?} is not an endpoint of this bank",
+                body.endpoint.unwrap_or_default()
+            ),
+        ));
+    }
+    tracing::info!(endpoint = ?body.endpoint, mode = mode.as_str(), "operator set circuit mode");
+    let view = sup.send(View).await.map_err(|e| Problem::unavailable(&e))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn restart(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let code = path.into_inner();
+    let sup = supervisor(&state, code.clone()).await?;
+    let stopped = sup
+        .send(RestartAdapters)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    tracing::info!(bank = %code, stopped, "operator restarted adapters");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"code": code, "restarted": stopped})))
+}
