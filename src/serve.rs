@@ -84,7 +84,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
                 trial_in_flight: 1,
             },
             max_in_flight: cfg.bank_max_in_flight.max(1),
-            stats_window: 500,
+            stats_window: 100,
         },
         probe_every: Duration::from_millis(cfg.probe_interval_ms.max(50)),
         metrics: metrics.clone(),

@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 use actix::prelude::*;
 use std::time::Duration;
 
+/// An endpoint whose recent success rate is below this is not "healthy".
+const HEALTHY_SUCCESS_RATE: f64 = 0.9;
 /// How often dead adapters are looked for.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -52,6 +54,8 @@ pub struct BankView {
     pub code: String,
     pub health: &'static str,
     pub endpoints: Vec<EndpointView>,
+    /// Adapters restarted by this supervisor since it started.
+    pub adapter_restarts: u64,
 }
 
 impl BankView {
@@ -177,6 +181,9 @@ impl Actor for BankHealthSupervisor {
     }
 }
 
+/// (healthy, usable), priority, p50 latency, adapter.
+type Ranked = ((bool, bool), i32, f64, Addr<PspAdapterActor>);
+
 /// The adapters to try for one call, best first.
 #[derive(Message)]
 #[rtype(result = "Vec<Addr<PspAdapterActor>>")]
@@ -186,16 +193,21 @@ impl Handler<Route> for BankHealthSupervisor {
     type Result = MessageResult<Route>;
 
     fn handle(&mut self, _: Route, _ctx: &mut Self::Context) -> Self::Result {
-        let mut ranked: Vec<(bool, i32, f64, Addr<PspAdapterActor>)> = self
+        // Healthy first (circuit letting calls through and most recent calls
+        // answered), then usable, then priority, then lower latency.
+        let mut ranked: Vec<Ranked> = self
             .slots
             .iter()
             .filter_map(|s| {
                 let (addr, _) = s.adapter.as_ref()?;
-                let (ok, p50) = s
-                    .last
-                    .as_ref()
-                    .map_or((true, 0.0), |v| (usable(v), v.latency_ms_p50));
-                Some((ok, s.priority, p50, addr.clone()))
+                let (rank, p50) = s.last.as_ref().map_or(((true, true), 0.0), |v| {
+                    let ok = usable(v);
+                    (
+                        (ok && v.success_rate >= HEALTHY_SUCCESS_RATE, ok),
+                        v.latency_ms_p50,
+                    )
+                });
+                Some((rank, s.priority, p50, addr.clone()))
             })
             .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
@@ -213,21 +225,23 @@ impl Handler<View> for BankHealthSupervisor {
 
     fn handle(&mut self, _: View, _ctx: &mut Self::Context) -> Self::Result {
         let code = self.code.clone();
+        let adapter_restarts = self.restarts;
         let asks: Vec<_> = self
             .slots
             .iter()
             .map(|s| {
                 let addr = s.adapter.as_ref().map(|(a, _)| a.clone());
-                let fallback = EndpointView {
+                // A restarting adapter is not a sick bank: show what it last knew.
+                let fallback = s.last.clone().unwrap_or(EndpointView {
                     url: s.url.clone(),
                     priority: s.priority,
-                    circuit: "OPEN",
+                    circuit: "CLOSED",
                     mode: s.mode.as_str(),
-                    success_rate: 0.0,
+                    success_rate: 1.0,
                     latency_ms_p50: 0.0,
                     latency_ms_p99: 0.0,
                     in_flight: 0,
-                };
+                });
                 async move {
                     match addr {
                         Some(a) => a.send(Snapshot).await.unwrap_or(fallback),
@@ -242,6 +256,7 @@ impl Handler<View> for BankHealthSupervisor {
                 code,
                 health: derive_health(&endpoints),
                 endpoints,
+                adapter_restarts,
             }
         })
     }
