@@ -140,6 +140,10 @@ pub struct BankSimArgs {
     /// TCP port to listen on (0 picks a free one; the chosen address is printed as `LISTENING <addr>`).
     #[arg(long, default_value_t = 9101)]
     pub port: u16,
+    /// Another endpoint of the same bank (repeatable): same ledger, its own faults
+    /// (`PUT /admin/faults` on that port changes only that endpoint).
+    #[arg(long)]
+    pub extra_port: Vec<u16>,
     /// Interface to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,

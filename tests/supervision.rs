@@ -317,3 +317,83 @@ async fn operators_force_circuits_open_and_closed() {
         );
     }
 }
+
+/// Sends `n` payments, `batch` at a time, and returns their ids.
+async fn burst(world: &World, n: usize, batch: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let pairs = [("alice@hdfc", "bob@icici"), ("erin@hdfc", "frank@icici")];
+    for chunk in 0..n.div_ceil(batch) {
+        let sends = (0..batch.min(n - chunk * batch)).map(|i| {
+            let (payer, payee) = pairs[i % pairs.len()];
+            world.pay(payer, payee, "1.00", None)
+        });
+        for (status, body) in futures::future::join_all(sends).await {
+            assert_eq!(status, 202, "{body}");
+            ids.push(body["txn_id"].as_str().expect("id").to_string());
+        }
+    }
+    ids
+}
+
+fn success_rate(counts: &HashMap<String, usize>, n: usize) -> f64 {
+    counts.get("SUCCESS").copied().unwrap_or(0) as f64 * 100.0 / n as f64
+}
+
+#[tokio::test]
+async fn brownout_on_the_primary_endpoint_barely_dents_success() {
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let secondary_port = spare.local_addr().expect("addr").port();
+    drop(spare);
+    let port = secondary_port.to_string();
+    let world = World::start(FLAGS, &["--extra-port", &port], &[]).await;
+    let primary = world.hdfc.url.clone();
+    let secondary = format!("http://127.0.0.1:{port}");
+    let (status, body) = put_json(
+        &world.http,
+        &format!("{}/v1/admin/banks/HDFC", world.switch.url),
+        &json!({"name": "HDFC Bank", "endpoints": [
+            {"url": primary, "priority": 0}, {"url": secondary, "priority": 1}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_bank(&world, "HDFC", "UP on both endpoints", |b| {
+        b["health"] == "UP" && circuits(b).len() == 2
+    })
+    .await;
+
+    const N: usize = 300;
+    let ids = burst(&world, N, 30).await;
+    let before = success_rate(&settle_and_check(&world, &ids).await, N);
+
+    let (status, body) = put_json(
+        &world.http,
+        &format!("{primary}/admin/faults"),
+        &json!({"latency_ms": 200, "jitter_ms": 100, "error_rate": 0.3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ids = burst(&world, N, 30).await;
+    // Every payment ends while the brownout lasts…
+    for id in &ids {
+        world.wait_terminal(id, Duration::from_secs(60)).await;
+    }
+    let bank = ops_bank(&world, "HDFC").await;
+    // …then the audit reads the ledgers through a clean endpoint.
+    let (status, _) = put_json(
+        &world.http,
+        &format!("{primary}/admin/faults"),
+        &json!({"latency_ms": 0, "jitter_ms": 0, "error_rate": 0.0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let counts = settle_and_check(&world, &ids).await;
+    let during = success_rate(&counts, N);
+    eprintln!(
+        "brownout: success {before:.2}% before, {during:.2}% during ({counts:?}); endpoints {}",
+        bank["endpoints"]
+    );
+    assert!(
+        before - during < 0.3,
+        "success dropped from {before:.2}% to {during:.2}%"
+    );
+}

@@ -98,35 +98,44 @@ pub async fn run(args: BankSimArgs) -> Result<(), BankSimError> {
         tracing::info!(bank = %code, seeded, "seeded accounts");
     }
     let writer = Writer::start(DbUrl::parse(&args.database_url)?, code.clone()).await?;
-    let (faults_tx, faults_rx) = tokio::sync::watch::channel(initial);
-    let state = http::BankState {
-        code: code.clone(),
-        store,
-        writer,
-        faults_tx: Arc::new(faults_tx),
-        faults: faults_rx,
-    };
-    let addr = std::net::SocketAddr::new(args.host, args.port);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .app_data(web::PayloadConfig::new(64 * 1024))
-            .configure(http::config)
-            .default_service(web::to(http::not_found))
-    })
-    .workers(args.workers.max(1))
-    .bind(addr)
-    .map_err(|e| BankSimError::Bind {
-        addr: addr.to_string(),
-        reason: e.to_string(),
-    })?;
-    for bound in server.addrs() {
-        // Machine-readable line for scripts and tests that start us with --port 0.
-        println!("LISTENING {bound}");
+    // One listener per endpoint of this bank, all on the same ledger and
+    // writer; each endpoint has its own faults (so one can brown out alone).
+    let ports: Vec<u16> = std::iter::once(args.port)
+        .chain(args.extra_port.iter().copied())
+        .collect();
+    let mut servers = Vec::new();
+    for port in ports {
+        let (faults_tx, faults_rx) = tokio::sync::watch::channel(initial.clone());
+        let state = http::BankState {
+            code: code.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            faults_tx: Arc::new(faults_tx),
+            faults: faults_rx,
+        };
+        let addr = std::net::SocketAddr::new(args.host, port);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .configure(http::config)
+                .default_service(web::to(http::not_found))
+        })
+        .workers(args.workers.max(1))
+        .bind(addr)
+        .map_err(|e| BankSimError::Bind {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        for bound in server.addrs() {
+            // Machine-readable line for scripts and tests that start us with --port 0.
+            println!("LISTENING {bound}");
+        }
+        tracing::info!(bank = %code, addrs = ?server.addrs(), "bank simulator listening");
+        servers.push(server.run());
     }
-    tracing::info!(bank = %code, addrs = ?server.addrs(), "bank simulator listening");
-    server
-        .run()
-        .await
-        .map_err(|e| BankSimError::Server(e.to_string()))
+    for result in futures::future::join_all(servers).await {
+        result.map_err(|e| BankSimError::Server(e.to_string()))?;
+    }
+    Ok(())
 }
