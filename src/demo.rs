@@ -279,6 +279,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
         &people,
     );
     println!("{}", summary.render());
+    println!("{}", supervisor_health(&http, &switch_url).await);
     let verdict = summary.verdict();
 
     // 6. Keep serving until Ctrl-C, unless told to exit.
@@ -1322,6 +1323,34 @@ impl Summary {
     }
 }
 
+/// The supervisors' view (`GET /v1/ops/banks`), one line per endpoint.
+async fn supervisor_health(http: &reqwest::Client, switch: &str) -> String {
+    let body: Value = match http.get(format!("{switch}/v1/ops/banks")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(e) => return format!("bank health: unavailable ({})", transport_text(&e)),
+    };
+    let mut out = vec!["== bank health (GET /v1/ops/banks) ==".to_string()];
+    for bank in body["banks"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "{:<30}{}",
+            format!("bank {}:", bank["code"].as_str().unwrap_or("?")),
+            bank["health"].as_str().unwrap_or("?")
+        ));
+        for e in bank["endpoints"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "  {:<28}circuit {}  success {:.1}%  p50 {:.1} ms  p99 {:.1} ms  in flight {}",
+                e["url"].as_str().unwrap_or("?"),
+                e["circuit"].as_str().unwrap_or("?"),
+                e["success_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                e["latency_ms_p50"].as_f64().unwrap_or(0.0),
+                e["latency_ms_p99"].as_f64().unwrap_or(0.0),
+                e["in_flight"].as_u64().unwrap_or(0)
+            ));
+        }
+    }
+    out.join("\n")
+}
+
 fn how_to_look(switch: &str, bank_urls: &[String], summary: &Summary, dir: &Path) -> String {
     let txn = summary.sample_txn.as_deref().unwrap_or("<txn_id>");
     let mut lines = vec![
@@ -1340,6 +1369,8 @@ fn how_to_look(switch: &str, bank_urls: &[String], summary: &Summary, dir: &Path
             summary.sample_vpa
         ),
         format!("  curl -s {switch}/metrics | grep '^upi_'"),
+        "  # bank health, circuits, latency (operators' view):".to_string(),
+        format!("  curl -s {switch}/v1/ops/banks"),
         format!("  curl -s {switch}/readyz"),
     ];
     for ((code, _, _), url) in BANKS.iter().zip(bank_urls) {
