@@ -39,6 +39,8 @@ pub enum Command {
     BankSim(BankSimArgs),
     /// Start two simulated banks and the switch, send traffic, print a summary, keep serving.
     Demo(DemoArgs),
+    /// Run a payment processor simulator (the "Rinha de Backend 2025" processor contract, in memory).
+    ProcessorSim(ProcessorSimArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -114,6 +116,29 @@ pub struct SwitchConfig {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
+    /// Merchant forwarding: base URL of the default (cheaper) payment processor.
+    #[arg(
+        long,
+        env = "PROCESSOR_DEFAULT_URL",
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub processor_default_url: String,
+    /// Merchant forwarding: base URL of the fallback (dearer) payment processor.
+    #[arg(
+        long,
+        env = "PROCESSOR_FALLBACK_URL",
+        default_value = "http://127.0.0.1:8002"
+    )]
+    pub processor_fallback_url: String,
+    /// Merchant forwarding: deadline of one POST to a processor, in milliseconds.
+    #[arg(long, env = "PROCESSOR_TIMEOUT_MS", default_value_t = 6_000)]
+    pub processor_timeout_ms: u64,
+    /// Merchant forwarding: a processor slower than this (ms) is passed over while the other is fast.
+    #[arg(long, env = "PROCESSOR_SLOW_MS", default_value_t = 1_000)]
+    pub processor_slow_ms: u64,
+    /// Merchant forwarding: most payments being forwarded at once (more wait in Postgres).
+    #[arg(long, env = "MAX_FORWARDS", default_value_t = 256)]
+    pub max_forwards: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -209,4 +234,26 @@ pub struct DemoArgs {
     /// Exit after the summary instead of leaving the switch and banks running.
     #[arg(long)]
     pub exit: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProcessorSimArgs {
+    /// TCP port to listen on (0 picks a free one; the chosen address is printed as `LISTENING <addr>`).
+    #[arg(long, default_value_t = 8001)]
+    pub port: u16,
+    /// Interface to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Fee charged per payment, as a decimal fraction of its amount (e.g. 0.05).
+    #[arg(long)]
+    pub fee: String,
+    /// Value the `X-Rinha-Token` header must carry on /admin endpoints.
+    #[arg(long, env = "RINHA_TOKEN", default_value = "123")]
+    pub token: String,
+    /// Fault at start: delay before every POST /payments is answered, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Fault at start: every POST /payments fails with 500 and stores nothing.
+    #[arg(long)]
+    pub failure: bool,
 }

@@ -7,6 +7,9 @@
 //! - `http`     — actix-web handlers of the switch API (`shared/spec/switch-api-v1.md`).
 //! - `adapters` — Postgres, the Bank API v1 client and wire types.
 //! - `banksim`  — the bank simulator (`upi-switch bank-sim`), a separate tool.
+//! - `merchant` — merchant payment forwarding to two payment processors (the
+//!   "Rinha de Backend 2025" contract): HTTP, Postgres, adapter actors, routing.
+//! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -19,7 +22,9 @@ pub mod cli;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod merchant;
 pub mod metrics;
+pub mod processor_sim;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;

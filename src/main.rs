@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, demo, serve, telemetry};
+use upi_switch::{adapters::pg, banksim, demo, processor_sim, serve, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     }
     let result: Result<(), String> = match cli.command {
         Command::BankSim(args) => banksim::run(args).await.map_err(|e| e.to_string()),
+        Command::ProcessorSim(args) => processor_sim::run(args).await.map_err(|e| e.to_string()),
         Command::Migrate(args) => {
             let schema = if args.bank {
                 pg::Schema::Bank

@@ -122,6 +122,17 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     )
     .start();
 
+    // --- Merchant forwarding (issue 4, items 5-6): processor adapters, their
+    // supervisor and the forwarder, which resumes unfinished merchant payments.
+    let merchant = crate::merchant::start(
+        store.pool.clone(),
+        crate::merchant::MerchantConfig::from_switch(cfg),
+        &metrics.registry,
+    )
+    .await
+    .map_err(|e| ServeError::Config(e.to_string()))?;
+    // --- end of merchant forwarding.
+
     let state = AppState {
         store,
         registry,
@@ -141,6 +152,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         let metrics = metrics.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
+            // Lets POST /payments wake the forwarder instead of waiting for its poll.
+            .app_data(web::Data::new(merchant.clone()))
             .wrap_fn(move |req, srv| {
                 let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
                 let metrics = metrics.clone();

@@ -43,6 +43,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(transactions::config)
         .configure(admin::config)
         .configure(ops::config)
+        .configure(crate::merchant::http::config)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

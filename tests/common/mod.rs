@@ -518,3 +518,122 @@ impl World {
             .get(0)
     }
 }
+
+/// A payment processor simulator (`upi-switch processor-sim`) as a child
+/// process on port 0, and its admin calls (header `X-Rinha-Token`).
+pub struct ProcessorProc {
+    pub token: String,
+    pub server: ChildServer,
+}
+
+impl ProcessorProc {
+    /// Starts `processor-sim --port 0 --fee FEE --token 123` plus `extra` flags.
+    pub fn start(name: &str, fee: &str, extra: &[&str]) -> ProcessorProc {
+        let fee = fee.to_string();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let server = ChildServer::start(name, move |port| {
+            let mut args: Vec<String> = vec!["processor-sim".into(), "--port".into()];
+            args.extend([port.to_string(), "--fee".into(), fee.clone()]);
+            args.extend(["--token".into(), "123".into()]);
+            args.extend(extra.iter().cloned());
+            args
+        });
+        ProcessorProc {
+            token: "123".into(),
+            server,
+        }
+    }
+
+    /// `GET /admin/payments-summary` with optional bounds; panics unless 200.
+    pub async fn summary(
+        &self,
+        client: &reqwest::Client,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> serde_json::Value {
+        let resp = client
+            .get(format!(
+                "{}/admin/payments-summary{}",
+                self.url,
+                window_query(from, to)
+            ))
+            .header("X-Rinha-Token", &self.token)
+            .send()
+            .await
+            .expect("summary request");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+        assert_eq!(status, 200, "processor summary: {body}");
+        body
+    }
+
+    async fn admin(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) {
+        let mut req = client
+            .request(method, format!("{}{path}", self.url))
+            .header("X-Rinha-Token", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+
+    pub async fn set_delay(&self, client: &reqwest::Client, ms: u64) {
+        let body = serde_json::json!({ "delay": ms });
+        self.admin(
+            client,
+            reqwest::Method::PUT,
+            "/admin/configurations/delay",
+            Some(body),
+        )
+        .await;
+    }
+
+    pub async fn set_failure(&self, client: &reqwest::Client, failure: bool) {
+        let body = serde_json::json!({ "failure": failure });
+        self.admin(
+            client,
+            reqwest::Method::PUT,
+            "/admin/configurations/failure",
+            Some(body),
+        )
+        .await;
+    }
+
+    pub async fn purge(&self, client: &reqwest::Client) {
+        self.admin(client, reqwest::Method::POST, "/admin/purge-payments", None)
+            .await;
+    }
+}
+
+impl std::ops::Deref for ProcessorProc {
+    type Target = ChildServer;
+    fn deref(&self) -> &ChildServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for ProcessorProc {
+    fn deref_mut(&mut self) -> &mut ChildServer {
+        &mut self.server
+    }
+}
+
+/// `?from=..&to=..` for ISO timestamps (UTC, `Z`: nothing to escape).
+pub fn window_query(from: Option<&str>, to: Option<&str>) -> String {
+    let parts: Vec<String> = [("from", from), ("to", to)]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}

@@ -1,0 +1,167 @@
+//! Merchant endpoints of the switch (the "Rinha de Backend 2025" contract,
+//! `shared/spec/rinha-processor.md`): `POST /payments` answers `202` only once
+//! the payment is durable in Postgres (a repeated correlationId with the same
+//! amount answers `200` and changes nothing); `GET /payments-summary` counts
+//! what each processor accepted, by the requestedAt the switch sent it;
+//! `POST /purge-payments` forgets every merchant payment. Errors are
+//! problem+json with a stable code; the amount is read exactly from the raw
+//! JSON text, never through a float.
+//!
+//! Handlers reach Postgres through the switch's `AppState` pool; the forwarder
+//! finds new payments by polling, and is woken at once when the server also
+//! registers a `web::Data<MerchantHandle>`.
+
+use super::MerchantHandle;
+use super::store::{MerchantStore, Received};
+use crate::domain::{MAX_WIRE_PAISE, Paise};
+use crate::http::AppState;
+use crate::http::problem::{Problem, body_bytes, parse_json};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/payments", web::post().to(receive))
+        .route("/payments-summary", web::get().to(summary))
+        .route("/purge-payments", web::post().to(purge));
+}
+
+fn store(state: &AppState) -> MerchantStore {
+    MerchantStore::new(state.store.pool.clone())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PaymentBody {
+    correlation_id: String,
+    amount: Box<RawValue>,
+}
+
+/// Exact cents from the raw JSON text (`19.90` or `"19.90"`).
+fn parse_amount(raw: &RawValue) -> Result<i64, Problem> {
+    let text = raw.get().trim();
+    let digits = if text.starts_with('"') {
+        serde_json::from_str::<String>(text).map_err(|_| invalid_amount())?
+    } else if text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        text.to_string()
+    } else {
+        return Err(invalid_amount());
+    };
+    Paise::parse_rupees(&digits, Paise(MAX_WIRE_PAISE))
+        .map(|p| p.0)
+        .map_err(|e| Problem::unprocessable(e.code(), e.to_string()))
+}
+
+fn invalid_amount() -> Problem {
+    Problem::unprocessable(
+        "INVALID_AMOUNT",
+        "amount must be a decimal number greater than 0 with at most 2 decimals, like 19.90",
+    )
+}
+
+async fn receive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Problem> {
+    let body: PaymentBody = parse_json(&body_bytes(body)?)?;
+    let id = Uuid::parse_str(&body.correlation_id).map_err(|_| {
+        Problem::unprocessable("INVALID_CORRELATION_ID", "correlationId must be a UUID")
+    })?;
+    let amount_cents = parse_amount(&body.amount)?;
+    let received = store(&state)
+        .receive(id, amount_cents)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let answer = serde_json::json!({"correlationId": id, "status": "RECEIVED"});
+    match received {
+        Received::New => {
+            if let Some(handle) = req.app_data::<web::Data<MerchantHandle>>() {
+                handle.kick();
+            }
+            Ok(HttpResponse::Accepted().json(answer))
+        }
+        Received::Duplicate { amount_cents: a } if a == amount_cents => {
+            Ok(HttpResponse::Ok().json(answer))
+        }
+        Received::Duplicate { .. } => Err(Problem::unprocessable(
+            "CORRELATION_ID_REUSED",
+            "this correlationId was already received with another amount",
+        )),
+    }
+}
+
+/// `from`/`to` (both optional, ISO-8601). Stored times have microsecond
+/// precision, so `from` is rounded up and `to` down to a microsecond: the same
+/// payments fall inside as with nanosecond comparisons.
+/// `[from, to]`, either bound optional.
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn window(req: &HttpRequest) -> Result<Window, Problem> {
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
+    let mut bounds = (None, None);
+    for (k, v) in query.iter() {
+        let round_up = match k.as_str() {
+            "from" => true,
+            "to" => false,
+            _ => continue,
+        };
+        let at = DateTime::parse_from_rfc3339(v)
+            .map_err(|_| {
+                Problem::bad_request(
+                    "INVALID_TIMESTAMP",
+                    format!("{k} must be an ISO-8601 timestamp like 2025-07-15T12:34:56.000Z"),
+                )
+            })?
+            .with_timezone(&Utc);
+        let sub_micro = i64::from(at.timestamp_subsec_nanos() % 1_000);
+        let at = if sub_micro == 0 {
+            at
+        } else if round_up {
+            at + ChronoDuration::nanoseconds(1_000 - sub_micro)
+        } else {
+            at - ChronoDuration::nanoseconds(sub_micro)
+        };
+        if round_up {
+            bounds.0 = Some(at);
+        } else {
+            bounds.1 = Some(at);
+        }
+    }
+    Ok(bounds)
+}
+
+async fn summary(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let (from, to) = window(&req)?;
+    let totals = store(&state)
+        .summary(from, to)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    // Amounts are written from integer cents as exact decimal text.
+    let part = |i: usize| {
+        format!(
+            r#"{{"totalRequests":{},"totalAmount":{}}}"#,
+            totals[i].requests,
+            Paise(totals[i].amount_cents).to_rupees()
+        )
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(format!(
+            r#"{{"default":{},"fallback":{}}}"#,
+            part(0),
+            part(1)
+        )))
+}
+
+async fn purge(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    let purged = store(&state)
+        .purge()
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    tracing::info!(purged, "merchant payments purged");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"purged": purged})))
+}

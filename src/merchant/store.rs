@@ -1,0 +1,314 @@
+//! `MerchantStore`: the `merchant_payments` table (migration V2). Every write
+//! of a forwarder is fenced by the claim it holds, so a forwarder that lost
+//! its claim (lease expired, purge) changes nothing; an accepted row is final
+//! (a trigger refuses any update of it). Timestamps of the switch's own
+//! decisions (`requestedAt`, unanswered sends) come from the switch's clock;
+//! leases and retry times from the database's.
+
+use super::policy::ProcessorId;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantStoreError {
+    #[error("database: {}", crate::adapters::pg::pg_message(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("unexpected row: {0}")]
+    Corrupt(String),
+}
+
+impl From<deadpool_postgres::PoolError> for MerchantStoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        MerchantStoreError::Pool(e.to_string())
+    }
+}
+
+/// What `POST /payments` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    New,
+    /// The same correlationId was already received, with this amount.
+    Duplicate {
+        amount_cents: i64,
+    },
+}
+
+/// Accepted payments of one processor in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessorTotals {
+    pub requests: i64,
+    pub amount_cents: i64,
+}
+
+/// An unfinished payment a forwarder has claimed.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub claim: Uuid,
+    pub amount_cents: i64,
+    /// `Some(p)` when the latest send to `p` has an unknown outcome.
+    pub maybe_at: Option<ProcessorId>,
+    /// requestedAt already chosen per processor (by `ProcessorId::index`).
+    pub requested_at: [Option<DateTime<Utc>>; 2],
+    pub unanswered_since: Option<DateTime<Utc>>,
+    pub holds: i32,
+}
+
+#[derive(Clone)]
+pub struct MerchantStore {
+    pool: Pool,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl MerchantStore {
+    pub fn new(pool: Pool) -> MerchantStore {
+        MerchantStore { pool }
+    }
+
+    /// Records a payment received from a merchant, once per correlationId.
+    pub async fn receive(
+        &self,
+        id: Uuid,
+        amount_cents: i64,
+    ) -> Result<Received, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO merchant_payments (correlation_id, amount_cents, state)
+                 VALUES ($1, $2, 'PENDING') ON CONFLICT (correlation_id) DO NOTHING",
+            )
+            .await?;
+        let existing = client
+            .prepare_cached("SELECT amount_cents FROM merchant_payments WHERE correlation_id = $1")
+            .await?;
+        // Twice at most: a purge may remove the conflicting row between the two statements.
+        for _ in 0..2 {
+            if client.execute(&insert, &[&id, &amount_cents]).await? == 1 {
+                return Ok(Received::New);
+            }
+            if let Some(row) = client.query_opt(&existing, &[&id]).await? {
+                return Ok(Received::Duplicate {
+                    amount_cents: row.get(0),
+                });
+            }
+        }
+        Err(MerchantStoreError::Corrupt(format!(
+            "payment {id} neither inserted nor found"
+        )))
+    }
+
+    /// Accepted payments per processor whose requestedAt is in `[from, to]`.
+    pub async fn summary(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<[ProcessorTotals; 2], MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT processor, count(*), coalesce(sum(amount_cents), 0)::bigint
+                 FROM merchant_payments
+                 WHERE state = 'ACCEPTED'
+                   AND ($1::timestamptz IS NULL OR requested_at >= $1)
+                   AND ($2::timestamptz IS NULL OR requested_at <= $2)
+                 GROUP BY processor",
+            )
+            .await?;
+        let mut totals = [ProcessorTotals::default(); 2];
+        for row in client.query(&stmt, &[&from, &to]).await? {
+            let name: String = row.get(0);
+            let p = ProcessorId::parse(&name)
+                .ok_or_else(|| MerchantStoreError::Corrupt(format!("processor {name:?}")))?;
+            totals[p.index()] = ProcessorTotals {
+                requests: row.get(1),
+                amount_cents: row.get(2),
+            };
+        }
+        Ok(totals)
+    }
+
+    /// Forgets every merchant payment, forwarded or not. Returns how many.
+    pub async fn purge(&self) -> Result<u64, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM merchant_payments", &[]).await?)
+    }
+
+    /// Unfinished payments (all of them, claimed or not).
+    pub async fn unfinished(&self) -> Result<i64, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM merchant_payments WHERE state <> 'ACCEPTED'",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Claims up to `limit` unfinished payments that are due and unclaimed (or whose
+    /// lease ran out), oldest due first, skipping rows other forwarders are claiming.
+    pub async fn claim(
+        &self,
+        claim: Uuid,
+        limit: i64,
+        exclude: &[Uuid],
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE merchant_payments p
+                 SET claim = $1, lease_until = now() + make_interval(secs => $2)
+                 FROM (SELECT correlation_id FROM merchant_payments
+                       WHERE state <> 'ACCEPTED' AND next_attempt_at <= now()
+                         AND (claim IS NULL OR lease_until < now())
+                         AND correlation_id <> ALL($3)
+                       ORDER BY next_attempt_at
+                       LIMIT $4
+                       FOR UPDATE SKIP LOCKED) due
+                 WHERE p.correlation_id = due.correlation_id
+                 RETURNING p.correlation_id, p.amount_cents, p.state, p.processor,
+                           p.default_requested_at, p.fallback_requested_at,
+                           p.unanswered_since, p.holds",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&claim, &secs(lease), &exclude, &limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.get(2);
+                let processor: Option<String> = row.get(3);
+                let processor = match processor.as_deref().map(ProcessorId::parse) {
+                    None => None,
+                    Some(Some(p)) => Some(p),
+                    Some(None) => {
+                        return Err(MerchantStoreError::Corrupt(format!(
+                            "processor {processor:?}"
+                        )));
+                    }
+                };
+                Ok(Claimed {
+                    id: row.get(0),
+                    claim,
+                    amount_cents: row.get(1),
+                    maybe_at: if state == "SENDING" { processor } else { None },
+                    requested_at: [row.get(4), row.get(5)],
+                    unanswered_since: row.get(6),
+                    holds: row.get(7),
+                })
+            })
+            .collect()
+    }
+
+    /// Announces a send to `p` before it leaves: the payment is SENDING there, the
+    /// send is unanswered as of `sent_at`, and `p`'s requestedAt is fixed (the one
+    /// already chosen, else `requested_at`). Returns the requestedAt to send, or
+    /// `None` when the claim is lost (nothing may be sent then).
+    pub async fn announce(
+        &self,
+        c: &Claimed,
+        p: ProcessorId,
+        requested_at: DateTime<Utc>,
+        sent_at: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<DateTime<Utc>>, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE merchant_payments
+                 SET state = 'SENDING', processor = $3,
+                     default_requested_at = CASE WHEN $3 = 'default'
+                         THEN coalesce(default_requested_at, $4) ELSE default_requested_at END,
+                     fallback_requested_at = CASE WHEN $3 = 'fallback'
+                         THEN coalesce(fallback_requested_at, $4) ELSE fallback_requested_at END,
+                     attempts = attempts + 1, unanswered_since = $5,
+                     lease_until = now() + make_interval(secs => $6)
+                 WHERE correlation_id = $1 AND claim = $2 AND state <> 'ACCEPTED'
+                 RETURNING CASE WHEN $3 = 'default'
+                     THEN default_requested_at ELSE fallback_requested_at END",
+            )
+            .await?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &c.id,
+                    &c.claim,
+                    &p.as_str(),
+                    &requested_at,
+                    &sent_at,
+                    &secs(lease),
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// `p` has the payment, counted by `requested_at`. Final. `false` = claim lost.
+    pub async fn accept(
+        &self,
+        c: &Claimed,
+        p: ProcessorId,
+        requested_at: DateTime<Utc>,
+    ) -> Result<bool, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE merchant_payments
+                 SET state = 'ACCEPTED', processor = $3, requested_at = $4, accepted_at = now(),
+                     claim = NULL, lease_until = NULL, unanswered_since = NULL, last_error = NULL
+                 WHERE correlation_id = $1 AND claim = $2 AND state <> 'ACCEPTED'",
+            )
+            .await?;
+        let n = client
+            .execute(&stmt, &[&c.id, &c.claim, &p.as_str(), &requested_at])
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Gives an unfinished payment back, due again after `after`, with what is
+    /// known now: where an outcome is unknown (if anywhere) and since when.
+    pub async fn release(
+        &self,
+        c: &Claimed,
+        maybe_at: Option<ProcessorId>,
+        unanswered_since: Option<DateTime<Utc>>,
+        after: Duration,
+        last_error: Option<&str>,
+    ) -> Result<bool, MerchantStoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE merchant_payments
+                 SET claim = NULL, lease_until = NULL, holds = holds + 1,
+                     next_attempt_at = now() + make_interval(secs => $3),
+                     state = CASE WHEN $4::text IS NULL THEN 'PENDING' ELSE 'SENDING' END,
+                     processor = $4::text, unanswered_since = $5,
+                     last_error = coalesce($6, last_error)
+                 WHERE correlation_id = $1 AND claim = $2 AND state <> 'ACCEPTED'",
+            )
+            .await?;
+        let n = client
+            .execute(
+                &stmt,
+                &[
+                    &c.id,
+                    &c.claim,
+                    &secs(after),
+                    &maybe_at.map(ProcessorId::as_str),
+                    &unanswered_since,
+                    &last_error,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}
