@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{World, feed, get_json, put_json};
+use common::{World, get_json, op_statuses, put_json};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -94,19 +94,6 @@ fn traffic(
     })
 }
 
-async fn op_statuses(world: &World) -> HashMap<String, String> {
-    let mut ops = HashMap::new();
-    for url in [&world.hdfc.url, &world.icici.url] {
-        for op in feed(&world.http, url).await {
-            ops.insert(
-                op["op_id"].as_str().unwrap_or_default().to_string(),
-                op["status"].as_str().unwrap_or_default().to_string(),
-            );
-        }
-    }
-    ops
-}
-
 /// Waits for every transaction to end and checks it against the banks' feeds.
 async fn settle_and_check(world: &World, ids: &[String]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -118,22 +105,7 @@ async fn settle_and_check(world: &World, ids: &[String]) -> HashMap<String, usiz
             .or_insert(0) += 1;
         txns.push(txn);
     }
-    let ops = op_statuses(world).await;
-    for txn in &txns {
-        let id = txn["txn_id"].as_str().unwrap_or_default();
-        let debit = ops.get(&format!("{id}:debit")).map(String::as_str);
-        let credit = ops.get(&format!("{id}:credit")).map(String::as_str);
-        let ok = match txn["status"].as_str().unwrap_or_default() {
-            "SUCCESS" => debit == Some("APPLIED") && credit == Some("APPLIED"),
-            "REVERSED" => debit == Some("REVERSED") && credit != Some("APPLIED"),
-            "FAILED" => !matches!(debit, Some("APPLIED" | "REVERSED")) && credit != Some("APPLIED"),
-            _ => false,
-        };
-        assert!(
-            ok,
-            "banks disagree with {txn}: debit={debit:?} credit={credit:?}"
-        );
-    }
+    world.assert_banks_agree(&txns).await;
     counts
 }
 
@@ -165,7 +137,8 @@ async fn breaker_opens_when_a_bank_dies_and_closes_when_it_returns() {
         .pay("alice@hdfc", "bob@icici", "5.00", Some(10_000))
         .await;
     assert_eq!(txn["status"], "SUCCESS", "{txn}");
-    let ops = op_statuses(&world).await;
+    let mut ops = op_statuses(&world.http, &world.hdfc.url).await;
+    ops.extend(op_statuses(&world.http, &world.icici.url).await);
     let debits = ops.keys().filter(|k| k.ends_with(":debit")).count();
     assert_eq!(debits, 1, "only the last payment reached the payer's bank");
 }

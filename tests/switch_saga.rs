@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{World, feed, put_json};
+use common::{World, op_statuses, put_json};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Short deadlines so that the unhappy paths finish quickly.
@@ -27,45 +26,12 @@ async fn set_faults(world: &World, bank_url: &str, faults: Value) {
     assert_eq!(status, 200, "set faults: {body}");
 }
 
-/// Current status of each op at a bank, by op_id.
-async fn op_statuses(world: &World, bank_url: &str) -> HashMap<String, String> {
-    feed(&world.http, bank_url)
-        .await
-        .into_iter()
-        .map(|op| {
-            (
-                op["op_id"].as_str().unwrap_or_default().to_string(),
-                op["status"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Checks every transaction's status against both banks' feeds, and that the
-/// total across banks equals `total_before`.
+/// Checks every transaction against both banks' feeds, and that the total
+/// across banks equals `total_before`.
 async fn assert_ledgers_agree(world: &World, txns: &[Value], total_before: i64) {
-    let mut ops = op_statuses(world, &world.hdfc.url).await;
-    ops.extend(op_statuses(world, &world.icici.url).await);
-    for txn in txns {
-        let id = txn["txn_id"].as_str().expect("txn_id");
-        let status = txn["status"].as_str().expect("status");
-        let debit = ops.get(&format!("{id}:debit")).map(String::as_str);
-        let credit = ops.get(&format!("{id}:credit")).map(String::as_str);
-        let ok = match status {
-            "SUCCESS" => debit == Some("APPLIED") && credit == Some("APPLIED"),
-            "REVERSED" => debit == Some("REVERSED") && credit != Some("APPLIED"),
-            "FAILED" => !matches!(debit, Some("APPLIED" | "REVERSED")) && credit != Some("APPLIED"),
-            other => panic!("{id} is not terminal: {other}"),
-        };
-        assert!(
-            ok,
-            "{id} is {status} but the banks say debit={debit:?} credit={credit:?}: {txn}"
-        );
-    }
-    let (_, hdfc_total) = common::balances(&world.http, &world.hdfc.url).await;
-    let (_, icici_total) = common::balances(&world.http, &world.icici.url).await;
+    world.assert_banks_agree(txns).await;
     assert_eq!(
-        hdfc_total + icici_total,
+        total(world).await,
         total_before,
         "money across banks is conserved"
     );
@@ -162,7 +128,7 @@ async fn payer_bank_down_fails_without_a_debit() {
     assert_eq!(txn["reason"]["code"], "BANK_UNAVAILABLE");
     world.hdfc.restart();
     let id = txn["txn_id"].as_str().expect("id");
-    let ops = op_statuses(&world, &world.hdfc.url).await;
+    let ops = op_statuses(&world.http, &world.hdfc.url).await;
     assert!(
         !ops.contains_key(&format!("{id}:debit")),
         "the payer's bank never saw a debit"
@@ -283,7 +249,7 @@ async fn switch_killed_mid_flight_resumes_every_saga() {
     }
     // Wait until every debit is at the payer's bank.
     for _ in 0..100 {
-        let ops = op_statuses(&world, &world.hdfc.url).await;
+        let ops = op_statuses(&world.http, &world.hdfc.url).await;
         if ids
             .iter()
             .all(|id| ops.contains_key(&format!("{id}:debit")))

@@ -154,6 +154,14 @@ pub struct Store {
     pub pool: Pool,
 }
 
+/// `reason_code`, `reason_detail` of a saga, for its row and checkpoint.
+fn reason_columns(saga: &Saga) -> (Option<String>, Option<String>) {
+    match saga.reason() {
+        Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
+        None => (None, None),
+    }
+}
+
 fn saga_json(saga: &Saga) -> serde_json::Value {
     serde_json::to_value(saga).unwrap_or(serde_json::Value::Null)
 }
@@ -281,10 +289,7 @@ impl Store {
         let op_id = saga.current_op_id();
         let status = saga.status().as_str();
         let label = saga.created_label();
-        let (reason_code, reason_detail) = match saga.reason() {
-            Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
-            None => (None, None),
-        };
+        let (reason_code, reason_detail) = reason_columns(saga);
         let inserted = {
             let client = self.pool.get().await?;
             client
@@ -429,10 +434,7 @@ impl Store {
         let client = self.pool.get().await.map_err(StoreError::from)?;
         let json = saga_json(&w.saga);
         let status = w.saga.status().as_str();
-        let (reason_code, reason_detail) = match w.saga.reason() {
-            Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
-            None => (None, None),
-        };
+        let (reason_code, reason_detail) = reason_columns(&w.saga);
         let next = w.expected_version + 1;
         let n = client
             .execute(

@@ -637,3 +637,48 @@ pub fn window_query(from: Option<&str>, to: Option<&str>) -> String {
         format!("?{}", parts.join("&"))
     }
 }
+
+/// Current status of every op at a bank, by op_id, from its change feed.
+pub async fn op_statuses(
+    client: &reqwest::Client,
+    bank_url: &str,
+) -> std::collections::HashMap<String, String> {
+    feed(client, bank_url)
+        .await
+        .into_iter()
+        .map(|op| {
+            (
+                op["op_id"].as_str().unwrap_or_default().to_string(),
+                op["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+impl World {
+    /// Checks every (terminal) transaction's status against both banks' own
+    /// feeds: SUCCESS ⇔ debit and credit applied; REVERSED ⇔ debit reversed,
+    /// no credit left applied; FAILED ⇔ no money moved.
+    pub async fn assert_banks_agree(&self, txns: &[serde_json::Value]) {
+        let mut ops = op_statuses(&self.http, &self.hdfc.url).await;
+        ops.extend(op_statuses(&self.http, &self.icici.url).await);
+        for txn in txns {
+            let id = txn["txn_id"].as_str().expect("txn_id");
+            let status = txn["status"].as_str().expect("status");
+            let debit = ops.get(&format!("{id}:debit")).map(String::as_str);
+            let credit = ops.get(&format!("{id}:credit")).map(String::as_str);
+            let ok = match status {
+                "SUCCESS" => debit == Some("APPLIED") && credit == Some("APPLIED"),
+                "REVERSED" => debit == Some("REVERSED") && credit != Some("APPLIED"),
+                "FAILED" => {
+                    !matches!(debit, Some("APPLIED" | "REVERSED")) && credit != Some("APPLIED")
+                }
+                other => panic!("{id} is not terminal: {other}"),
+            };
+            assert!(
+                ok,
+                "{id} is {status} but the banks say debit={debit:?} credit={credit:?}: {txn}"
+            );
+        }
+    }
+}
