@@ -39,6 +39,12 @@ pub fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
     }
 }
 
+fn parse_bank_code(text: &str) -> Result<BankCode, Problem> {
+    BankCode::parse(text).ok_or_else(|| {
+        Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9")
+    })
+}
+
 fn check_name(name: &str) -> Result<String, Problem> {
     let name = name.trim();
     if name.is_empty()
@@ -67,9 +73,7 @@ async fn put_bank(
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
-    let code = BankCode::parse(&path.into_inner()).ok_or_else(|| {
-        Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9")
-    })?;
+    let code = parse_bank_code(&path.into_inner())?;
     let body: BankBody = parse_json(&body_bytes(body)?)?;
     let name = check_name(&body.name)?;
     if body.endpoints.is_empty() || body.endpoints.len() > MAX_ENDPOINTS {
@@ -147,9 +151,7 @@ async fn put_vpa(
         )
     })?;
     let body: VpaBody = parse_json(&body_bytes(body)?)?;
-    let bank = BankCode::parse(&body.bank_code).ok_or_else(|| {
-        Problem::unprocessable("INVALID_BANK_CODE", "a bank code is 2-12 of A-Z and 0-9")
-    })?;
+    let bank = parse_bank_code(&body.bank_code)?;
     let account_ok = (1..=64).contains(&body.account.len())
         && body
             .account
