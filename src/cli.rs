@@ -59,6 +59,18 @@ pub struct SwitchConfig {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+    /// RabbitMQ topic exchange the outbox relay publishes domain events to.
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "upi.events")]
+    pub events_exchange: String,
+    /// Most outbox events published per relay round.
+    #[arg(long, env = "OUTBOX_BATCH", default_value_t = 500)]
+    pub outbox_batch: i64,
+    /// How often the relay looks for events written by other switch processes, in milliseconds.
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 200)]
+    pub outbox_poll_ms: u64,
+    /// Most Server-Sent Events streams open at once (GET /v1/transactions/{id}/events).
+    #[arg(long, env = "MAX_EVENT_STREAMS", default_value_t = 1024)]
+    pub max_event_streams: usize,
     /// Address the switch's HTTP API listens on (port 0 picks a free port).
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -10,6 +10,7 @@
 //! - `merchant` — merchant payment forwarding to two payment processors (the
 //!   "Rinha de Backend 2025" contract): HTTP, Postgres, adapter actors, routing.
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
+//! - `events`   — the domain events of a transaction (outbox rows, AMQP messages, SSE).
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -21,6 +22,7 @@ pub mod banksim;
 pub mod cli;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod merchant;
 pub mod metrics;

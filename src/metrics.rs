@@ -2,8 +2,8 @@
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -15,9 +15,20 @@ pub struct Metrics {
     pub txns_finished: IntCounterVec,
     /// Sagas running as actors now.
     pub sagas_in_flight: IntGauge,
-    /// Bank calls by bank, operation and outcome.
+    /// Bank calls by bank, endpoint, operation and outcome.
     pub bank_calls: IntCounterVec,
+    /// Bank call latency by bank, endpoint and operation.
     pub bank_call_seconds: HistogramVec,
+    /// Time a saga spent in each step (checkpoint label), until the next checkpoint.
+    pub saga_step_seconds: HistogramVec,
+    /// Outbox events not yet confirmed by RabbitMQ.
+    pub outbox_pending: IntGauge,
+    /// Age of the oldest unconfirmed outbox event.
+    pub outbox_lag_seconds: Gauge,
+    /// Outbox events published and confirmed by this process.
+    pub outbox_published: IntCounter,
+    /// RabbitMQ failures by operation.
+    pub rabbitmq_errors: IntCounterVec,
     /// Circuit of each bank endpoint: 0 closed, 1 half open, 2 open.
     pub circuit_state: IntGaugeVec,
     /// Checkpoint write latency.
@@ -60,6 +71,24 @@ impl Metrics {
         )
         .expect("valid gauge");
         let _ = registry.register(Box::new(circuit_state.clone()));
+        let outbox_pending = IntGauge::new(
+            "upi_outbox_pending",
+            "Outbox events not yet confirmed by RabbitMQ",
+        )
+        .expect("valid gauge");
+        let _ = registry.register(Box::new(outbox_pending.clone()));
+        let outbox_lag_seconds = Gauge::new(
+            "upi_outbox_lag_seconds",
+            "Age of the oldest outbox event not yet confirmed by RabbitMQ",
+        )
+        .expect("valid gauge");
+        let _ = registry.register(Box::new(outbox_lag_seconds.clone()));
+        let outbox_published = IntCounter::new(
+            "upi_outbox_published_total",
+            "Outbox events published and confirmed by RabbitMQ",
+        )
+        .expect("valid counter");
+        let _ = registry.register(Box::new(outbox_published.clone()));
         Metrics {
             txns_created: counter(
                 "upi_transactions_created_total",
@@ -75,13 +104,26 @@ impl Metrics {
             circuit_state,
             bank_calls: counter(
                 "upi_bank_calls_total",
-                "Calls to banks by bank, operation and outcome",
-                &["bank", "operation", "outcome"],
+                "Calls to banks by bank, endpoint, operation and outcome",
+                &["bank", "endpoint", "operation", "outcome"],
             ),
             bank_call_seconds: histogram(
                 "upi_bank_call_duration_seconds",
                 "Latency of bank calls",
-                &["bank", "operation"],
+                &["bank", "endpoint", "operation"],
+            ),
+            saga_step_seconds: histogram(
+                "upi_saga_step_duration_seconds",
+                "Time a saga spent in a step (from its checkpoint to the next)",
+                &["step"],
+            ),
+            outbox_pending,
+            outbox_lag_seconds,
+            outbox_published,
+            rabbitmq_errors: counter(
+                "upi_rabbitmq_errors_total",
+                "RabbitMQ failures by operation",
+                &["op"],
             ),
             checkpoint_seconds: histogram(
                 "upi_checkpoint_write_duration_seconds",

@@ -5,10 +5,13 @@
 
 use crate::actors::bank_router::{BankRouter, SetBank};
 use crate::actors::bank_supervisor::SupervisorConfig;
+use crate::actors::outbox_relay::{OutboxRelay, RelayConfig};
 use crate::actors::psp_adapter::AdapterConfig;
 use crate::actors::registry::TxnRegistry;
 use crate::actors::transaction::SagaDeps;
+use crate::adapters::amqp::AmqpConfig;
 use crate::adapters::bank_client::BankClient;
+use crate::adapters::event_feed::EventFeed;
 use crate::adapters::pg::{self, DbError, Schema};
 use crate::adapters::store::{Store, StoreError};
 use crate::cli::SwitchConfig;
@@ -47,6 +50,7 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// Saga threads; they live as long as this value.
     _arbiters: Vec<Arbiter>,
+    _relay: Addr<OutboxRelay>,
 }
 
 pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
@@ -133,6 +137,29 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     .map_err(|e| ServeError::Config(e.to_string()))?;
     // --- end of merchant forwarding.
 
+    // --- Events: the outbox relay (one leader among processes) and this
+    // process's consumer for SSE streams. Neither blocks start-up: both
+    // connect (and reconnect) in the background.
+    let amqp = AmqpConfig {
+        url: cfg.amqp_url.clone(),
+        exchange: cfg.events_exchange.clone(),
+    };
+    let relay = OutboxRelay::new(
+        store.clone(),
+        RelayConfig {
+            amqp: amqp.clone(),
+            batch: cfg.outbox_batch.clamp(1, 10_000),
+            poll: Duration::from_millis(cfg.outbox_poll_ms.clamp(10, 60_000)),
+        },
+        metrics.clone(),
+    );
+    let outbox = relay.status();
+    let relay_addr = relay.start();
+    let events = http::events::EventStreams {
+        feed: EventFeed::start(amqp, metrics.clone()),
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_event_streams.max(1))),
+    };
+
     let state = AppState {
         store,
         registry,
@@ -142,6 +169,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             txn_limit: Paise(cfg.txn_limit_paise),
         },
         admin_token: cfg.admin_token.clone(),
+        events,
+        outbox,
     };
     if state.admin_token.is_none() {
         tracing::warn!(
@@ -188,6 +217,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         server: server.run(),
         addrs,
         _arbiters: arbiters,
+        _relay: relay_addr,
     })
 }
 

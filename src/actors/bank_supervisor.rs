@@ -182,12 +182,19 @@ impl Actor for BankHealthSupervisor {
 }
 
 /// (healthy, usable), priority, p50 latency, adapter.
-type Ranked = ((bool, bool), i32, f64, Addr<PspAdapterActor>);
+type Ranked = ((bool, bool), i32, f64, Routed);
 
 /// The adapters to try for one call, best first.
 #[derive(Message)]
-#[rtype(result = "Vec<Addr<PspAdapterActor>>")]
+#[rtype(result = "Vec<Routed>")]
 pub struct Route;
+
+/// One adapter to try, with the endpoint it calls (for metrics and logs).
+#[derive(Clone)]
+pub struct Routed {
+    pub endpoint: String,
+    pub adapter: Addr<PspAdapterActor>,
+}
 
 impl Handler<Route> for BankHealthSupervisor {
     type Result = MessageResult<Route>;
@@ -207,7 +214,15 @@ impl Handler<Route> for BankHealthSupervisor {
                         v.latency_ms_p50,
                     )
                 });
-                Some((rank, s.priority, p50, addr.clone()))
+                Some((
+                    rank,
+                    s.priority,
+                    p50,
+                    Routed {
+                        endpoint: s.url.clone(),
+                        adapter: addr.clone(),
+                    },
+                ))
             })
             .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));

@@ -5,11 +5,13 @@
 //! - `BankRouter` maps bank codes to their `BankHealthSupervisor`.
 //! - `BankHealthSupervisor` (one per bank) starts, restarts, probes and ranks
 //!   its `PspAdapterActor`s (one per endpoint: breaker, bulkhead, statistics).
+//! - `OutboxRelay` publishes the outbox's domain events to RabbitMQ.
 //!
 //! No actor shares mutable business state with another; no `Arc<Mutex<…>>`.
 
 pub mod bank_router;
 pub mod bank_supervisor;
+pub mod outbox_relay;
 pub mod psp_adapter;
 pub mod registry;
 pub mod transaction;

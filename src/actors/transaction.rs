@@ -54,6 +54,8 @@ pub struct TransactionActor {
     deps: Arc<SagaDeps>,
     registry: Addr<TxnRegistry>,
     span: tracing::Span,
+    /// The step (checkpoint label) the saga is in and since when.
+    step: (&'static str, Instant),
 }
 
 impl TransactionActor {
@@ -72,6 +74,7 @@ impl TransactionActor {
             deps,
             registry,
             span,
+            step: (if fresh { "PENDING" } else { "RESUMED" }, Instant::now()),
         }
     }
 
@@ -82,6 +85,7 @@ impl TransactionActor {
             self.run(t.commands, ctx);
             return;
         };
+        let label = step.state;
         let write = CheckpointWrite {
             saga: t.saga.clone(),
             expected_version: self.version,
@@ -95,6 +99,7 @@ impl TransactionActor {
             Ok(version) => {
                 act.version = version;
                 act.saga = t.saga;
+                act.enter_step(label);
                 act.run(t.commands, ctx);
             }
             Err(CheckpointError::VersionConflict(v)) => {
@@ -106,6 +111,17 @@ impl TransactionActor {
                 ctx.stop();
             }
         }));
+    }
+
+    /// Records how long the previous step took; a terminal step ends the clock.
+    fn enter_step(&mut self, label: &'static str) {
+        let (previous, since) = self.step;
+        self.deps
+            .metrics
+            .saga_step_seconds
+            .with_label_values(&[previous])
+            .observe(since.elapsed().as_secs_f64());
+        self.step = (label, Instant::now());
     }
 
     fn run(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
@@ -274,8 +290,10 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
     };
     // Bounds the whole call, whatever the adapters do.
     let limit = deps.bank_timeout * 2 + Duration::from_secs(1);
-    for adapter in adapters {
-        attempt = match tokio::time::timeout(limit, adapter.send(Call(op.clone()))).await {
+    let mut endpoint = String::from("none");
+    for routed in adapters {
+        endpoint = routed.endpoint;
+        attempt = match tokio::time::timeout(limit, routed.adapter.send(Call(op.clone()))).await {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => Attempt::unknown(&op, Unknown::NotDelivered("adapter restarting".into())),
             Err(_) => Attempt::unknown(
@@ -284,7 +302,7 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
             ),
         };
         if let Some(u) = attempt.unknown_reason() {
-            tracing::debug!(bank = %bank, operation = op.name(), detail = u.detail(), "bank outcome unknown");
+            tracing::debug!(bank = %bank, endpoint = %endpoint, operation = op.name(), detail = u.detail(), "bank outcome unknown");
         }
         if !attempt.not_delivered() {
             break;
@@ -292,11 +310,11 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
     }
     deps.metrics
         .bank_calls
-        .with_label_values(&[&bank, op.name(), attempt.label()])
+        .with_label_values(&[&bank, &endpoint, op.name(), attempt.label()])
         .inc();
     deps.metrics
         .bank_call_seconds
-        .with_label_values(&[&bank, op.name()])
+        .with_label_values(&[&bank, &endpoint, op.name()])
         .observe(started.elapsed().as_secs_f64());
     saga_event(attempt)
 }

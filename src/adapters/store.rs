@@ -9,14 +9,21 @@
 //! - Checkpoint rows are only inserted, never updated or deleted; the current
 //!   row and its checkpoint are written by one statement (one transaction).
 //! - A terminal status never changes (also enforced by a trigger).
+//! - Every checkpoint writes its domain event to `outbox` in the same
+//!   statement (transactional outbox): no event without its checkpoint, no
+//!   checkpoint without its event. The relay deletes a row only after RabbitMQ
+//!   confirmed it.
 
 use crate::adapters::pg::DbError;
 use crate::domain::{Paise, Vpa};
+use crate::events::{StepFacts, TxnEvent, TxnFacts, event_type};
 use crate::saga::{Checkpoint, Saga, Status};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// One endpoint through which a bank is reached.
@@ -152,6 +159,16 @@ pub trait CheckpointSink: Send + Sync {
 #[derive(Clone)]
 pub struct Store {
     pub pool: Pool,
+    /// Poked after every committed outbox row, so the relay publishes at once
+    /// instead of at its next poll.
+    pub outbox_written: Arc<Notify>,
+}
+
+/// One unpublished outbox row with its transaction's facts.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event: TxnEvent,
 }
 
 /// `reason_code`, `reason_detail` of a saga, for its row and checkpoint.
@@ -168,7 +185,10 @@ fn saga_json(saga: &Saga) -> serde_json::Value {
 
 impl Store {
     pub fn new(pool: Pool) -> Store {
-        Store { pool }
+        Store {
+            pool,
+            outbox_written: Arc::new(Notify::new()),
+        }
     }
 
     /// Registers or updates a bank; true when it was created.
@@ -301,9 +321,14 @@ impl Store {
                         VALUES ($1, $2, 'P2P', $3, $4, $5, $6, $7, $8, $9, $10, $14, $11, 1, $15, $16)
                         ON CONFLICT (idempotency_key) DO NOTHING
                         RETURNING txn_id
+                     ), cp AS (
+                        INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
+                        SELECT txn_id, 1, $12, $13, $16, $11 FROM ins
+                        RETURNING txn_id
                      )
-                     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
-                     SELECT txn_id, 1, $12, $13, $16, $11 FROM ins
+                     INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id,
+                         reason_code, reason_detail)
+                     SELECT txn_id, 1, $17, $12, $14, $13, $15, $16 FROM cp
                      RETURNING txn_id",
                     &[
                         &saga.txn_id,
@@ -322,11 +347,13 @@ impl Store {
                         &status,
                         &reason_code,
                         &reason_detail,
+                        &event_type(label),
                     ],
                 )
                 .await?
         };
         if inserted.is_some() {
+            self.outbox_written.notify_one();
             return Ok(Created::New);
         }
         // The key's owner committed before our insert gave up; read it.
@@ -430,6 +457,116 @@ impl Store {
         Ok(())
     }
 
+    /// The oldest `limit` unpublished events, oldest first, with the facts of
+    /// their transactions.
+    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT o.id, o.txn_id, o.seq, o.state, o.status, o.op_id, o.reason_code,
+                        o.reason_detail, o.created_at,
+                        t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
+                 FROM outbox o LEFT JOIN transactions t USING (txn_id)
+                 ORDER BY o.id LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let txn = TxnFacts {
+                    txn_id: r.get(1),
+                    txn_type: r.get::<_, Option<String>>(9).unwrap_or_default(),
+                    payer_vpa: r.get::<_, Option<String>>(10).unwrap_or_default(),
+                    payee_vpa: r.get::<_, Option<String>>(11).unwrap_or_default(),
+                    amount: Paise(r.get::<_, Option<i64>>(12).unwrap_or_default()),
+                };
+                let step = StepFacts {
+                    seq: r.get(2),
+                    state: r.get(3),
+                    status: r.get(4),
+                    op_id: r.get(5),
+                    reason_code: r.get(6),
+                    reason_detail: r.get(7),
+                    at: r.get(8),
+                };
+                OutboxRow {
+                    id: r.get(0),
+                    event: TxnEvent::new(&txn, step),
+                }
+            })
+            .collect())
+    }
+
+    /// Forgets events RabbitMQ confirmed.
+    pub async fn outbox_delete(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+            .await?)
+    }
+
+    /// Unpublished events and the age of the oldest, in seconds.
+    pub async fn outbox_lag(&self) -> Result<(i64, f64), StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*),
+                        COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8
+                 FROM outbox",
+                &[],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Every event of one transaction so far, rebuilt from its checkpoints
+    /// (the outbox forgets published rows; checkpoints are forever). `None`
+    /// when the transaction does not exist.
+    pub async fn txn_events(&self, txn_id: Uuid) -> Result<Option<Vec<TxnEvent>>, StoreError> {
+        let Some(row) = self.txn(txn_id).await? else {
+            return Ok(None);
+        };
+        let facts = TxnFacts {
+            txn_id,
+            txn_type: row.kind.clone(),
+            payer_vpa: row.payer_vpa.clone(),
+            payee_vpa: row.payee_vpa.clone(),
+            amount: row.amount,
+        };
+        let last = row.steps.len();
+        Ok(Some(
+            row.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let is_last = i + 1 == last;
+                    let (status, reason_code, reason_detail) = if is_last {
+                        (
+                            row.status.as_str().to_string(),
+                            row.reason_code.clone(),
+                            row.reason_detail.clone(),
+                        )
+                    } else {
+                        ("PENDING".to_string(), None, None)
+                    };
+                    TxnEvent::new(
+                        &facts,
+                        StepFacts {
+                            seq: i as i32 + 1,
+                            state: s.state.clone(),
+                            status,
+                            op_id: s.op_id.clone(),
+                            reason_code,
+                            reason_detail,
+                            at: s.at,
+                        },
+                    )
+                })
+                .collect(),
+        ))
+    }
+
     async fn checkpoint(&self, w: CheckpointWrite) -> Result<i32, CheckpointError> {
         let client = self.pool.get().await.map_err(StoreError::from)?;
         let json = saga_json(&w.saga);
@@ -443,9 +580,14 @@ impl Store {
                         reason_detail = $5, version = $7, updated_at = now()
                     WHERE txn_id = $1 AND version = $6
                     RETURNING txn_id
+                 ), cp AS (
+                    INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
+                    SELECT txn_id, $7, $8, $9, $10, $2 FROM upd
+                    RETURNING txn_id
                  )
-                 INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
-                 SELECT txn_id, $7, $8, $9, $10, $2 FROM upd",
+                 INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id,
+                     reason_code, reason_detail)
+                 SELECT txn_id, $7, $11, $8, $3, $9, $4, $5 FROM cp",
                 &[
                     &w.saga.txn_id,
                     &json,
@@ -457,11 +599,13 @@ impl Store {
                     &w.step.state,
                     &w.step.op_id,
                     &w.step.detail,
+                    &event_type(w.step.state),
                 ],
             )
             .await
             .map_err(StoreError::from)?;
         if n == 1 {
+            self.outbox_written.notify_one();
             Ok(next)
         } else {
             Err(CheckpointError::VersionConflict(w.expected_version))

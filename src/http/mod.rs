@@ -4,11 +4,13 @@
 //! — the same function the server and the tests use.
 
 pub mod admin;
+pub mod events;
 pub mod ops;
 pub mod problem;
 pub mod transactions;
 
 use crate::actors::bank_router::BankRouter;
+use crate::actors::outbox_relay::RelayStatus;
 use crate::actors::registry::{Stats, TxnRegistry};
 use crate::adapters::store::Store;
 use crate::domain::Paise;
@@ -33,6 +35,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: Limits,
     pub admin_token: Option<String>,
+    /// Live transaction events (SSE) and their bounds.
+    pub events: events::EventStreams,
+    /// The outbox relay's status (for `/readyz` and `/v1/ops/outbox`).
+    pub outbox: std::sync::Arc<RelayStatus>,
 }
 
 /// Largest request body accepted.
@@ -41,6 +47,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub fn app_config(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .configure(transactions::config)
+        .configure(events::config)
         .configure(admin::config)
         .configure(ops::config)
         .configure(crate::merchant::http::config)
@@ -62,12 +69,22 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .await
         .ok()
         .and_then(Result::ok);
+    // RabbitMQ carries events, not payments: while it is away events wait in
+    // the outbox and payments go on, so it degrades readiness, never denies it.
+    let relay = state.outbox.snapshot();
+    let rabbitmq = if relay.connected && state.events.feed.connected() {
+        "ok"
+    } else {
+        "degraded"
+    };
     let ready = postgres && registry.is_some();
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "postgres": if postgres { "ok" } else { "unreachable" },
             "sagas": registry,
+            "rabbitmq": rabbitmq,
+            "outbox": relay,
         },
     });
     if ready {

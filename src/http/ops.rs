@@ -1,7 +1,9 @@
 //! Operator endpoints for the supervision tree: `GET /v1/ops/banks` (health,
 //! per-endpoint circuit, success rate, latency, in flight — exactly as the
 //! spec lists), `PUT /v1/admin/banks/{code}/circuit` (force open / closed /
-//! auto) and `POST /v1/admin/banks/{code}/adapters/restart`.
+//! auto) and `POST /v1/admin/banks/{code}/adapters/restart`; and
+//! `GET /v1/ops/outbox` (events waiting for RabbitMQ, the oldest one's age,
+//! whether the relay is connected and leading).
 
 use super::AppState;
 use super::admin::authorise;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/ops/banks", web::get().to(banks))
+        .route("/v1/ops/outbox", web::get().to(outbox))
         .route("/v1/admin/banks/{code}/circuit", web::put().to(set_circuit))
         .route(
             "/v1/admin/banks/{code}/adapters/restart",
@@ -31,6 +34,12 @@ async fn banks(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let views = futures::future::join_all(all.iter().map(|(_, sup)| sup.send(View))).await;
     let banks: Vec<_> = views.into_iter().filter_map(Result::ok).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "banks": banks })))
+}
+
+async fn outbox(state: web::Data<AppState>) -> HttpResponse {
+    let mut body = serde_json::to_value(state.outbox.snapshot()).unwrap_or_default();
+    body["event_feed_connected"] = state.events.feed.connected().into();
+    HttpResponse::Ok().json(body)
 }
 
 async fn supervisor(state: &AppState, code: String) -> Result<Addr<BankHealthSupervisor>, Problem> {

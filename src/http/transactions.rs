@@ -360,13 +360,18 @@ pub fn txn_json(row: &TxnRow) -> serde_json::Value {
     })
 }
 
+/// A transaction id from a path segment.
+pub fn parse_txn_id(text: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(text)
+        .map_err(|_| Problem::bad_request("INVALID_TXN_ID", "the transaction id must be a UUID"))
+}
+
 async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let txn_id = Uuid::parse_str(&path.into_inner())
-        .map_err(|_| Problem::bad_request("INVALID_TXN_ID", "the transaction id must be a UUID"))?;
+    let txn_id = parse_txn_id(&path.into_inner())?;
     let wait_ms = wait_param(&req)?.unwrap_or(0);
     let resp = status_document(&state, txn_id, wait_ms).await?;
     // A plain GET always answers 200 with the document, whatever the status.

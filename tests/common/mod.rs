@@ -39,29 +39,30 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop on a thread of its own: we may be inside an async runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(async move {
-                    let url = format!("{PG_BASE}/postgres");
-                    if let Ok((client, conn)) =
-                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                    {
-                        tokio::spawn(conn);
-                        let _ = client
-                            .batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                    }
-                });
+        block_on_own_thread(async move {
+            let url = format!("{PG_BASE}/postgres");
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
             }
-        })
-        .join();
+        });
     }
+}
+
+/// Runs a clean-up future to its end on a thread and runtime of its own
+/// (a `Drop` may run inside an async runtime, which cannot block).
+pub fn block_on_own_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(fut);
+        }
+    })
+    .join();
 }
 
 fn log_dir() -> std::path::PathBuf {
@@ -334,6 +335,11 @@ impl SwitchProc {
                 format!("127.0.0.1:{port}"),
             ];
             args.extend(["--database-url".into(), d.clone()]);
+            // Several switches run at once in one Postgres (max_connections
+            // 100 by default): keep each one's pool modest unless told.
+            if !extra.iter().any(|a| a == "--db-pool-size") {
+                args.extend(["--db-pool-size".into(), "12".into()]);
+            }
             args.extend(extra.iter().cloned());
             args
         });
@@ -680,5 +686,199 @@ impl World {
                 "{id} is {status} but the banks say debit={debit:?} credit={credit:?}: {txn}"
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RabbitMQ helpers: an exchange of one's own, a consumer that records every
+// event, and a TCP proxy whose connections a test can cut.
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A uniquely named event exchange for one test; deleted (with its
+/// dead-letter exchange and queue) when dropped.
+pub struct TestExchange {
+    pub name: String,
+}
+
+impl TestExchange {
+    pub fn new() -> TestExchange {
+        TestExchange {
+            name: format!("test.events.{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+impl Drop for TestExchange {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_own_thread(async move {
+            use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+            let props = lapin::ConnectionProperties::default();
+            let Ok(conn) = lapin::Connection::connect(AMQP_URL, props).await else {
+                return;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                return;
+            };
+            let dead = format!("{name}.dead");
+            let _ = ch
+                .queue_delete(dead.into(), QueueDeleteOptions::default())
+                .await;
+            for x in [name.clone(), format!("{name}.dlx")] {
+                let _ = ch
+                    .exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+            let _ = conn.close(200, "bye".into()).await;
+        });
+    }
+}
+
+/// Every message delivered to a queue bound to `txn.#` on an exchange, in
+/// arrival order: (message_id, event JSON).
+pub struct EventCollector {
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    _conn: lapin::Connection,
+}
+
+impl EventCollector {
+    /// Declares the exchange like the switch does, and a queue of our own
+    /// bound to everything, before any traffic.
+    pub async fn start(exchange: &str) -> EventCollector {
+        use futures::StreamExt;
+        use lapin::options::*;
+        use lapin::types::FieldTable;
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            "txn.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+        let mut consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "test-collector".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let id = d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let body: serde_json::Value =
+                    serde_json::from_slice(&d.data).unwrap_or(serde_json::Value::Null);
+                sink.lock().unwrap().push((id, body));
+            }
+        });
+        EventCollector {
+            received,
+            _conn: conn,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, serde_json::Value)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A TCP proxy on 127.0.0.1:0 in front of `target`. `cut` drops every open
+/// connection; while `refuse` is set, new connections are closed at once.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &str) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, r, target) = (conns.clone(), refuse.clone(), target.to_string());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if r.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        TcpProxy {
+            addr,
+            conns,
+            refuse,
+            accept,
+        }
+    }
+
+    /// Drops every connection through the proxy (both ends see a reset/EOF).
+    pub fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn refuse(&self, on: bool) {
+        self.refuse.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

@@ -1,0 +1,118 @@
+//! RabbitMQ (lapin) plumbing shared by the outbox relay and the event feed:
+//! connecting with a deadline and declaring the event topology.
+//!
+//! Topology (all durable, declared idempotently by every connection):
+//! - `<exchange>` (default `upi.events`): topic exchange of domain events,
+//!   routing key `<event type>.<txn_id>` (see `crate::events`).
+//! - `<exchange>.dlx`: fanout dead-letter exchange; consumer queues name it as
+//!   `x-dead-letter-exchange`, so a message a consumer rejects lands in
+//! - `<exchange>.dead`: a durable, length-bounded queue for inspection.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::time::Duration;
+
+/// Longest wait for a connection (TCP + AMQP handshake) or one broker call.
+pub const AMQP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Dead letters kept at most; older ones are dropped by the broker.
+const DEAD_LETTER_MAX: i64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("RabbitMQ did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    pub url: String,
+    /// The topic exchange of domain events.
+    pub exchange: String,
+}
+
+impl AmqpConfig {
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.exchange)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.exchange)
+    }
+
+    /// Queue arguments every consumer queue of these events should carry, so
+    /// rejected messages are dead-lettered instead of lost.
+    pub fn consumer_queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.dead_letter_exchange())),
+        );
+        args
+    }
+}
+
+/// Bounds a broker call.
+pub async fn within<T>(fut: impl Future<Output = Result<T, lapin::Error>>) -> Result<T, AmqpError> {
+    match tokio::time::timeout(AMQP_DEADLINE, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(AmqpError::Timeout(AMQP_DEADLINE)),
+    }
+}
+
+/// Connects and opens one channel, named for the broker's connection list.
+pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<(Connection, Channel), AmqpError> {
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    let conn = within(Connection::connect(&cfg.url, props)).await?;
+    let channel = within(conn.create_channel()).await?;
+    Ok((conn, channel))
+}
+
+/// Declares the exchange, the dead-letter exchange and its queue.
+pub async fn declare_topology(channel: &Channel, cfg: &AmqpConfig) -> Result<(), AmqpError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    within(channel.exchange_declare(
+        ShortString::from(cfg.exchange.as_str()),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    ))
+    .await?;
+    within(channel.exchange_declare(
+        ShortString::from(cfg.dead_letter_exchange()),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    ))
+    .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(DEAD_LETTER_MAX),
+    );
+    within(channel.queue_declare(
+        ShortString::from(cfg.dead_letter_queue()),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    ))
+    .await?;
+    within(channel.queue_bind(
+        ShortString::from(cfg.dead_letter_queue()),
+        ShortString::from(cfg.dead_letter_exchange()),
+        ShortString::from(""),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await?;
+    Ok(())
+}
