@@ -41,6 +41,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run a payment processor simulator (the "Rinha de Backend 2025" processor contract, in memory).
     ProcessorSim(ProcessorSimArgs),
+    /// Check the switch's transactions against every registered bank's change feed and the
+    /// money across banks. Exit 0: all agree; 1: violations; 2: could not check.
+    Verify(VerifyArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -268,4 +271,31 @@ pub struct ProcessorSimArgs {
     /// Fault at start: every POST /payments fails with 500 and stores nothing.
     #[arg(long)]
     pub failure: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Postgres URL of the switch's database (read only; never created or migrated).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_SWITCH_DB)]
+    pub database_url: String,
+    /// Sum of every balance across the banks before any payment (e.g. the seed): the
+    /// balances now must add up to it. Without it the opening total is computed, not checked.
+    #[arg(long)]
+    pub expected_total_paise: Option<i64>,
+    /// Wait up to this many seconds for PENDING transactions to finish before reading
+    /// (0: read at once). Whatever is still PENDING then is reported stuck.
+    #[arg(long, default_value_t = 0)]
+    pub wait_secs: u64,
+    /// Examples listed per kind of violation (in the table and in the JSON report).
+    #[arg(long, default_value_t = 5)]
+    pub examples: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Deadline of each request to a bank, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub bank_timeout_ms: u64,
+    /// Attempts of each request to one bank endpoint before the next endpoint is tried.
+    #[arg(long, default_value_t = 3)]
+    pub bank_attempts: u32,
 }

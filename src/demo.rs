@@ -14,8 +14,10 @@
 //! banks keep the ledgers of the first run, every payment has a fresh
 //! idempotency key, and only this run's transactions are counted.
 
+use crate::adapters::bank_client::BankClient;
 use crate::adapters::pg::{self, Schema};
 use crate::cli::{DemoArgs, LogFormat};
+use crate::domain::Paise;
 use crate::serve;
 use futures::StreamExt;
 use rand::RngExt;
@@ -719,39 +721,21 @@ async fn read_ledgers(http: &reqwest::Client, bank_urls: &[String]) -> DemoResul
     let mut ledgers = Vec::new();
     for ((code, _, _), url) in BANKS.iter().zip(bank_urls) {
         let what = format!("reading {code}'s balances ({url}/admin/balances)");
-        let resp = http
-            .get(format!("{url}/admin/balances"))
-            .send()
-            .await
-            .map_err(|e| format!("{what}: {}", transport_text(&e)))?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("{what}: {}", transport_text(&e)))?;
-        if !status.is_success() {
-            return Err(format!("{what}: {status} {body}"));
-        }
-        let total = body["total_paise"]
-            .as_i64()
-            .ok_or_else(|| format!("{what}: no total_paise in {body}"))?;
-        let accounts = body["accounts"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|a| {
-                        Some((
-                            a["account"].as_str()?.to_string(),
-                            (
-                                a["balance_paise"].as_i64()?,
-                                a["status"].as_str().unwrap_or("?").to_string(),
-                            ),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ledgers.push(Ledger { total, accounts });
+        let bank = BankClient::new(http.clone(), url, Duration::from_secs(30));
+        let balances = match bank.balances().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(format!("{what}: 404")),
+            Err(e) => return Err(format!("{what}: {e}")),
+        };
+        let accounts = balances
+            .accounts
+            .into_iter()
+            .map(|a| (a.account, (a.balance_paise, a.status)))
+            .collect();
+        ledgers.push(Ledger {
+            total: balances.total_paise,
+            accounts,
+        });
     }
     Ok(ledgers)
 }
@@ -847,35 +831,6 @@ fn plan(people: &[Person], n: usize) -> Vec<Plan> {
         .collect()
 }
 
-fn rupees(paise: i64) -> String {
-    let sign = if paise < 0 { "-" } else { "" };
-    let abs = paise.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
-}
-
-/// `₹1,23,45,678.90`: Indian digit grouping.
-fn inr(paise: i64) -> String {
-    let sign = if paise < 0 { "-" } else { "" };
-    let abs = paise.unsigned_abs();
-    let whole = (abs / 100).to_string();
-    let grouped = if whole.len() <= 3 {
-        whole
-    } else {
-        let (head, tail) = whole.split_at(whole.len() - 3);
-        let mut groups = Vec::new();
-        let mut rest = head;
-        while rest.len() > 2 {
-            let (h, t) = rest.split_at(rest.len() - 2);
-            groups.push(t);
-            rest = h;
-        }
-        groups.push(rest);
-        groups.reverse();
-        format!("{},{tail}", groups.join(","))
-    };
-    format!("{sign}₹{grouped}.{:02}", abs % 100)
-}
-
 #[derive(Default)]
 struct Progress {
     sent: AtomicU64,
@@ -961,7 +916,7 @@ async fn follow_one<'a>(ctx: &Ctx<'_>, plan: &'a Plan) -> Outcome<'a> {
         "type": "P2P",
         "payer_vpa": payer.vpa,
         "payee_vpa": payee.vpa,
-        "amount": rupees(plan.amount_paise),
+        "amount": Paise(plan.amount_paise).to_rupees(),
         "note": plan.note,
     });
     let url = format!("{}/v1/transactions", ctx.switch_url);
@@ -1157,8 +1112,8 @@ impl Summary {
                 if is - was != want {
                     mismatches.push(format!(
                         "{code} {account} moved {} but SUCCESS transactions say {}",
-                        rupees(is - was),
-                        rupees(want)
+                        Paise(is - was).to_rupees(),
+                        Paise(want).to_rupees()
                     ));
                 }
             }
@@ -1258,16 +1213,16 @@ impl Summary {
                 &format!("bank {code} total"),
                 format!(
                     "{} -> {}  (change {})",
-                    inr(*before),
-                    inr(*after),
-                    inr(after - before)
+                    Paise(*before).to_inr(),
+                    Paise(*after).to_inr(),
+                    Paise(after - before).to_inr()
                 ),
             );
         }
         let (before, after) = self.sums();
         line(
             "sum of both banks",
-            format!("{} -> {}", inr(before), inr(after)),
+            format!("{} -> {}", Paise(before).to_inr(), Paise(after).to_inr()),
         );
         let conserved = if self.conserved() {
             "yes".to_string()
@@ -1383,15 +1338,6 @@ fn how_to_look(switch: &str, bank_urls: &[String], summary: &Summary, dir: &Path
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn indian_grouping() {
-        assert_eq!(inr(0), "₹0.00");
-        assert_eq!(inr(12_345), "₹123.45");
-        assert_eq!(inr(123_456), "₹1,234.56");
-        assert_eq!(inr(150_000_000), "₹15,00,000.00");
-        assert_eq!(inr(-123_456_789), "-₹12,34,567.89");
-    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

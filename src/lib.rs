@@ -11,6 +11,7 @@
 //!   "Rinha de Backend 2025" contract): HTTP, Postgres, adapter actors, routing.
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
 //! - `events`   — the domain events of a transaction (outbox rows, AMQP messages, SSE).
+//! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -30,3 +31,4 @@ pub mod processor_sim;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;
+pub mod verify;

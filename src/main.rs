@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, demo, processor_sim, serve, telemetry};
+use upi_switch::{adapters::pg, banksim, demo, processor_sim, serve, telemetry, verify};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -26,6 +26,16 @@ async fn main() -> ExitCode {
         }
         Command::Serve(args) => serve::run(args.switch).await.map_err(|e| e.to_string()),
         Command::Demo(args) => demo::run(args, cli.log_format).await,
+        Command::Verify(args) => {
+            return match verify::run(args).await {
+                Ok(verify::Verdict::Clean) => ExitCode::SUCCESS,
+                Ok(verify::Verdict::Violations) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("upi-switch: verify could not check: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

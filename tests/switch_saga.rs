@@ -5,21 +5,9 @@
 
 mod common;
 
-use common::{World, op_statuses, put_json};
+use common::{FAST, World, op_statuses, put_json};
 use serde_json::Value;
 use std::time::Duration;
-
-/// Short deadlines so that the unhappy paths finish quickly.
-const FAST: &[&str] = &[
-    "--bank-timeout-ms",
-    "500",
-    "--debit-deadline-ms",
-    "2000",
-    "--credit-deadline-ms",
-    "2000",
-    "--retry-max-ms",
-    "300",
-];
 
 async fn set_faults(world: &World, bank_url: &str, faults: Value) {
     let (status, body) = put_json(&world.http, &format!("{bank_url}/admin/faults"), &faults).await;

@@ -192,6 +192,26 @@ pub struct AccountView {
     pub status: String,
 }
 
+/// One account in `GET /admin/balances`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountBalance {
+    pub account: String,
+    pub balance_paise: i64,
+    /// `ACTIVE` or `FROZEN`.
+    pub status: String,
+}
+
+/// `GET /admin/balances` body: every account of the bank and their sum. Not
+/// part of Bank API v1 (whose `GET /v1/accounts/{account}` shows no balance):
+/// an admin extension of the project's simulator, read by the demo and by
+/// `upi-switch verify` where a bank offers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balances {
+    pub bank_code: String,
+    pub accounts: Vec<AccountBalance>,
+    pub total_paise: i64,
+}
+
 /// Error body of `400`/`404`/`409`/`503`: `{"code":"…","detail":"…"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -8,8 +8,8 @@
 //! seen this attempt. Anything after the request may have left is `MaybeApplied`.
 
 use super::bank_api::{
-    DeclineCode, ErrorBody, MoveAnswer, MoveRequest, OpKind, OpStatus, OpView, ReverseAnswer,
-    ReverseRequest,
+    Balances, DeclineCode, ErrorBody, FeedPage, MoveAnswer, MoveRequest, OpKind, OpStatus, OpView,
+    ReverseAnswer, ReverseRequest,
 };
 use std::time::Duration;
 
@@ -53,6 +53,18 @@ pub enum ReverseOutcome {
     /// Nothing to undo: the original was declined or never seen (now tombstoned).
     Noop,
     Unknown(Unknown),
+}
+
+/// Why a read (the change feed, balances) gave no answer. Reads move no money,
+/// so there is no "unknown outcome" to resolve: the caller retries or gives up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Transport(String),
+    #[error("{0}")]
+    Status(String),
+    #[error("unreadable answer: {0}")]
+    Body(String),
 }
 
 /// Result of a status inquiry.
@@ -195,6 +207,36 @@ impl BankClient {
         }
     }
 
+    /// `GET /v1/ops?after_seq&limit`: one page of the bank's change feed.
+    pub async fn feed_page(&self, after_seq: i64, limit: u32) -> Result<FeedPage, ReadError> {
+        let call = self
+            .http
+            .get(format!(
+                "{}/v1/ops?after_seq={after_seq}&limit={limit}",
+                self.base_url
+            ))
+            .timeout(self.timeout);
+        let body = read_ok(call)
+            .await?
+            .ok_or_else(|| ReadError::Status("HTTP 404".into()))?;
+        serde_json::from_slice(&body).map_err(|e| ReadError::Body(e.to_string()))
+    }
+
+    /// `GET /admin/balances` (the simulator's admin extension); `None` when
+    /// the bank does not offer it (`404`).
+    pub async fn balances(&self) -> Result<Option<Balances>, ReadError> {
+        let call = self
+            .http
+            .get(format!("{}/admin/balances", self.base_url))
+            .timeout(self.timeout);
+        match read_ok(call).await? {
+            Some(body) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| ReadError::Body(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
     /// `GET /v1/health`: true when the bank says it accepts operations.
     pub async fn health(&self) -> bool {
         let call = self
@@ -211,6 +253,16 @@ async fn send(call: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Unknown> 
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(classify)?;
     Ok((status, body.to_vec()))
+}
+
+/// The body of a `200`, `None` for a `404`, an error for anything else.
+async fn read_ok(call: reqwest::RequestBuilder) -> Result<Option<Vec<u8>>, ReadError> {
+    match send(call).await {
+        Ok((200, body)) => Ok(Some(body)),
+        Ok((404, _)) => Ok(None),
+        Ok((status, body)) => Err(ReadError::Status(describe(status, &body))),
+        Err(unknown) => Err(ReadError::Transport(unknown.detail().to_string())),
+    }
 }
 
 fn classify(e: reqwest::Error) -> Unknown {

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -104,6 +105,20 @@ pub struct TxnRow {
     pub steps: Vec<StepRow>,
 }
 
+/// Where a transaction's money comes from and goes to, as recorded: what
+/// `upi-switch verify` compares with the banks' feeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TxnMoney {
+    pub txn_id: Uuid,
+    pub status: Status,
+    pub payer_bank: String,
+    pub payer_account: String,
+    pub payee_bank: String,
+    pub payee_account: String,
+    pub amount: Paise,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A saga to run, as stored.
 #[derive(Debug, Clone)]
 pub struct StoredSaga {
@@ -176,6 +191,16 @@ fn reason_columns(saga: &Saga) -> (Option<String>, Option<String>) {
     match saga.reason() {
         Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
         None => (None, None),
+    }
+}
+
+/// A checkpoint row whose first columns are `state, at, op_id, detail`.
+fn step_row(r: &tokio_postgres::Row) -> StepRow {
+    StepRow {
+        state: r.get(0),
+        at: r.get(1),
+        op_id: r.get(2),
+        detail: r.get(3),
     }
 }
 
@@ -389,16 +414,48 @@ impl Store {
             reason_detail: r.get(8),
             created_at: r.get(9),
             updated_at: r.get(10),
-            steps: steps
-                .iter()
-                .map(|s| StepRow {
-                    state: s.get(0),
-                    at: s.get(1),
-                    op_id: s.get(2),
-                    detail: s.get(3),
-                })
-                .collect(),
+            steps: steps.iter().map(step_row).collect(),
         }))
+    }
+
+    /// Every transaction's money columns, oldest first.
+    pub async fn txn_money(&self) -> Result<Vec<TxnMoney>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT txn_id, status, payer_bank, payer_account, payee_bank, payee_account,
+                        amount_paise, created_at
+                 FROM transactions ORDER BY created_at, txn_id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TxnMoney {
+                txn_id: r.get(0),
+                status: Status::parse(r.get(1)).unwrap_or(Status::Pending),
+                payer_bank: r.get(2),
+                payer_account: r.get(3),
+                payee_bank: r.get(4),
+                payee_account: r.get(5),
+                amount: Paise(r.get(6)),
+                created_at: r.get(7),
+            })
+            .collect())
+    }
+
+    /// The latest checkpoint of each of these transactions.
+    pub async fn last_steps(&self, txn_ids: &[Uuid]) -> Result<HashMap<Uuid, StepRow>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (txn_id) state, at, op_id, detail, txn_id
+                 FROM txn_checkpoints WHERE txn_id = ANY($1)
+                 ORDER BY txn_id, version DESC",
+                &[&txn_ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(4), step_row(r))).collect())
     }
 
     pub async fn status(&self, txn_id: Uuid) -> Result<Option<Status>, StoreError> {

@@ -6,7 +6,9 @@
 use super::faults::{self, Endpoint, FaultPatch, Faults, Gate};
 use super::ledger::{Reply, Request};
 use super::store::{BankStore, WriteError, Writer};
-use crate::adapters::bank_api::{AccountView, ErrorBody, FeedPage, MoveRequest, ReverseRequest};
+use crate::adapters::bank_api::{
+    AccountBalance, AccountView, Balances, ErrorBody, FeedPage, MoveRequest, ReverseRequest,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -238,23 +240,21 @@ async fn balances(state: web::Data<BankState>) -> HttpResponse {
     match state.store.accounts().await {
         Ok(accounts) => {
             let total: i128 = accounts.iter().map(|a| i128::from(a.balance_paise)).sum();
-            let list: Vec<_> = accounts
-                .iter()
-                .map(|a| {
-                    serde_json::json!({
-                        "account": a.account,
-                        "balance_paise": a.balance_paise,
-                        "status": if a.frozen { "FROZEN" } else { "ACTIVE" },
-                    })
+            let accounts = accounts
+                .into_iter()
+                .map(|a| AccountBalance {
+                    account: a.account,
+                    balance_paise: a.balance_paise,
+                    status: if a.frozen { "FROZEN" } else { "ACTIVE" }.into(),
                 })
                 .collect();
             json(
                 200,
-                &serde_json::json!({
-                    "bank_code": state.code,
-                    "accounts": list,
-                    "total_paise": i64::try_from(total).unwrap_or(i64::MAX),
-                }),
+                &Balances {
+                    bank_code: state.code.clone(),
+                    accounts,
+                    total_paise: i64::try_from(total).unwrap_or(i64::MAX),
+                },
             )
         }
         Err(e) => unavailable(&e.to_string()),

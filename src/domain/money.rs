@@ -94,6 +94,29 @@ impl Paise {
         let abs = self.0.unsigned_abs();
         format!("{sign}{}.{:02}", abs / 100, abs % 100)
     }
+
+    /// Rupees with Indian digit grouping, for people: `Paise(123_456_789)` → `"₹12,34,567.89"`.
+    pub fn to_inr(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let whole = (abs / 100).to_string();
+        let grouped = if whole.len() <= 3 {
+            whole
+        } else {
+            let (head, tail) = whole.split_at(whole.len() - 3);
+            let mut groups = Vec::new();
+            let mut rest = head;
+            while rest.len() > 2 {
+                let (h, t) = rest.split_at(rest.len() - 2);
+                groups.push(t);
+                rest = h;
+            }
+            groups.push(rest);
+            groups.reverse();
+            format!("{},{tail}", groups.join(","))
+        };
+        format!("{sign}₹{grouped}.{:02}", abs % 100)
+    }
 }
 
 impl fmt::Display for Paise {
@@ -106,6 +129,15 @@ impl fmt::Display for Paise {
 mod tests {
     use super::*;
     const LIMIT: Paise = Paise(10_000_000);
+
+    #[test]
+    fn indian_grouping() {
+        assert_eq!(Paise(0).to_inr(), "₹0.00");
+        assert_eq!(Paise(12_345).to_inr(), "₹123.45");
+        assert_eq!(Paise(123_456).to_inr(), "₹1,234.56");
+        assert_eq!(Paise(150_000_000).to_inr(), "₹15,00,000.00");
+        assert_eq!(Paise(-123_456_789).to_inr(), "-₹12,34,567.89");
+    }
 
     #[test]
     fn parses_exact_rupee_text() {

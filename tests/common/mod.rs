@@ -379,6 +379,18 @@ pub struct World {
 
 pub const START_BALANCE: i64 = 100_000;
 
+/// Short deadlines so that the unhappy paths finish quickly.
+pub const FAST: &[&str] = &[
+    "--bank-timeout-ms",
+    "500",
+    "--debit-deadline-ms",
+    "2000",
+    "--credit-deadline-ms",
+    "2000",
+    "--retry-max-ms",
+    "300",
+];
+
 impl World {
     /// Starts everything; `switch_flags` go to `serve`, `hdfc_flags`/`icici_flags` to the banks.
     pub async fn start(switch_flags: &[&str], hdfc_flags: &[&str], icici_flags: &[&str]) -> World {
