@@ -15,6 +15,7 @@ use crate::domain::breaker::{Breaker, BreakerConfig, CallStats, Circuit, Mode, P
 use actix::prelude::*;
 use futures::FutureExt;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Tunables of every adapter.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +53,15 @@ impl BankOp {
             BankOp::Credit(_) => "credit",
             BankOp::Reverse(_) => "reverse",
             BankOp::Inquire(_) => "inquiry",
+        }
+    }
+
+    /// The transaction this operation belongs to (an op id starts with it).
+    pub fn txn_id(&self) -> &str {
+        match self {
+            BankOp::Debit(r) | BankOp::Credit(r) => &r.txn_id,
+            BankOp::Reverse(r) => &r.txn_id,
+            BankOp::Inquire(op_id) => op_id.split(':').next().unwrap_or(op_id),
         }
     }
 }
@@ -207,6 +217,14 @@ impl Handler<Call> for PspAdapterActor {
         let client = self.client.clone();
         let started = Instant::now();
         let shape = op.clone();
+        // The saga's span does not cross the mailbox: this one carries txn_id
+        // into the client's logs.
+        let span = tracing::debug_span!(
+            "bank_call",
+            txn_id = op.txn_id(),
+            endpoint = self.client.base_url(),
+            operation = op.name(),
+        );
         let call = async move {
             match &op {
                 BankOp::Debit(r) => Attempt::Move(client.debit(r).await),
@@ -216,7 +234,7 @@ impl Handler<Call> for PspAdapterActor {
             }
         };
         Box::pin(
-            std::panic::AssertUnwindSafe(call)
+            std::panic::AssertUnwindSafe(call.instrument(span))
                 .catch_unwind()
                 .into_actor(self)
                 .map(move |result, act, ctx| {

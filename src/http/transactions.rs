@@ -15,6 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Longest `?wait=` a client may ask for.
@@ -210,6 +211,21 @@ async fn create(
         None => Saga::new(Uuid::new_v4(), payer, payee, amount, now_ms()),
     };
     let txn_id = saga.txn_id;
+    let span = tracing::info_span!("txn", txn_id = %txn_id);
+    accept(&state, request, saga, wait_ms)
+        .instrument(span)
+        .await
+}
+
+/// Makes the new transaction durable and starts its saga.
+async fn accept(
+    state: &AppState,
+    request: TxnRequest,
+    saga: Saga,
+    wait_ms: Option<u64>,
+) -> Result<HttpResponse, Problem> {
+    let txn_id = saga.txn_id;
+    let amount = saga.amount;
     let new = NewTxn {
         request,
         saga: saga.clone(),
@@ -221,11 +237,11 @@ async fn create(
         .map_err(|e| Problem::unavailable(&e))?
     {
         Created::New => {}
-        other => return replay(&state, other, wait_ms).await,
+        other => return replay(state, other, wait_ms).await,
     }
     state.metrics.txns_created.with_label_values(&["P2P"]).inc();
     let status = saga.status();
-    tracing::info!(txn_id = %txn_id, amount = %amount, status = status.as_str(), "transaction accepted");
+    tracing::info!(amount = %amount, status = status.as_str(), "transaction accepted");
     if status.is_terminal() {
         state
             .metrics
@@ -234,10 +250,10 @@ async fn create(
             .inc();
     } else if let Err(e) = state.registry.send(Start { saga, version: 1 }).await {
         // The transaction is durable all the same: a sweep starts it.
-        tracing::warn!(txn_id = %txn_id, error = %e, "registry did not take the saga; the sweep will");
+        tracing::warn!(error = %e, "registry did not take the saga; the sweep will");
     }
     match wait_ms {
-        Some(ms) => status_document(&state, txn_id, ms).await,
+        Some(ms) => status_document(state, txn_id, ms).await,
         None => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
             .json(accepted_body(txn_id, status))),
