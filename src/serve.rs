@@ -4,7 +4,7 @@
 //! Postgres), then the registry (which resumes sagas), then HTTP.
 
 use crate::actors::bank_router::{BankRouter, SetBank};
-use crate::actors::bank_supervisor::SupervisorConfig;
+use crate::actors::bank_supervisor::{HealthBoard, SupervisorConfig};
 use crate::actors::outbox_relay::{OutboxRelay, RelayConfig};
 use crate::actors::psp_adapter::AdapterConfig;
 use crate::actors::registry::TxnRegistry;
@@ -74,6 +74,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             "--breaker-failure-rate must be between 0 and 1".into(),
         ));
     }
+    let health = HealthBoard::default();
     let banks = BankRouter::new(SupervisorConfig {
         http: BankClient::http_client(),
         call_timeout: bank_timeout,
@@ -92,6 +93,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         },
         probe_every: Duration::from_millis(cfg.probe_interval_ms.max(50)),
         metrics: metrics.clone(),
+        board: health.clone(),
     })
     .start();
     for bank in store.banks().await? {
@@ -164,6 +166,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         store,
         registry,
         banks,
+        health,
         metrics: metrics.clone(),
         limits: Limits {
             txn_limit: Paise(cfg.txn_limit_paise),

@@ -14,6 +14,8 @@ use crate::adapters::store::BankEndpoint;
 use crate::domain::breaker::Mode;
 use crate::metrics::Metrics;
 use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// An endpoint whose recent success rate is below this is not "healthy".
@@ -29,6 +31,30 @@ pub struct SupervisorConfig {
     pub adapter: AdapterConfig,
     pub probe_every: Duration,
     pub metrics: Metrics,
+    /// Where each supervisor publishes whether its bank is DOWN.
+    pub board: HealthBoard,
+}
+
+/// A read model of bank health for admission: each supervisor writes its own
+/// bank's entry after every probe round (and every operator view); HTTP
+/// handlers read it without a message round trip per payment. At most one
+/// probe interval stale — a bank that fell in between is met by its open
+/// circuits, which refuse the debit before it is sent.
+#[derive(Clone, Default)]
+pub struct HealthBoard(Arc<RwLock<HashMap<String, bool>>>);
+
+impl HealthBoard {
+    pub fn is_down(&self, bank: &str) -> bool {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(bank).copied().unwrap_or(false)
+    }
+
+    fn set(&self, bank: &str, down: bool) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(bank) != Some(&down) {
+            map.insert(bank.to_string(), down);
+        }
+    }
 }
 
 struct Slot {
@@ -140,6 +166,13 @@ impl BankHealthSupervisor {
         }
     }
 
+    /// Writes this bank's DOWN/not-DOWN to the board, from the last snapshots.
+    fn publish_health(&self) {
+        let seen: Vec<EndpointView> = self.slots.iter().filter_map(|s| s.last.clone()).collect();
+        let down = seen.len() == self.slots.len() && derive_health(&seen) == "DOWN";
+        self.cfg.board.set(&self.code, down);
+    }
+
     fn probe(&mut self, ctx: &mut Context<Self>) {
         for (i, slot) in self.slots.iter().enumerate() {
             let Some((addr, _)) = &slot.adapter else {
@@ -160,6 +193,7 @@ impl BankHealthSupervisor {
                         .with_label_values(&[&act.code, &view.url])
                         .set(state);
                     slot.last = Some(view);
+                    act.publish_health();
                 }
             }));
         }
@@ -265,11 +299,14 @@ impl Handler<View> for BankHealthSupervisor {
                 }
             })
             .collect();
+        let board = self.cfg.board.clone();
         Box::pin(async move {
             let endpoints = futures::future::join_all(asks).await;
+            let health = derive_health(&endpoints);
+            board.set(&code, health == "DOWN");
             BankView {
                 code,
-                health: derive_health(&endpoints),
+                health,
                 endpoints,
                 adapter_restarts,
             }

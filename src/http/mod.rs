@@ -10,6 +10,7 @@ pub mod problem;
 pub mod transactions;
 
 use crate::actors::bank_router::BankRouter;
+use crate::actors::bank_supervisor::HealthBoard;
 use crate::actors::outbox_relay::RelayStatus;
 use crate::actors::registry::{Stats, TxnRegistry};
 use crate::adapters::store::Store;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub store: Store,
     pub registry: Addr<TxnRegistry>,
     pub banks: Addr<BankRouter>,
+    /// Which banks are DOWN, as their supervisors last published.
+    pub health: HealthBoard,
     pub metrics: Metrics,
     pub limits: Limits,
     pub admin_token: Option<String>,

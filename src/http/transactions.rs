@@ -4,8 +4,6 @@
 
 use super::AppState;
 use super::problem::{Problem, body_bytes, parse_json};
-use crate::actors::bank_router::Lookup;
-use crate::actors::bank_supervisor::View;
 use crate::actors::registry::{Admit, Start, Watch};
 use crate::actors::transaction::now_ms;
 use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
@@ -169,17 +167,18 @@ async fn create(
         amount,
         note: parse_note(body.note)?,
     };
-    // A key seen before answers for its transaction, whatever happened since.
-    let earlier = state
-        .store
-        .by_idempotency_key(&request)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    if let Some(created) = earlier {
+    // One round trip for the three reads (each on its own connection).
+    let (earlier, payer, payee) = futures::join!(
+        state.store.by_idempotency_key(&request),
+        resolve(&state, "payer_vpa", &request.payer_vpa),
+        resolve(&state, "payee_vpa", &request.payee_vpa),
+    );
+    // A key seen before answers for its transaction, whatever happened since
+    // (even if its VPAs no longer resolve).
+    if let Some(created) = earlier.map_err(|e| Problem::unavailable(&e))? {
         return replay(&state, created, wait_ms).await;
     }
-    let payer = resolve(&state, "payer_vpa", &request.payer_vpa).await?;
-    let payee = resolve(&state, "payee_vpa", &request.payee_vpa).await?;
+    let (payer, payee) = (payer?, payee?);
     if payer.bank_code == payee.bank_code && payer.account == payee.account {
         return Err(Problem::unprocessable(
             "SAME_PAYER_PAYEE",
@@ -206,7 +205,7 @@ async fn create(
         account: payee.account,
     };
     // A bank that is DOWN fails the transaction at once: no debit is tried.
-    let saga = match down_bank(&state, &payer.bank, &payee.bank).await {
+    let saga = match down_bank(&state, &payer.bank, &payee.bank) {
         Some(detail) => Saga::failed_at_admission(Uuid::new_v4(), payer, payee, amount, detail),
         None => Saga::new(Uuid::new_v4(), payer, payee, amount, now_ms()),
     };
@@ -260,21 +259,13 @@ async fn accept(
     }
 }
 
-/// Why a new transaction between these banks cannot start now, if one is DOWN.
-async fn down_bank(state: &AppState, payer_bank: &str, payee_bank: &str) -> Option<String> {
-    for (side, bank) in [("payer", payer_bank), ("payee", payee_bank)] {
-        let Ok(Some(sup)) = state.banks.send(Lookup(bank.to_string())).await else {
-            continue;
-        };
-        if let Ok(view) = sup.send(View).await
-            && view.is_down()
-        {
-            return Some(format!(
-                "the {side}'s bank {bank} is down; nothing was debited"
-            ));
-        }
-    }
-    None
+/// Why a new transaction between these banks cannot start now, if one is
+/// DOWN (as its supervisor last published).
+fn down_bank(state: &AppState, payer_bank: &str, payee_bank: &str) -> Option<String> {
+    [("payer", payer_bank), ("payee", payee_bank)]
+        .into_iter()
+        .find(|(_, bank)| state.health.is_down(bank))
+        .map(|(side, bank)| format!("the {side}'s bank {bank} is down; nothing was debited"))
 }
 
 async fn replay(
