@@ -1,8 +1,10 @@
 //! The outside world behind small interfaces: Postgres setup and the switch's
-//! store, the Bank API v1 wire types and client. Adapters know nothing of
-//! actors or HTTP handlers; the saga core knows nothing of adapters.
+//! store, the Bank API v1 wire types and client, the Redis cache. Adapters
+//! know nothing of actors or HTTP handlers; the saga core knows nothing of
+//! adapters.
 
 pub mod bank_api;
 pub mod bank_client;
+pub mod cache;
 pub mod pg;
 pub mod store;
