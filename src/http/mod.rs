@@ -10,6 +10,7 @@ pub mod transactions;
 
 use crate::actors::bank_router::BankRouter;
 use crate::actors::registry::{Stats, TxnRegistry};
+use crate::adapters::cache::Cache;
 use crate::adapters::store::Store;
 use crate::domain::Paise;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: Limits,
     pub admin_token: Option<String>,
+    /// Redis: VPA cache, idempotency fast path, rate limits. Never the authority.
+    pub cache: Cache,
 }
 
 /// Largest request body accepted.
@@ -63,11 +66,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .ok()
         .and_then(Result::ok);
     let ready = postgres && registry.is_some();
+    // Payments work without Redis (slower, without rate limits when allowed):
+    // a Redis that is down is reported, it does not make the switch not ready.
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "postgres": if postgres { "ok" } else { "unreachable" },
             "sagas": registry,
+            "redis": if state.cache.is_up() { "ok" } else { "degraded" },
         },
     });
     if ready {
