@@ -442,18 +442,22 @@ impl World {
             ("frank@icici", "ICICI", "ACC003"),
             ("ghost@icici", "ICICI", "NOPE"),
         ] {
-            let (status, body) = put_json(
-                &world.http,
-                &format!("{}/v1/admin/vpas/{vpa}", world.switch.url),
-                &serde_json::json!({"bank_code": bank, "account": account, "name": format!("Person {vpa}")}),
-            )
-            .await;
-            assert!(
-                status == 201 || status == 200,
-                "register {vpa}: {status} {body}"
-            );
+            let status = world.put_vpa(vpa, bank, account).await;
+            assert!(status == 201 || status == 200, "register {vpa}: {status}");
         }
         world
+    }
+
+    /// `PUT /v1/admin/vpas/{vpa}` to this bank and account; returns the status.
+    pub async fn put_vpa(&self, vpa: &str, bank: &str, account: &str) -> u16 {
+        let (status, body) = put_json(
+            &self.http,
+            &format!("{}/v1/admin/vpas/{vpa}", self.switch.url),
+            &serde_json::json!({"bank_code": bank, "account": account, "name": format!("Person {vpa}")}),
+        )
+        .await;
+        assert!(status < 300, "register {vpa}: {status} {body}");
+        status
     }
 
     pub async fn register_bank(&self, code: &str, url: &str) {
