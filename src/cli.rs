@@ -29,6 +29,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the rate limiter does when Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WhenRedisDown {
+    Allow,
+    Deny,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the switch: HTTP API, saga actors, resumption of unfinished transactions.
@@ -154,6 +161,28 @@ pub struct SwitchConfig {
     /// Merchant forwarding: most payments being forwarded at once (more wait in Postgres).
     #[arg(long, env = "MAX_FORWARDS", default_value_t = 256)]
     pub max_forwards: usize,
+    // --- Redis (cache, idempotency fast path, rate limits); the switch works without it.
+    /// Namespace of every Redis key (`<prefix>:vpa:…`); one prefix per switch database.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "upi")]
+    pub redis_prefix: String,
+    /// Longest wait for one Redis call, in milliseconds; past it the switch goes on without Redis.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 75)]
+    pub redis_timeout_ms: u64,
+    /// How long a resolved VPA stays in the Redis cache, in milliseconds (0 = no VPA cache).
+    #[arg(long, env = "VPA_CACHE_TTL_MS", default_value_t = 60_000)]
+    pub vpa_cache_ttl_ms: u64,
+    /// How long Redis remembers an Idempotency-Key's transaction, in milliseconds (0 = off).
+    #[arg(long, env = "IDEMPOTENCY_CACHE_TTL_MS", default_value_t = 86_400_000)]
+    pub idempotency_cache_ttl_ms: u64,
+    /// Rate limit per client (X-Client-Id, else peer IP): tokens refilled per second (0 = no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 0.0)]
+    pub rate_limit_per_sec: f64,
+    /// Rate limit: bucket size, the burst a client may send at once (0 = one second's worth).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 0)]
+    pub rate_limit_burst: u32,
+    /// Rate limit: what to do when Redis cannot be asked (allow the request, or deny it with 503).
+    #[arg(long, env = "RATE_LIMIT_WHEN_REDIS_DOWN", value_enum, default_value_t = WhenRedisDown::Allow)]
+    pub rate_limit_when_redis_down: WhenRedisDown,
 }
 
 #[derive(Args, Debug, Clone)]

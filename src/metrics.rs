@@ -157,3 +157,54 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+// --- Redis (issue 5, part 3): cache, idempotency fast path, rate limiter.
+// Kept apart from `Metrics` so the families merge independently; `serve`
+// registers them into the same registry.
+
+/// Metrics of `adapters::cache`.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// Redis calls that failed or timed out, by operation.
+    pub redis_errors: IntCounterVec,
+    /// Cache lookups by cache (`vpa`, `idempotency`) and result (`hit`, `miss`, `error`).
+    pub cache_requests: IntCounterVec,
+    /// Requests refused with `429 RATE_LIMITED`.
+    pub rate_limited: IntCounter,
+}
+
+impl CacheMetrics {
+    /// Creates the families and registers them in `registry`.
+    pub fn register(registry: &Registry) -> CacheMetrics {
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "upi_redis_errors_total",
+                "Redis calls that failed or timed out, by operation",
+            ),
+            &["op"],
+        )
+        .expect("valid counter");
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "upi_cache_requests_total",
+                "Cache lookups by cache and result (hit, miss, error)",
+            ),
+            &["cache", "result"],
+        )
+        .expect("valid counter");
+        let rate_limited = IntCounter::new(
+            "upi_rate_limited_total",
+            "Requests refused because their client was over its rate limit",
+        )
+        .expect("valid counter");
+        let _ = registry.register(Box::new(redis_errors.clone()));
+        let _ = registry.register(Box::new(cache_requests.clone()));
+        let _ = registry.register(Box::new(rate_limited.clone()));
+        CacheMetrics {
+            redis_errors,
+            cache_requests,
+            rate_limited,
+        }
+    }
+}
+// --- end of Redis metrics.

@@ -11,14 +11,15 @@ use crate::actors::registry::TxnRegistry;
 use crate::actors::transaction::SagaDeps;
 use crate::adapters::amqp::AmqpConfig;
 use crate::adapters::bank_client::BankClient;
+use crate::adapters::cache::{Cache, CacheConfig, RateLimit};
 use crate::adapters::event_feed::EventFeed;
 use crate::adapters::pg::{self, DbError, Schema};
 use crate::adapters::store::{Store, StoreError};
-use crate::cli::SwitchConfig;
+use crate::cli::{SwitchConfig, WhenRedisDown};
 use crate::domain::Paise;
 use crate::domain::breaker::BreakerConfig;
 use crate::http::{self, AppState, Limits};
-use crate::metrics::Metrics;
+use crate::metrics::{CacheMetrics, Metrics};
 use crate::saga::SagaConfig;
 use actix::prelude::*;
 use actix_web::dev::{Server, Service};
@@ -161,6 +162,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         feed: EventFeed::start(amqp, metrics.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_event_streams.max(1))),
     };
+    // --- Redis (issue 5, part 3): connects in the background; never waited for.
+    let cache = start_cache(cfg, &metrics)?;
 
     let state = AppState {
         store,
@@ -174,6 +177,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         admin_token: cfg.admin_token.clone(),
         events,
         outbox,
+        cache,
     };
     if state.admin_token.is_none() {
         tracing::warn!(
@@ -222,6 +226,28 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         _arbiters: arbiters,
         _relay: relay_addr,
     })
+}
+
+fn start_cache(cfg: &SwitchConfig, metrics: &Metrics) -> Result<Cache, ServeError> {
+    let config = |e: crate::adapters::cache::CacheError| ServeError::Config(e.to_string());
+    let rate_limit = RateLimit::new(
+        cfg.rate_limit_per_sec,
+        cfg.rate_limit_burst,
+        cfg.rate_limit_when_redis_down == WhenRedisDown::Deny,
+    )
+    .map_err(config)?;
+    Cache::start(
+        CacheConfig {
+            url: cfg.redis_url.clone(),
+            prefix: cfg.redis_prefix.clone(),
+            op_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+            vpa_ttl: Duration::from_millis(cfg.vpa_cache_ttl_ms),
+            idempotency_ttl: Duration::from_millis(cfg.idempotency_cache_ttl_ms),
+            rate_limit,
+        },
+        CacheMetrics::register(&metrics.registry),
+    )
+    .map_err(config)
 }
 
 /// Runs the switch until it is stopped (SIGINT/SIGTERM).

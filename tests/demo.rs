@@ -86,8 +86,12 @@ fn value<'a>(stdout: &'a str, label: &str) -> Option<&'a str> {
 fn demo_sends_payments_and_money_is_conserved() {
     let switch_db = TestDb::new("demo_switch");
     let bank_db = TestDb::new("demo_banks");
+    // Both rounds share the switch database, so they share a Redis prefix too.
+    let redis_prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
     let args = [
         "demo",
+        "--redis-prefix",
+        &redis_prefix,
         "--transactions",
         "150",
         "--concurrency",

@@ -42,7 +42,7 @@ pub struct BankRecord {
     pub endpoints: Vec<BankEndpoint>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VpaRecord {
     pub vpa: String,
     pub bank_code: String,

@@ -189,6 +189,9 @@ async fn put_vpa(
         }
         Err(e) => return Err(Problem::unavailable(&e)),
     };
+    // Durable first, then the cache forgets the old mapping. (A bank's
+    // re-registration changes only its endpoints, which are not cached.)
+    state.cache.forget_vpa(&vpa).await;
     Ok(if created {
         HttpResponse::Created().json(&record)
     } else {

@@ -13,6 +13,7 @@ use crate::actors::bank_router::BankRouter;
 use crate::actors::bank_supervisor::HealthBoard;
 use crate::actors::outbox_relay::RelayStatus;
 use crate::actors::registry::{Stats, TxnRegistry};
+use crate::adapters::cache::Cache;
 use crate::adapters::store::Store;
 use crate::domain::Paise;
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub events: events::EventStreams,
     /// The outbox relay's status (for `/readyz` and `/v1/ops/outbox`).
     pub outbox: std::sync::Arc<RelayStatus>,
+    /// Redis: VPA cache, idempotency fast path, rate limits. Never the authority.
+    pub cache: Cache,
 }
 
 /// Largest request body accepted.
@@ -81,6 +84,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "degraded"
     };
     let ready = postgres && registry.is_some();
+    // Payments work without Redis (slower, without rate limits when allowed):
+    // a Redis that is down is reported, it does not make the switch not ready.
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
@@ -88,6 +93,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "sagas": registry,
             "rabbitmq": rabbitmq,
             "outbox": relay,
+            "redis": if state.cache.is_up() { "ok" } else { "degraded" },
         },
     });
     if ready {

@@ -1,11 +1,14 @@
 //! Client endpoints: `POST /v1/transactions`, `GET /v1/transactions/{id}`,
 //! `POST /v1/vpa/validate`. Inputs are parsed once into domain types here; a
-//! request that fails any rule gets its 4xx before anything is written.
+//! request that fails any rule gets its 4xx before anything is written. The
+//! client POSTs are rate limited per client first (when a limit is set), and
+//! use Redis (`adapters::cache`) only to save database reads.
 
 use super::AppState;
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::actors::registry::{Admit, Start, Watch};
 use crate::actors::transaction::now_ms;
+use crate::adapters::cache::Admission;
 use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
 use crate::domain::{Paise, Vpa, mask_name};
 use crate::saga::{Party, Saga, Status};
@@ -126,15 +129,69 @@ fn accepted_body(txn_id: Uuid, status: Status) -> serde_json::Value {
     })
 }
 
-async fn resolve(state: &AppState, field: &str, vpa: &Vpa) -> Result<VpaRecord, Problem> {
+/// Longest `X-Client-Id` accepted.
+const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// Who is asking, for the rate limiter: `X-Client-Id` (1-64 printable ASCII),
+/// else the peer's IP address. The two never share a bucket.
+fn client_id(req: &HttpRequest) -> Result<String, Problem> {
+    if let Some(value) = req.headers().get("X-Client-Id") {
+        let id = value.to_str().unwrap_or_default();
+        let ok = (1..=MAX_CLIENT_ID_CHARS).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+        if !ok {
+            return Err(Problem::bad_request(
+                "CLIENT_ID_INVALID",
+                format!("X-Client-Id must be 1-{MAX_CLIENT_ID_CHARS} printable ASCII characters"),
+            ));
+        }
+        return Ok(format!("id:{id}"));
+    }
+    Ok(match req.peer_addr() {
+        Some(addr) => format!("ip:{}", addr.ip()),
+        None => "ip:unknown".to_string(),
+    })
+}
+
+/// Takes one token from the client's bucket, before anything is read or written.
+async fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
+    if !state.cache.limits_rate() {
+        return Ok(());
+    }
+    match state.cache.admit(&client_id(req)?).await {
+        Admission::Allowed => Ok(()),
+        Admission::Limited { retry_after_s } => Err(Problem {
+            retry_after_s: Some(retry_after_s),
+            ..Problem::new(
+                429,
+                "RATE_LIMITED",
+                format!("this client is over its rate limit; retry in {retry_after_s} s"),
+            )
+        }),
+        Admission::Unavailable => Err(Problem {
+            retry_after_s: Some(1),
+            ..Problem::new(
+                503,
+                "RATE_LIMITER_UNAVAILABLE",
+                "the rate limiter cannot be reached and the switch is set to refuse meanwhile; retry shortly",
+            )
+        }),
+    }
+}
+
+/// The VPA's registration: Redis if cached there, else Postgres (which fills it).
+async fn lookup_vpa(state: &AppState, vpa: &Vpa) -> Result<Option<VpaRecord>, Problem> {
     state
-        .store
-        .vpa(vpa)
+        .cache
+        .vpa_through(vpa, || state.store.vpa(vpa))
         .await
-        .map_err(|e| Problem::unavailable(&e))?
-        .ok_or_else(|| {
-            Problem::unprocessable("UNKNOWN_VPA", format!("{field} {vpa} is not registered"))
-        })
+        .map_err(|e| Problem::unavailable(&e))
+}
+
+async fn resolve(state: &AppState, field: &str, vpa: &Vpa) -> Result<VpaRecord, Problem> {
+    lookup_vpa(state, vpa).await?.ok_or_else(|| {
+        Problem::unprocessable("UNKNOWN_VPA", format!("{field} {vpa} is not registered"))
+    })
 }
 
 async fn create(
@@ -142,6 +199,7 @@ async fn create(
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
+    rate_limit(&state, &req).await?;
     let key = idempotency_key(&req)?;
     let wait_ms = wait_param(&req)?;
     let body: CreateBody = parse_json(&body_bytes(body)?)?;
@@ -167,15 +225,25 @@ async fn create(
         amount,
         note: parse_note(body.note)?,
     };
+    // A key seen before answers for its transaction, whatever happened since
+    // (even if its VPAs no longer resolve). Redis may know the key's
+    // transaction (its status still comes from Postgres).
+    let remembered = state
+        .cache
+        .replay_through(&request, |txn_id| state.store.status(txn_id))
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    if let Some(created) = remembered {
+        return replay(&state, created, wait_ms).await;
+    }
     // One round trip for the three reads (each on its own connection).
     let (earlier, payer, payee) = futures::join!(
         state.store.by_idempotency_key(&request),
         resolve(&state, "payer_vpa", &request.payer_vpa),
         resolve(&state, "payee_vpa", &request.payee_vpa),
     );
-    // A key seen before answers for its transaction, whatever happened since
-    // (even if its VPAs no longer resolve).
     if let Some(created) = earlier.map_err(|e| Problem::unavailable(&e))? {
+        remember(&state, &request, &created).await;
         return replay(&state, created, wait_ms).await;
     }
     let (payer, payee) = (payer?, payee?);
@@ -229,14 +297,17 @@ async fn accept(
         request,
         saga: saga.clone(),
     };
-    match state
+    let created = state
         .store
         .create_txn(&new)
         .await
-        .map_err(|e| Problem::unavailable(&e))?
-    {
-        Created::New => {}
-        other => return replay(state, other, wait_ms).await,
+        .map_err(|e| Problem::unavailable(&e))?;
+    match created {
+        Created::New => state.cache.remember_key(&new.request, txn_id).await,
+        other => {
+            remember(state, &new.request, &other).await;
+            return replay(state, other, wait_ms).await;
+        }
     }
     state.metrics.txns_created.with_label_values(&["P2P"]).inc();
     let status = saga.status();
@@ -256,6 +327,14 @@ async fn accept(
         None => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
             .json(accepted_body(txn_id, status))),
+    }
+}
+
+/// Tells Redis which earlier transaction the request's key belongs to, once
+/// the database has said so.
+async fn remember(state: &AppState, request: &TxnRequest, created: &Created) {
+    if let Created::Existing { txn_id, .. } = created {
+        state.cache.remember_key(request, *txn_id).await;
     }
 }
 
@@ -395,15 +474,13 @@ struct ValidateBody {
 
 async fn validate_vpa(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
+    rate_limit(&state, &req).await?;
     let body: ValidateBody = parse_json(&body_bytes(body)?)?;
     let vpa = parse_vpa("vpa", &body.vpa)?;
-    let found = state
-        .store
-        .vpa(&vpa)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
+    let found = lookup_vpa(&state, &vpa).await?;
     Ok(HttpResponse::Ok().json(match found {
         Some(v) => serde_json::json!({
             "vpa": v.vpa,

@@ -320,14 +320,29 @@ pub async fn feed(client: &reqwest::Client, bank_url: &str) -> Vec<serde_json::V
 /// The switch (`upi-switch serve`) running as a child process on port 0.
 pub struct SwitchProc {
     pub db_url: String,
+    /// Its Redis key prefix: random per switch (kept across restarts) unless
+    /// `extra` sets `--redis-prefix`, so tests sharing one Redis never collide.
+    pub redis_prefix: String,
     pub server: ChildServer,
 }
 
 impl SwitchProc {
-    /// Starts `serve --listen 127.0.0.1:0 --database-url DB` plus `extra` flags.
+    /// Starts `serve --listen 127.0.0.1:0 --database-url DB --redis-prefix <random>`
+    /// plus `extra` flags (`--redis-url`, `--rate-limit-per-sec`, … go there).
     pub fn start(db_url: &str, extra: &[&str]) -> SwitchProc {
         let d = db_url.to_string();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let redis_prefix = match extra.iter().position(|a| a == "--redis-prefix") {
+            Some(i) => extra
+                .get(i + 1)
+                .cloned()
+                .expect("--redis-prefix needs a value"),
+            None => {
+                let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+                extra.extend(["--redis-prefix".into(), prefix.clone()]);
+                prefix
+            }
+        };
         let server = ChildServer::start("switch", move |port| {
             let mut args: Vec<String> = vec![
                 "serve".into(),
@@ -345,6 +360,7 @@ impl SwitchProc {
         });
         SwitchProc {
             db_url: db_url.to_string(),
+            redis_prefix,
             server,
         }
     }
@@ -444,18 +460,22 @@ impl World {
             ("frank@icici", "ICICI", "ACC003"),
             ("ghost@icici", "ICICI", "NOPE"),
         ] {
-            let (status, body) = put_json(
-                &world.http,
-                &format!("{}/v1/admin/vpas/{vpa}", world.switch.url),
-                &serde_json::json!({"bank_code": bank, "account": account, "name": format!("Person {vpa}")}),
-            )
-            .await;
-            assert!(
-                status == 201 || status == 200,
-                "register {vpa}: {status} {body}"
-            );
+            let status = world.put_vpa(vpa, bank, account).await;
+            assert!(status == 201 || status == 200, "register {vpa}: {status}");
         }
         world
+    }
+
+    /// `PUT /v1/admin/vpas/{vpa}` to this bank and account; returns the status.
+    pub async fn put_vpa(&self, vpa: &str, bank: &str, account: &str) -> u16 {
+        let (status, body) = put_json(
+            &self.http,
+            &format!("{}/v1/admin/vpas/{vpa}", self.switch.url),
+            &serde_json::json!({"bank_code": bank, "account": account, "name": format!("Person {vpa}")}),
+        )
+        .await;
+        assert!(status < 300, "register {vpa}: {status} {body}");
+        status
     }
 
     pub async fn register_bank(&self, code: &str, url: &str) {
