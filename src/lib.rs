@@ -12,6 +12,7 @@
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
 //! - `events`   — the domain events of a transaction (outbox rows, AMQP messages, SSE).
 //! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
+//! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -31,4 +32,5 @@ pub mod processor_sim;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;
+pub mod traffic;
 pub mod verify;
