@@ -12,6 +12,7 @@
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
 //! - `events`   — the domain events of a transaction (outbox rows, AMQP messages, SSE).
 //! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
+//! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod loadgen;
 pub mod merchant;
 pub mod metrics;
 pub mod processor_sim;
