@@ -37,6 +37,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+/// Shortest `--poll-wait`: a shorter one would poll a pending transaction in a busy loop.
+const MIN_POLL_WAIT: Duration = Duration::from_millis(100);
 /// Pause after a failed status poll.
 const POLL_PAUSE: Duration = Duration::from_millis(200);
 /// Longest wait for `GET /healthz` before the run starts.
@@ -156,9 +158,10 @@ impl Config {
         if args.request_timeout.is_zero() {
             return Err(usage("--request-timeout must be longer than 0".into()));
         }
-        if args.poll_wait > traffic::MAX_POLL_WAIT {
+        if args.poll_wait < MIN_POLL_WAIT || args.poll_wait > traffic::MAX_POLL_WAIT {
             return Err(usage(format!(
-                "--poll-wait must be at most {} s (the switch's longest ?wait=)",
+                "--poll-wait must be from {} ms to {} s (the switch's longest ?wait=)",
+                MIN_POLL_WAIT.as_millis(),
                 traffic::MAX_POLL_WAIT.as_secs()
             )));
         }
@@ -384,6 +387,8 @@ struct Sending {
     tasks: JoinSet<()>,
     /// Arrivals handed to a payment task.
     sent: u64,
+    /// How long sends went out: the duration, unless a signal cut it short.
+    window: Duration,
     unsent: u64,
     interrupted: Option<String>,
 }
@@ -404,6 +409,7 @@ fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
     let mut out = Sending {
         tasks: JoinSet::new(),
         sent: 0,
+        window: schedule.duration(),
         unsent: 0,
         interrupted: None,
     };
@@ -437,6 +443,9 @@ fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
         };
         let Some(permit) = slot.filter(|_| Instant::now() < end) else {
             out.unsent = arrivals - i;
+            if out.interrupted.is_some() {
+                out.window = t0.elapsed().min(schedule.duration());
+            }
             break;
         };
         out.sent += 1;
@@ -551,11 +560,16 @@ fn build_report(
         started_at: started_at.to_rfc3339(),
         ended_at: ended_at.to_rfc3339(),
         elapsed_s: elapsed.as_millis() as f64 / 1000.0,
-        interrupted: sending.interrupted.clone(),
+        // Stopped while sending, or later while draining.
+        interrupted: sending
+            .interrupted
+            .clone()
+            .or_else(|| shared.stop.borrow().map(str::to_string)),
         args,
         schedule: ScheduleReport {
             asked_rate: schedule.rate(),
             duration_s: schedule.duration().as_secs_f64(),
+            send_window_s: sending.window.as_secs_f64(),
             scheduled: schedule.arrivals(),
             sent: sending.sent,
             unsent: sending.unsent,
@@ -733,6 +747,7 @@ mod tests {
             ("--duration", "0s", "--duration"),
             ("--concurrency", "0", "--concurrency"),
             ("--poll-wait", "31s", "--poll-wait"),
+            ("--poll-wait", "0", "--poll-wait"),
             ("--switch", "127.0.0.1:8080", "--switch"),
             ("--amount", "0.00", "--amount"),
             ("--vpa", "nobody", "not a VPA"),

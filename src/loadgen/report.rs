@@ -139,13 +139,15 @@ pub struct RunArgs {
 pub struct ScheduleReport {
     pub asked_rate: f64,
     pub duration_s: f64,
+    /// How long sends went out: the duration, or less when a signal stopped the run.
+    pub send_window_s: f64,
     /// Arrivals in the schedule.
     pub scheduled: u64,
     /// Sends that went out.
     pub sent: u64,
     /// Arrivals never sent: no free slot (or the run was stopped) before the duration ended.
     pub unsent: u64,
-    /// `sent / duration`.
+    /// `sent / send window`.
     pub achieved_send_rate: f64,
     pub late_sends: u64,
     pub late_threshold_ms: f64,
@@ -204,7 +206,7 @@ pub struct Report {
     pub args: RunArgs,
     pub schedule: ScheduleReport,
     pub accepted: u64,
-    /// `accepted / duration`.
+    /// `accepted / send window`.
     pub achieved_accept_rate: f64,
     pub terminal: u64,
     /// Final status of every accepted transaction (`PENDING`: not terminal at the drain timeout).
@@ -221,7 +223,7 @@ pub struct Report {
 impl Report {
     /// Fills in the derived fields: rates, terminal count, warnings.
     pub fn finish(mut self) -> Report {
-        let secs = self.schedule.duration_s.max(1e-9);
+        let secs = self.schedule.send_window_s.max(1e-9);
         self.schedule.achieved_send_rate = self.schedule.sent as f64 / secs;
         self.achieved_accept_rate = self.accepted as f64 / secs;
         for s in STATUSES {
@@ -343,7 +345,8 @@ fn trim_float(x: f64) -> String {
 pub fn warnings(r: &Report) -> Vec<String> {
     let s = &r.schedule;
     let mut out = Vec::new();
-    if s.achieved_send_rate < s.asked_rate * RATE_SHORTFALL {
+    // A run stopped by a signal says so instead: its schedule was cut, not missed.
+    if r.interrupted.is_none() && s.achieved_send_rate < s.asked_rate * RATE_SHORTFALL {
         out.push(format!(
             "could not keep the asked rate: sent {:.1} tx/s of {} asked ({} of {} scheduled sends went out, {} never did); \
              the switch or --concurrency {} was the limit, and latencies count the wait",
@@ -367,10 +370,16 @@ pub fn warnings(r: &Report) -> Vec<String> {
         ));
     }
     if r.pending() > 0 {
+        let when = match &r.interrupted {
+            Some(signal) => format!("{signal} stopped the run"),
+            None => format!(
+                "the drain timeout ({:.1} s) ended",
+                r.args.drain_timeout_ms as f64 / 1000.0
+            ),
+        };
         out.push(format!(
-            "{} accepted transaction(s) were still PENDING when the drain timeout ({:.1} s) ended",
-            r.pending(),
-            r.args.drain_timeout_ms as f64 / 1000.0
+            "{} accepted transaction(s) were still PENDING when {when}",
+            r.pending()
         ));
     }
     if r.abandoned > 0 {
@@ -483,6 +492,7 @@ mod tests {
             schedule: ScheduleReport {
                 asked_rate: 10.0,
                 duration_s: 10.0,
+                send_window_s: 10.0,
                 scheduled,
                 sent,
                 unsent: scheduled - sent,
@@ -540,6 +550,18 @@ mod tests {
         let pending = report(100, 100, 0, 3);
         assert_eq!(pending.terminal, 97);
         assert!(pending.warnings[0].contains("3 accepted transaction(s) were still PENDING"));
+    }
+
+    #[test]
+    fn a_stopped_run_is_not_blamed_for_the_rate() {
+        let mut r = report(100, 20, 0, 1);
+        r.interrupted = Some("Ctrl-C".into());
+        r.schedule.send_window_s = 2.0;
+        let r = r.finish();
+        assert_eq!(r.schedule.achieved_send_rate, 10.0);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("PENDING when Ctrl-C stopped the run"));
+        assert!(r.render().contains("stopped early by Ctrl-C"));
     }
 
     #[test]
