@@ -377,7 +377,7 @@ pub struct LoadgenArgs {
     /// Deadline of each POST; each status poll gets its wait plus this.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// `?wait=` of each status poll (at most 30s).
+    /// `?wait=` of each status poll (100ms to 30s).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub poll_wait: Duration,
     /// How long after the sending ends accepted transactions are still followed;
