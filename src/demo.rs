@@ -31,7 +31,7 @@ use std::io::{BufRead, BufReader, IsTerminal};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
@@ -245,6 +245,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
         errors: Kinds::default(),
     };
     let traffic_started = Instant::now();
+    let outbox = OutboxWatch::start(http.clone(), switch_url.clone());
     let outcomes = guard(&mut stop, async {
         let traffic = futures::stream::iter(plans.iter())
             .map(|p| follow_one(&ctx, p))
@@ -283,6 +284,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
         &people,
     );
     println!("{}", summary.render());
+    println!("{}", outbox.finish().await);
     println!("{}", supervisor_health(&http, &switch_url).await);
     let verdict = summary.verdict();
 
@@ -1131,6 +1133,77 @@ impl Summary {
 }
 
 /// The supervisors' view (`GET /v1/ops/banks`), one line per endpoint.
+/// Samples `GET /v1/ops/outbox` while traffic runs: how far domain events
+/// trail their checkpoints under the demo's load.
+struct OutboxWatch {
+    http: reqwest::Client,
+    switch: String,
+    worst: Arc<Mutex<(i64, f64, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OutboxWatch {
+    const EVERY: Duration = Duration::from_millis(200);
+
+    fn start(http: reqwest::Client, switch: String) -> OutboxWatch {
+        let worst = Arc::new(Mutex::new((0i64, 0f64, 0u64)));
+        let (h, s, w) = (http.clone(), switch.clone(), worst.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                if let Some(o) = outbox_status(&h, &s).await
+                    && let Ok(mut w) = w.lock()
+                {
+                    w.0 = w.0.max(o["pending"].as_i64().unwrap_or(0));
+                    w.1 = w.1.max(o["lag_seconds"].as_f64().unwrap_or(0.0));
+                    w.2 += 1;
+                }
+                tokio::time::sleep(Self::EVERY).await;
+            }
+        });
+        OutboxWatch {
+            http,
+            switch,
+            worst,
+            task,
+        }
+    }
+
+    /// Stops sampling, waits (up to 30 s) for the outbox to drain, and says how it went.
+    async fn finish(self) -> String {
+        self.task.abort();
+        let started = Instant::now();
+        let mut last = Value::Null;
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Some(o) = outbox_status(&self.http, &self.switch).await {
+                last = o;
+                if last["pending"] == 0 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Self::EVERY).await;
+        }
+        let (pending, lag, samples) = self.worst.lock().map(|w| *w).unwrap_or_default();
+        format!(
+            "== events (GET /v1/ops/outbox) ==\n\
+             published to RabbitMQ:        {}  (still pending: {})\n\
+             during traffic:               max {pending} pending, max lag {:.0} ms ({samples} samples every {} ms)",
+            last["published"].as_u64().unwrap_or(0),
+            last["pending"].as_i64().unwrap_or(-1),
+            lag * 1000.0,
+            Self::EVERY.as_millis(),
+        )
+    }
+}
+
+async fn outbox_status(http: &reqwest::Client, switch: &str) -> Option<Value> {
+    let resp = http
+        .get(format!("{switch}/v1/ops/outbox"))
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
 async fn supervisor_health(http: &reqwest::Client, switch: &str) -> String {
     let body: Value = match http.get(format!("{switch}/v1/ops/banks")).send().await {
         Ok(r) => r.json().await.unwrap_or(Value::Null),
