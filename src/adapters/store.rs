@@ -140,6 +140,12 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
+impl From<tokio_postgres::Error> for CheckpointError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        CheckpointError::Db(StoreError::from(e))
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         StoreError::Db(DbError::from(e))
@@ -222,10 +228,14 @@ impl Store {
         let endpoints = serde_json::to_value(&bank.endpoints).unwrap_or_default();
         let row = client
             .query_one(
-                "INSERT INTO banks (code, name, endpoints) VALUES ($1, $2, $3)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO banks (code, name, endpoints) VALUES ($1, $2, $3)
                  ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name,
                      endpoints = EXCLUDED.endpoints, updated_at = now()
                  RETURNING (xmax = 0)",
+                    )
+                    .await?,
                 &[&bank.code, &bank.name, &endpoints],
             )
             .await?;
@@ -235,7 +245,12 @@ impl Store {
     pub async fn banks(&self) -> Result<Vec<BankRecord>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query("SELECT code, name, endpoints FROM banks ORDER BY code", &[])
+            .query(
+                &client
+                    .prepare_cached("SELECT code, name, endpoints FROM banks ORDER BY code")
+                    .await?,
+                &[],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -252,12 +267,16 @@ impl Store {
         let client = self.pool.get().await?;
         let result = client
             .query_one(
-                "INSERT INTO vpas (vpa, bank_code, account, name, merchant, mcc)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO vpas (vpa, bank_code, account, name, merchant, mcc)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (vpa) DO UPDATE SET bank_code = EXCLUDED.bank_code,
                      account = EXCLUDED.account, name = EXCLUDED.name,
                      merchant = EXCLUDED.merchant, mcc = EXCLUDED.mcc, updated_at = now()
                  RETURNING (xmax = 0)",
+                    )
+                    .await?,
                 &[
                     &v.vpa,
                     &v.bank_code,
@@ -281,7 +300,7 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT vpa, bank_code, account, name, merchant, mcc FROM vpas WHERE vpa = $1",
+                &client.prepare_cached("SELECT vpa, bank_code, account, name, merchant, mcc FROM vpas WHERE vpa = $1").await?,
                 &[&vpa.as_str()],
             )
             .await?;
@@ -303,8 +322,12 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT txn_id, status, payer_vpa, payee_vpa, amount_paise, note
+                &client
+                    .prepare_cached(
+                        "SELECT txn_id, status, payer_vpa, payee_vpa, amount_paise, note
                  FROM transactions WHERE idempotency_key = $1",
+                    )
+                    .await?,
                 &[&new.idempotency_key],
             )
             .await?;
@@ -339,7 +362,7 @@ impl Store {
             let client = self.pool.get().await?;
             client
                 .query_opt(
-                    "WITH ins AS (
+                    &client.prepare_cached("WITH ins AS (
                         INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
                             payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
                             status, saga, version, reason_code, reason_detail)
@@ -354,7 +377,7 @@ impl Store {
                      INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id,
                          reason_code, reason_detail)
                      SELECT txn_id, 1, $17, $12, $14, $13, $15, $16 FROM cp
-                     RETURNING txn_id",
+                     RETURNING txn_id").await?,
                     &[
                         &saga.txn_id,
                         &req.idempotency_key,
@@ -390,17 +413,19 @@ impl Store {
     pub async fn txn(&self, txn_id: Uuid) -> Result<Option<TxnRow>, StoreError> {
         let client = self.pool.get().await?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&txn_id];
-        let (row, steps) = futures::try_join!(
-            client.query_opt(
+        let (one, many) = futures::try_join!(
+            client.prepare_cached(
                 "SELECT txn_id, type, status, payer_vpa, payee_vpa, amount_paise, note,
                         reason_code, reason_detail, created_at, updated_at
                  FROM transactions WHERE txn_id = $1",
-                &params,
             ),
-            client.query(
+            client.prepare_cached(
                 "SELECT state, at, op_id, detail FROM txn_checkpoints WHERE txn_id = $1 ORDER BY version",
-                &params,
-            )
+            ),
+        )?;
+        let (row, steps) = futures::try_join!(
+            client.query_opt(&one, &params),
+            client.query(&many, &params)
         )?;
         Ok(row.map(|r| TxnRow {
             txn_id: r.get(0),
@@ -423,9 +448,9 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT txn_id, status, payer_bank, payer_account, payee_bank, payee_account,
+                &client.prepare_cached("SELECT txn_id, status, payer_bank, payer_account, payee_bank, payee_account,
                         amount_paise, created_at
-                 FROM transactions ORDER BY created_at, txn_id",
+                 FROM transactions ORDER BY created_at, txn_id").await?,
                 &[],
             )
             .await?;
@@ -449,9 +474,13 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT DISTINCT ON (txn_id) state, at, op_id, detail, txn_id
+                &client
+                    .prepare_cached(
+                        "SELECT DISTINCT ON (txn_id) state, at, op_id, detail, txn_id
                  FROM txn_checkpoints WHERE txn_id = ANY($1)
                  ORDER BY txn_id, version DESC",
+                    )
+                    .await?,
                 &[&txn_ids],
             )
             .await?;
@@ -462,7 +491,9 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT status FROM transactions WHERE txn_id = $1",
+                &client
+                    .prepare_cached("SELECT status FROM transactions WHERE txn_id = $1")
+                    .await?,
                 &[&txn_id],
             )
             .await?;
@@ -478,9 +509,13 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT saga, version FROM transactions
+                &client
+                    .prepare_cached(
+                        "SELECT saga, version FROM transactions
                  WHERE status = 'PENDING' AND NOT (txn_id = ANY($1))
                  ORDER BY created_at LIMIT $2",
+                    )
+                    .await?,
                 &[&exclude, &limit],
             )
             .await?;
@@ -500,7 +535,9 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT count(*) FROM transactions WHERE status = 'PENDING'",
+                &client
+                    .prepare_cached("SELECT count(*) FROM transactions WHERE status = 'PENDING'")
+                    .await?,
                 &[],
             )
             .await?;
@@ -510,7 +547,9 @@ impl Store {
     /// Liveness of the database (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client.query_one("SELECT 1", &[]).await?;
+        client
+            .query_one(&client.prepare_cached("SELECT 1").await?, &[])
+            .await?;
         Ok(())
     }
 
@@ -520,11 +559,15 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT o.id, o.txn_id, o.seq, o.state, o.status, o.op_id, o.reason_code,
+                &client
+                    .prepare_cached(
+                        "SELECT o.id, o.txn_id, o.seq, o.state, o.status, o.op_id, o.reason_code,
                         o.reason_detail, o.created_at,
                         t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
                  FROM outbox o LEFT JOIN transactions t USING (txn_id)
                  ORDER BY o.id LIMIT $1",
+                    )
+                    .await?,
                 &[&limit],
             )
             .await?;
@@ -559,7 +602,12 @@ impl Store {
     pub async fn outbox_delete(&self, ids: &[i64]) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client
-            .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+            .execute(
+                &client
+                    .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
+                    .await?,
+                &[&ids],
+            )
             .await?)
     }
 
@@ -568,9 +616,13 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT count(*),
+                &client
+                    .prepare_cached(
+                        "SELECT count(*),
                         COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8
                  FROM outbox",
+                    )
+                    .await?,
                 &[],
             )
             .await?;
@@ -632,7 +684,9 @@ impl Store {
         let next = w.expected_version + 1;
         let n = client
             .execute(
-                "WITH upd AS (
+                &client
+                    .prepare_cached(
+                        "WITH upd AS (
                     UPDATE transactions SET saga = $2, status = $3, reason_code = $4,
                         reason_detail = $5, version = $7, updated_at = now()
                     WHERE txn_id = $1 AND version = $6
@@ -645,6 +699,8 @@ impl Store {
                  INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id,
                      reason_code, reason_detail)
                  SELECT txn_id, $7, $11, $8, $3, $9, $4, $5 FROM cp",
+                    )
+                    .await?,
                 &[
                     &w.saga.txn_id,
                     &json,

@@ -385,8 +385,14 @@ async fn status_document(
             if status.is_none_or(Status::is_terminal) || remaining.is_zero() {
                 break;
             }
-            // Woken when it finishes here; polled in case it runs elsewhere.
-            let nap = remaining.min(Duration::from_millis(250));
+            // Woken when it finishes here (then Postgres is read only as a
+            // slow safety net); polled briskly when it runs elsewhere.
+            let every = if watch.is_some() {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(250)
+            };
+            let nap = remaining.min(every);
             match watch.as_mut() {
                 Some(rx) => {
                     // Fired (or its sender gone): from now on, poll.
