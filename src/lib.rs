@@ -10,6 +10,7 @@
 //! - `merchant` — merchant payment forwarding to two payment processors (the
 //!   "Rinha de Backend 2025" contract): HTTP, Postgres, adapter actors, routing.
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
+//! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -28,3 +29,4 @@ pub mod processor_sim;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;
+pub mod traffic;
