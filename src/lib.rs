@@ -10,6 +10,7 @@
 //! - `merchant` — merchant payment forwarding to two payment processors (the
 //!   "Rinha de Backend 2025" contract): HTTP, Postgres, adapter actors, routing.
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
+//! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod loadgen;
 pub mod merchant;
 pub mod metrics;
 pub mod processor_sim;

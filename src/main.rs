@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, demo, processor_sim, serve, telemetry};
+use upi_switch::{adapters::pg, banksim, demo, loadgen, processor_sim, serve, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         }
         Command::Serve(args) => serve::run(args.switch).await.map_err(|e| e.to_string()),
         Command::Demo(args) => demo::run(args, cli.log_format).await,
+        Command::Loadgen(args) => loadgen::run(args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -347,7 +347,7 @@ impl Latency {
             p99_ms: ms(h.value_at_quantile(0.99)),
             p99_9_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
-            mean_ms: h.mean() / 1000.0,
+            mean_ms: h.mean().round() / 1000.0,
         }
     }
 }
