@@ -5,6 +5,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const DEFAULT_SWITCH_DB: &str = "postgres://postgres@127.0.0.1:5432/upi_switch";
 pub const DEFAULT_BANK_DB: &str = "postgres://postgres@127.0.0.1:5432/upi_bank";
@@ -44,6 +45,9 @@ pub enum Command {
     /// Check the switch's transactions against every registered bank's change feed and the
     /// money across banks. Exit 0: all agree; 1: violations; 2: could not check.
     Verify(VerifyArgs),
+    /// Send P2P payments to a running switch at a constant arrival rate (open loop),
+    /// follow each to its end, and report latencies, statuses and errors.
+    Loadgen(LoadgenArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -298,4 +302,120 @@ pub struct VerifyArgs {
     /// Attempts of each request to one bank endpoint before the next endpoint is tried.
     #[arg(long, default_value_t = 3)]
     pub bank_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pairing {
+    /// Payer and payee drawn at random (seeded by --seed), never the same.
+    Random,
+    /// Every VPA pays in turn, to each of the others in turn.
+    RoundRobin,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// Base URL of the switch.
+    #[arg(long, env = "SWITCH_URL", default_value = "http://127.0.0.1:8080")]
+    pub switch: String,
+    /// Arrivals per second. Sends are scheduled at fixed intervals from the start,
+    /// whatever the answers (open loop); latency counts from the scheduled time.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// How long to send: `30s`, `2m`, `500ms`, or plain seconds.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Most transactions in flight at once (from its POST until it is terminal or
+    /// given up); each has at most one request open. A send that finds no free
+    /// slot waits, and that wait counts in its latency.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// A VPA that pays and is paid (repeat it; at least two VPAs in all, with --vpas).
+    #[arg(long = "vpa", value_name = "VPA")]
+    pub vpa: Vec<String>,
+    /// A file of VPAs, one per line (blank lines and `#` comments are skipped).
+    #[arg(long = "vpas", value_name = "FILE")]
+    pub vpas_file: Option<PathBuf>,
+    /// Amount of each payment in rupees (`1.00`), or a range its amounts are drawn from (`1.00..5.00`).
+    #[arg(long, default_value = "1.00")]
+    pub amount: String,
+    /// How payers and payees are paired.
+    #[arg(long, value_enum, default_value_t = Pairing::Random)]
+    pub pairing: Pairing,
+    /// Seed of the random choices (pairs, amounts); drawn when not given, and reported.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Deadline of each POST; each status poll gets its wait plus this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// `?wait=` of each status poll (at most 30s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll_wait: Duration,
+    /// How long after the sending ends accepted transactions are still followed;
+    /// those not terminal by then are reported PENDING.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Write a JSON report (arguments, timestamps, schedule, statuses, errors, latencies) here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// No progress bar and no start line (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Exit non-zero if any request failed or any accepted transaction was still
+    /// PENDING at the drain timeout.
+    #[arg(long)]
+    pub fail_on_errors: bool,
+}
+
+/// A duration: whole `ms`, `s`, `m` or `h` (`500ms`, `30s`, `2m`), or plain seconds (`30`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let bad = || format!("{text:?} is not a duration like 500ms, 30s, 2m, 1h or 30 (seconds)");
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_humane_units() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 5s "), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "s",
+            "1.5s",
+            "-3s",
+            "10 parsecs",
+            "3d",
+            "ms",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(parse_duration(&format!("{}h", u64::MAX / 1000)).is_err());
+    }
 }

@@ -12,6 +12,8 @@
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
 //! - `events`   — the domain events of a transaction (outbox rows, AMQP messages, SSE).
 //! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
+//! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
+//! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -25,10 +27,12 @@ pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod loadgen;
 pub mod merchant;
 pub mod metrics;
 pub mod processor_sim;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;
+pub mod traffic;
 pub mod verify;

@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, demo, processor_sim, serve, telemetry, verify};
+use upi_switch::{adapters::pg, banksim, demo, loadgen, processor_sim, serve, telemetry, verify};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -36,6 +36,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Command::Loadgen(args) => loadgen::run(args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,749 @@
+//! `upi-switch loadgen`: an open-loop load generator for a running switch.
+//!
+//! Arrivals are scheduled at fixed intervals from the start (arrival `i` at
+//! `t0 + i / --rate`) for `--duration`, whatever the switch answers. Each
+//! arrival posts one P2P payment between two of the given VPAs (never one to
+//! itself) with its own Idempotency-Key (`<run id>-<i>`), then follows it with
+//! `GET /v1/transactions/{id}?wait=` long-polls until it is terminal or the
+//! drain deadline (`--drain-timeout` after the sending ends) passes.
+//!
+//! `--concurrency` caps the transactions in flight (a slot is taken at the
+//! send and given back when following ends), which also caps open requests
+//! and the connection pool. A send that finds no slot, or a scheduler that
+//! wakes late, goes out behind its intended time: latency is measured from
+//! the intended time, so that wait is counted, not hidden (no coordinated
+//! omission), and late sends are counted with their lag. Arrivals still
+//! waiting for a slot when the duration ends are never sent (`unsent`).
+//!
+//! The measuring and reporting is pure and lives in [`report`]; the pieces it
+//! shares with the demo (posting, following, histograms) in `crate::traffic`.
+
+pub mod report;
+
+use crate::cli::{LoadgenArgs, Pairing};
+use crate::domain::{MAX_WIRE_PAISE, Paise, Vpa};
+use crate::traffic::{
+    self, Counters, Kinds, Latency, Pairs, Poll, Status, shutdown_signal, transport_text,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use report::{ErrorsReport, Latencies, Lateness, Report, RunArgs, Schedule, ScheduleReport};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use std::time::Instant;
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Pause after a failed status poll.
+const POLL_PAUSE: Duration = Duration::from_millis(200);
+/// Longest wait for `GET /healthz` before the run starts.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the drain deadline, how long payment tasks get to end on their own
+/// (on top of --request-timeout) before they are abandoned.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a load run could not run, or failed its check.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read the VPA file {path}: {source}")]
+    VpaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build an HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("the switch at {url} does not answer GET /healthz: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("the scheduler thread failed: {0}")]
+    Scheduler(String),
+    #[error("cannot write the report {path}: {why}")]
+    Report { path: PathBuf, why: String },
+    #[error("the run had {0} (--fail-on-errors)")]
+    Failed(String),
+}
+
+/// The amounts payments are drawn from, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amounts {
+    pub low: Paise,
+    pub high: Paise,
+}
+
+impl Amounts {
+    /// `1.00` (every payment that much) or `1.00..5.00` (drawn from that range).
+    pub fn parse(text: &str) -> Result<Amounts, String> {
+        let one = |t: &str| {
+            Paise::parse_rupees(t.trim(), Paise(MAX_WIRE_PAISE))
+                .map_err(|e| format!("--amount {text:?}: {e}"))
+        };
+        let (low, high) = match text.split_once("..") {
+            Some((a, b)) => (one(a)?, one(b)?),
+            None => (one(text)?, one(text)?),
+        };
+        if low > high {
+            return Err(format!("--amount {text:?}: the range is empty"));
+        }
+        Ok(Amounts { low, high })
+    }
+
+    /// The amount a random `draw` picks.
+    pub fn nth(&self, draw: u64) -> Paise {
+        let span = (self.high.0 - self.low.0) as u64 + 1;
+        Paise(self.low.0 + (draw % span) as i64)
+    }
+}
+
+/// The VPAs of `--vpa` and the lines of `--vpas FILE`, checked, without
+/// repeats (VPAs compare case-insensitively, so a repeat could pay itself).
+pub fn collect_vpas(flags: &[String], file_text: Option<&str>) -> Result<Vec<Vpa>, String> {
+    let lines = file_text
+        .into_iter()
+        .flat_map(str::lines)
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty());
+    let mut vpas: Vec<Vpa> = Vec::new();
+    for text in flags.iter().map(|f| f.trim()).chain(lines) {
+        let vpa = Vpa::parse(text).ok_or_else(|| format!("{text:?} is not a VPA (handle@psp)"))?;
+        if !vpas.contains(&vpa) {
+            vpas.push(vpa);
+        }
+    }
+    if vpas.len() < 2 {
+        return Err(format!(
+            "need at least two different VPAs (--vpa alice@hdfc --vpa bob@icici, or --vpas FILE); got {}",
+            vpas.len()
+        ));
+    }
+    Ok(vpas)
+}
+
+/// The run's settings, checked.
+struct Config {
+    run_id: String,
+    switch: String,
+    schedule: Schedule,
+    concurrency: usize,
+    vpas: Vec<Vpa>,
+    pairs: Pairs,
+    pairing: Pairing,
+    amounts: Amounts,
+    seed: u64,
+    request_timeout: Duration,
+    poll: Poll,
+    drain_timeout: Duration,
+    note: String,
+}
+
+impl Config {
+    fn new(args: &LoadgenArgs) -> Result<Config, LoadgenError> {
+        let usage = LoadgenError::Usage;
+        let switch = args.switch.trim().trim_end_matches('/').to_string();
+        if !(switch.starts_with("http://") || switch.starts_with("https://")) {
+            return Err(usage(format!(
+                "--switch must be an http:// or https:// URL (got {:?})",
+                args.switch
+            )));
+        }
+        let schedule = Schedule::new(args.rate, args.duration).map_err(usage)?;
+        if args.concurrency == 0 {
+            return Err(usage("--concurrency must be at least 1".into()));
+        }
+        if args.request_timeout.is_zero() {
+            return Err(usage("--request-timeout must be longer than 0".into()));
+        }
+        if args.poll_wait > traffic::MAX_POLL_WAIT {
+            return Err(usage(format!(
+                "--poll-wait must be at most {} s (the switch's longest ?wait=)",
+                traffic::MAX_POLL_WAIT.as_secs()
+            )));
+        }
+        let file_text = match &args.vpas_file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| LoadgenError::VpaFile {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let vpas = collect_vpas(&args.vpa, file_text.as_deref()).map_err(usage)?;
+        let pairs = Pairs::new(vpas.len())
+            .ok_or_else(|| usage("need at least two different VPAs".into()))?;
+        let amounts = Amounts::parse(&args.amount).map_err(usage)?;
+        let run_id = format!("lg-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Ok(Config {
+            note: format!("loadgen {run_id}"),
+            run_id,
+            switch,
+            schedule,
+            concurrency: args.concurrency,
+            vpas,
+            pairs,
+            pairing: args.pairing,
+            amounts,
+            seed: args
+                .seed
+                .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0),
+            request_timeout: args.request_timeout,
+            poll: Poll {
+                wait: args.poll_wait,
+                slack: args.request_timeout,
+                pause: POLL_PAUSE,
+            },
+            drain_timeout: args.drain_timeout,
+        })
+    }
+
+    /// Payer and payee of arrival `i`.
+    fn pair(&self, i: u64) -> (&Vpa, &Vpa) {
+        let k = match self.pairing {
+            Pairing::RoundRobin => i,
+            Pairing::Random => traffic::mix(self.seed, i),
+        };
+        let (a, b) = self.pairs.nth(k);
+        (&self.vpas[a], &self.vpas[b])
+    }
+
+    /// Amount of arrival `i` (its own random stream, apart from the pairs').
+    fn amount(&self, i: u64) -> Paise {
+        self.amounts.nth(traffic::mix(!self.seed, i))
+    }
+
+    fn run_args(&self, args: &LoadgenArgs) -> RunArgs {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        RunArgs {
+            argv: std::env::args().collect(),
+            switch: self.switch.clone(),
+            rate: self.schedule.rate(),
+            duration_ms: ms(self.schedule.duration()),
+            concurrency: self.concurrency,
+            vpas: self.vpas.iter().map(|v| v.as_str().to_string()).collect(),
+            amount: args.amount.clone(),
+            pairing: self.pairing,
+            seed: self.seed,
+            request_timeout_ms: ms(self.request_timeout),
+            poll_wait_ms: ms(self.poll.wait),
+            drain_timeout_ms: ms(self.drain_timeout),
+            fail_on_errors: args.fail_on_errors,
+        }
+    }
+}
+
+/// Latencies and final statuses, recorded by the payment tasks.
+struct Tally {
+    /// How late each send went out (its task's start − its intended time).
+    lateness: Lateness,
+    lag: Latency,
+    accept: Latency,
+    accept_service: Latency,
+    accept_to_terminal: Latency,
+    end_to_end: Latency,
+    statuses: BTreeMap<String, u64>,
+}
+
+/// What every payment task shares.
+struct Shared {
+    cfg: Config,
+    http: reqwest::Client,
+    /// When the drain ends: following stops here.
+    drain_deadline: Instant,
+    counters: Counters,
+    tally: Mutex<Tally>,
+    send_errors: Kinds,
+    follow_errors: Kinds,
+    reasons: Kinds,
+    stop: watch::Receiver<Option<&'static str>>,
+}
+
+impl Shared {
+    fn tally(&self, f: impl FnOnce(&mut Tally)) {
+        if let Ok(mut t) = self.tally.lock() {
+            f(&mut t);
+        }
+    }
+}
+
+/// Runs a load test as `args` say; prints the summary, writes the report.
+pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
+    let cfg = Config::new(&args)?;
+    let http = traffic::http_client(cfg.request_timeout, cfg.concurrency)?;
+    preflight(&http, &cfg.switch).await?;
+    let run_args = cfg.run_args(&args);
+
+    let (stop_tx, stop) = watch::channel(None::<&'static str>);
+    let signals = tokio::spawn(async move {
+        let name = shutdown_signal().await;
+        let _ = stop_tx.send(Some(name));
+    });
+    let show = !args.quiet && std::io::stdout().is_terminal();
+    if !args.quiet {
+        eprintln!(
+            "upi-switch loadgen {}: {} tx/s for {:.1} s ({} sends) to {}, concurrency {}, {} VPAs, seed {}",
+            cfg.run_id,
+            cfg.schedule.rate(),
+            cfg.schedule.duration().as_secs_f64(),
+            cfg.schedule.arrivals(),
+            cfg.switch,
+            cfg.concurrency,
+            cfg.vpas.len(),
+            cfg.seed
+        );
+    }
+    let started_at = chrono::Utc::now();
+    let late_threshold = cfg.schedule.late_threshold();
+    let t0 = Instant::now();
+    let shared = Arc::new(Shared {
+        drain_deadline: t0 + cfg.schedule.duration() + cfg.drain_timeout,
+        cfg,
+        http,
+        counters: Counters::default(),
+        tally: Mutex::new(Tally {
+            lateness: Lateness::new(late_threshold),
+            lag: Latency::new(),
+            accept: Latency::new(),
+            accept_service: Latency::new(),
+            accept_to_terminal: Latency::new(),
+            end_to_end: Latency::new(),
+            statuses: BTreeMap::new(),
+        }),
+        send_errors: Kinds::default(),
+        follow_errors: Kinds::default(),
+        reasons: Kinds::default(),
+        stop,
+    });
+    let bar = progress_bar(show, shared.cfg.schedule.arrivals());
+    let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
+    let scheduler = {
+        let (shared, runtime) = (shared.clone(), Handle::current());
+        tokio::task::spawn_blocking(move || send_all(shared, t0, runtime))
+    };
+    let mut sending = match scheduler.await {
+        Ok(sending) => sending,
+        Err(e) => return Err(LoadgenError::Scheduler(e.to_string())),
+    };
+    bar.set_prefix("draining");
+    let hard_stop = shared.drain_deadline + shared.cfg.request_timeout;
+    let abandoned = drain(&mut sending.tasks, hard_stop).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    signals.abort();
+
+    let ended_at = chrono::Utc::now();
+    let report = build_report(
+        &shared,
+        run_args,
+        &sending,
+        abandoned,
+        (started_at, ended_at),
+        t0.elapsed(),
+    );
+    println!("{}", report.render());
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    if args.fail_on_errors {
+        let mut wrong = Vec::new();
+        if report.errors.total > 0 {
+            wrong.push(format!("{} failed request(s)", report.errors.total));
+        }
+        if report.pending() > 0 {
+            wrong.push(format!(
+                "{} transaction(s) still PENDING at the drain timeout",
+                report.pending()
+            ));
+        }
+        if !wrong.is_empty() {
+            return Err(LoadgenError::Failed(wrong.join(" and ")));
+        }
+    }
+    Ok(())
+}
+
+/// The switch answers at all (a typo in --switch is found before the run).
+async fn preflight(http: &reqwest::Client, switch: &str) -> Result<(), LoadgenError> {
+    http.get(format!("{switch}/healthz"))
+        .timeout(PREFLIGHT_TIMEOUT)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| LoadgenError::Unreachable {
+            url: switch.to_string(),
+            why: transport_text(&e),
+        })
+}
+
+/// The sending phase as it went.
+struct Sending {
+    tasks: JoinSet<()>,
+    /// Arrivals handed to a payment task.
+    sent: u64,
+    unsent: u64,
+    interrupted: Option<String>,
+}
+
+/// Longest single sleep of the scheduler, so that a signal is noticed soon.
+const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+/// The scheduler, on a thread of its own (the OS sleeps to the microsecond;
+/// tokio's timer only to the millisecond): waits for each arrival's intended
+/// time, then for a free slot, and hands the arrival to a payment task on the
+/// runtime, until the schedule or the duration ends or a signal comes.
+fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
+    let schedule = shared.cfg.schedule;
+    let arrivals = schedule.arrivals();
+    let end = t0 + schedule.duration();
+    let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+    let mut stop = shared.stop.clone();
+    let mut out = Sending {
+        tasks: JoinSet::new(),
+        sent: 0,
+        unsent: 0,
+        interrupted: None,
+    };
+    let signalled =
+        |stop: &watch::Receiver<Option<&'static str>>| stop.borrow().map(str::to_string);
+    for i in 0..arrivals {
+        let intended = t0 + schedule.offset(i);
+        loop {
+            out.interrupted = signalled(&stop);
+            let left = intended.saturating_duration_since(Instant::now());
+            if left.is_zero() || out.interrupted.is_some() {
+                break;
+            }
+            std::thread::sleep(left.min(SLEEP_SLICE));
+        }
+        // A slot for this arrival, unless the duration ends (or a signal comes) first.
+        let slot = match (&out.interrupted, slots.clone().try_acquire_owned()) {
+            (Some(_), _) => None,
+            (None, Ok(permit)) => Some(permit),
+            (None, Err(_)) => runtime.block_on(async {
+                tokio::select! {
+                    slot = tokio::time::timeout_at(end.into(), slots.clone().acquire_owned()) => {
+                        slot.ok().and_then(Result::ok)
+                    }
+                    signal = stop.wait_for(Option::is_some) => {
+                        out.interrupted = signal.ok().and_then(|s| *s).map(str::to_string);
+                        None
+                    }
+                }
+            }),
+        };
+        let Some(permit) = slot.filter(|_| Instant::now() < end) else {
+            out.unsent = arrivals - i;
+            break;
+        };
+        out.sent += 1;
+        out.tasks
+            .spawn_on(pay(shared.clone(), i, intended, permit), &runtime);
+        // Finished tasks leave the set at once: it holds at most --concurrency.
+        while out.tasks.try_join_next().is_some() {}
+    }
+    out
+}
+
+/// One arrival: post the payment, then follow it until terminal or the drain deadline.
+async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemaphorePermit) {
+    let sent_at = Instant::now();
+    Counters::bump(&shared.counters.sent);
+    shared.tally(|t| {
+        let lag = sent_at.saturating_duration_since(intended);
+        t.lateness.record(lag);
+        t.lag.record(lag);
+    });
+    let cfg = &shared.cfg;
+    let (payer, payee) = cfg.pair(i);
+    let key = format!("{}-{i}", cfg.run_id);
+    let body = traffic::payment_body(payer.as_str(), payee.as_str(), cfg.amount(i), &cfg.note);
+    let accepted = match traffic::post_payment(&shared.http, &cfg.switch, &key, &body, None).await {
+        Ok(a) => a,
+        Err(e) => {
+            Counters::bump(&shared.counters.errors);
+            shared.send_errors.add(e.to_string());
+            return;
+        }
+    };
+    let accepted_at = Instant::now();
+    Counters::bump(&shared.counters.accepted);
+    shared.tally(|t| {
+        t.accept
+            .record(accepted_at.saturating_duration_since(intended));
+        t.accept_service
+            .record(accepted_at.saturating_duration_since(sent_at));
+    });
+    // Even a transaction decided at once is asked for once: its reason.
+    let mut stop = shared.stop.clone();
+    let followed = tokio::select! {
+        f = traffic::follow(
+            &shared.http,
+            &cfg.switch,
+            &accepted.txn_id,
+            &cfg.poll,
+            shared.drain_deadline,
+            |kind| {
+                Counters::bump(&shared.counters.errors);
+                shared.follow_errors.add(kind);
+            },
+        ) => f,
+        _ = stop.wait_for(Option::is_some) => traffic::Followed { status: Status::Pending, reason: None },
+    };
+    let done = Instant::now();
+    if followed.status.is_terminal() {
+        Counters::bump(&shared.counters.terminal);
+        if let Some(reason) = followed.reason {
+            shared.reasons.add(reason);
+        }
+    }
+    shared.tally(|t| {
+        if followed.status.is_terminal() {
+            t.accept_to_terminal
+                .record(done.saturating_duration_since(accepted_at));
+            t.end_to_end
+                .record(done.saturating_duration_since(intended));
+        }
+        *t.statuses
+            .entry(followed.status.as_str().to_string())
+            .or_default() += 1;
+    });
+}
+
+/// Waits for the payment tasks, which end by the drain deadline on their own;
+/// any still running at `hard_stop` (+ a grace) is aborted and counted.
+async fn drain(tasks: &mut JoinSet<()>, hard_stop: Instant) -> u64 {
+    let limit = hard_stop + HARD_STOP_GRACE;
+    loop {
+        match tokio::time::timeout_at(limit.into(), tasks.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return 0,
+            Err(_) => {
+                let left = tasks.len() as u64;
+                tasks.abort_all();
+                return left;
+            }
+        }
+    }
+}
+
+fn build_report(
+    shared: &Shared,
+    args: RunArgs,
+    sending: &Sending,
+    abandoned: u64,
+    (started_at, ended_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    elapsed: Duration,
+) -> Report {
+    let schedule = &shared.cfg.schedule;
+    // Milliseconds to the microsecond.
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let tally = match shared.tally.lock() {
+        Ok(t) => t,
+        // A task panicked while recording: what it recorded is still the best we have.
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    Report {
+        run_id: shared.cfg.run_id.clone(),
+        started_at: started_at.to_rfc3339(),
+        ended_at: ended_at.to_rfc3339(),
+        elapsed_s: elapsed.as_millis() as f64 / 1000.0,
+        interrupted: sending.interrupted.clone(),
+        args,
+        schedule: ScheduleReport {
+            asked_rate: schedule.rate(),
+            duration_s: schedule.duration().as_secs_f64(),
+            scheduled: schedule.arrivals(),
+            sent: sending.sent,
+            unsent: sending.unsent,
+            achieved_send_rate: 0.0,
+            late_sends: tally.lateness.late,
+            late_threshold_ms: ms(tally.lateness.threshold),
+            max_lag_ms: ms(tally.lateness.max_lag),
+            lag_ms: tally.lag.summary(),
+        },
+        accepted: shared.counters.read().accepted,
+        achieved_accept_rate: 0.0,
+        terminal: 0,
+        statuses: tally.statuses.clone(),
+        reasons: shared.reasons.snapshot(),
+        errors: ErrorsReport::new(
+            shared.send_errors.snapshot(),
+            shared.follow_errors.snapshot(),
+        ),
+        latency_ms: Latencies {
+            accept: tally.accept.summary(),
+            accept_service: tally.accept_service.summary(),
+            accept_to_terminal: tally.accept_to_terminal.summary(),
+            end_to_end: tally.end_to_end.summary(),
+        },
+        abandoned,
+        warnings: Vec::new(),
+    }
+    .finish()
+}
+
+fn write_report(path: &PathBuf, report: &Report) -> Result<(), LoadgenError> {
+    let fail = |why: String| LoadgenError::Report {
+        path: path.clone(),
+        why,
+    };
+    let text = serde_json::to_string_pretty(report).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| fail(e.to_string()))
+}
+
+/// A progress bar on stdout when it is a terminal, else one that draws nothing.
+fn progress_bar(show: bool, arrivals: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(arrivals), ProgressDrawTarget::stdout());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix:>8} [{elapsed_precise}] {bar:30} {pos}/{len} sent  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix("sending");
+    bar
+}
+
+/// Every 250 ms: sent, accepted, terminal, errors and the send rate over the last second.
+async fn tick_progress(shared: Arc<Shared>, bar: ProgressBar) {
+    let mut recent: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let c = shared.counters.read();
+        recent.push_back((now, c.sent));
+        while recent.len() > 5 {
+            recent.pop_front();
+        }
+        let rate = match recent.front() {
+            Some((then, sent)) if now > *then => {
+                (c.sent - sent) as f64 / (now - *then).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        bar.set_position(c.sent);
+        bar.set_message(format!(
+            "accepted {}  terminal {}  errors {}  {rate:.0} tx/s",
+            c.accepted, c.terminal, c.errors
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_and_stay_in_range() {
+        let one = Amounts::parse("1.00").unwrap();
+        assert_eq!(one.nth(12345), Paise(100));
+        let range = Amounts::parse("1.00..1.05").unwrap();
+        let drawn: std::collections::BTreeSet<i64> =
+            (0..1000).map(|i| range.nth(traffic::mix(9, i)).0).collect();
+        assert_eq!(drawn, (100..=105).collect());
+        for bad in ["0", "1.001", "abc", "5.00..1.00", "-1", ".."] {
+            assert!(Amounts::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn vpas_are_checked_and_deduplicated() {
+        let flags = vec!["alice@hdfc".to_string(), "ALICE@hdfc".to_string()];
+        let err = collect_vpas(&flags, None).unwrap_err();
+        assert!(err.contains("at least two different VPAs"), "{err}");
+        let file = "# team\nbob@icici\n\ncarol@icici  # frozen\nalice@hdfc\n";
+        let vpas = collect_vpas(&flags, Some(file)).unwrap();
+        let names: Vec<&str> = vpas.iter().map(Vpa::as_str).collect();
+        assert_eq!(names, ["alice@hdfc", "bob@icici", "carol@icici"]);
+        assert!(collect_vpas(&["nope".to_string()], Some("bob@icici")).is_err());
+    }
+
+    /// `upi-switch loadgen <line>` parsed as the binary would (`line` split at blanks).
+    fn args(line: &str) -> LoadgenArgs {
+        use clap::Parser;
+        let argv = ["upi-switch", "loadgen"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Loadgen(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn configured_pairs_never_pay_oneself() {
+        for pairing in ["random", "round-robin"] {
+            let cfg = Config::new(&args(&format!(
+                "--vpa al@xx --vpa bo@yy --vpa cy@zz --pairing {pairing}"
+            )))
+            .unwrap();
+            for i in 0..1000 {
+                let (payer, payee) = cfg.pair(i);
+                assert_ne!(payer, payee, "{pairing} {i}");
+            }
+        }
+        let rr = Config::new(&args("--vpa al@xx --vpa bo@yy --pairing round-robin")).unwrap();
+        let firsts: Vec<(&str, &str)> = (0..4)
+            .map(|i| {
+                let (a, b) = rr.pair(i);
+                (a.as_str(), b.as_str())
+            })
+            .collect();
+        assert_eq!(
+            firsts,
+            [
+                ("al@xx", "bo@yy"),
+                ("bo@yy", "al@xx"),
+                ("al@xx", "bo@yy"),
+                ("bo@yy", "al@xx")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_traffic() {
+        let argv = "--vpa al@xx --vpa bo@yy --vpa cy@zz --seed 7 --amount 1.00..9.99";
+        let (a, b) = (
+            Config::new(&args(argv)).unwrap(),
+            Config::new(&args(argv)).unwrap(),
+        );
+        for i in 0..100 {
+            assert_eq!(a.pair(i), b.pair(i));
+            assert_eq!(a.amount(i), b.amount(i));
+        }
+        assert_ne!(a.run_id, b.run_id, "each run has its own keys");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_anything_is_sent() {
+        let err = |line: &str| match Config::new(&args(line)) {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{line:?} was accepted"),
+        };
+        assert!(err("--vpa al@xx").contains("two different VPAs"));
+        for (flag, value, says) in [
+            ("--rate", "0", "--rate"),
+            ("--duration", "0s", "--duration"),
+            ("--concurrency", "0", "--concurrency"),
+            ("--poll-wait", "31s", "--poll-wait"),
+            ("--switch", "127.0.0.1:8080", "--switch"),
+            ("--amount", "0.00", "--amount"),
+            ("--vpa", "nobody", "not a VPA"),
+        ] {
+            let e = err(&format!("--vpa al@xx --vpa bo@yy {flag} {value}"));
+            assert!(e.contains(says), "{flag} {value}: {e}");
+        }
+        let missing = args("--vpa al@xx --vpas /nonexistent/vpas.txt");
+        assert!(matches!(
+            Config::new(&missing),
+            Err(LoadgenError::VpaFile { .. })
+        ));
+    }
+}
