@@ -33,6 +33,8 @@ Options:
   --seed N          loadgen's seed, to replay a run's pairs and amounts (default: random, printed)
   --drain S         loadgen's --drain-timeout in seconds (default 30)
   --verify-wait S   verify's --wait-secs: how long PENDING transactions may take to end (default 120)
+  --bank-latency MS every bank request takes MS + 0..MS ms (up.sh --bank-latency; default 0),
+                    so more sagas are mid-flight when a process is killed
   --keep            leave the deployment running afterwards (stop it with chaos/down.sh)
   -h, --help        this help
 
@@ -56,12 +58,12 @@ whole() { # name, value, min
   printf '%s\n' $((10#$2))
 }
 
-scenario="" rate=100 duration=60 concurrency=256 seed="" drain=30 verify_wait=120 keep=false
+scenario="" rate=100 duration=60 concurrency=256 seed="" drain=30 verify_wait=120 latency=0 keep=false
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
     --keep) keep=true; shift ;;
-    --rate | --duration | --concurrency | --seed | --drain | --verify-wait)
+    --rate | --duration | --concurrency | --seed | --drain | --verify-wait | --bank-latency)
       (($# >= 2)) || usage_error "$1 needs a value"
       case $1 in
         --rate)
@@ -75,6 +77,7 @@ while (($#)); do
         --seed) seed=$(whole "$1" "$2" 0) ;;
         --drain) drain=$(whole "$1" "$2" 0) ;;
         --verify-wait) verify_wait=$(whole "$1" "$2" 0) ;;
+        --bank-latency) latency=$(whole "$1" "$2" 0) ;;
       esac
       shift 2
       ;;
@@ -169,7 +172,7 @@ trap 'exit 143' TERM
 say "scenario $scenario: ${rate} tx/s for ${D}s, seed $seed, state in $CHAOS_DIR"
 mkdir -p "$CHAOS_DIR"
 deployed=true # up.sh takes down what it started if it fails; down.sh is harmless then
-if ! "$CHAOS_HOME/up.sh" >"$CHAOS_DIR/up.out" 2>&1; then
+if ! "$CHAOS_HOME/up.sh" --bank-latency "$latency" >"$CHAOS_DIR/up.out" 2>&1; then
   cat "$CHAOS_DIR/up.out" >&2
   die "the deployment did not start"
 fi
@@ -178,6 +181,10 @@ load_deployment
 REPORTS=$CHAOS_DIR/reports
 mkdir -p "$REPORTS"
 : >"$CHAOS_EVENTS"
+for entry in "${schedule[@]}"; do
+  read -r due script args <<<"$entry"
+  printf 't+%d.%d %s %s\n' $((due / 1000)) $((due % 1000 / 100)) "$script" "$args"
+done >"$REPORTS/plan.txt"
 say "deployment up: switch $SWITCH_URL, HDFC $BANK_HDFC_URLS, ICICI $BANK_ICICI_URLS"
 
 t0=$(now_ms)
@@ -228,7 +235,8 @@ verify_rc=0
   --wait-secs "$verify_wait" --json "$REPORTS/verify.json" >"$REPORTS/verify.txt" 2>&1 || verify_rc=$?
 
 python3 "$CHAOS_HOME/summary.py" --scenario "$scenario" --t0 "$t0" --dir "$CHAOS_DIR" \
-  --verify-rc "$verify_rc" --died "${died# }" --rate "$rate" --duration "$D" --seed "$seed" |
+  --verify-rc "$verify_rc" --died "${died# }" --rate "$rate" --duration "$D" --seed "$seed" \
+  --bank-latency "$latency" |
   tee "$REPORTS/summary.txt"
 
 if ((verify_rc == 1)) || [[ -n $died ]]; then

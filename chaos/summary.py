@@ -48,6 +48,7 @@ def main():
     p.add_argument("--rate", required=True)
     p.add_argument("--duration", required=True)
     p.add_argument("--seed", required=True)
+    p.add_argument("--bank-latency", default="0")
     a = p.parse_args()
     reports = os.path.join(a.dir, "reports")
     lg = load_json(os.path.join(reports, "loadgen.json"))
@@ -96,16 +97,41 @@ def main():
     if lg:
         args = lg["args"]
         out.append(row("load", f"{a.rate} tx/s for {a.duration} s, concurrency {args['concurrency']}, "
-                               f"amounts {args['amount']}, {len(args['vpas'])} VPAs, seed {a.seed}"))
+                               f"amounts {args['amount']}, {len(args['vpas'])} VPAs, seed {a.seed}"
+                               + (f", bank latency {a.bank_latency}+0..{a.bank_latency} ms"
+                                  if a.bank_latency != "0" else "")))
     else:
         out.append(row("load", f"{a.rate} tx/s for {a.duration} s, seed {a.seed}"))
 
     out.append(row("faults", "none (baseline)" if not faults else
                    f"{len(faults)} applied, {len(failed_faults)} failed; t = s after the load started"))
+    try:
+        with open(os.path.join(reports, "plan.txt")) as f:
+            plan = [line.strip() for line in f if line.strip()]
+    except OSError:
+        plan = []
+    if plan:
+        out.append(row("  planned", plan[0]))
+        out.extend(row("", p) for p in plan[1:])
+        out.append(row("  done", ""))
     for t, script, what in events:
         out.append(f"  t+{t:5.1f}  {script:<20} {what}")
     for rc, what in failed_faults:
         out.append(f"  FAILED (exit {rc}): {what}  (log: {a.dir}/logs/faults.log)")
+    # Each restart of the switch starts a new section of its log ("=== <time> started by …").
+    resumed = []
+    try:
+        with open(os.path.join(a.dir, "logs", "switch.log"), errors="replace") as f:
+            for line in f:
+                if line.startswith("=== "):
+                    resumed.append(0)
+                elif resumed and "resuming saga from its checkpoint" in line:
+                    resumed[-1] += 1
+    except OSError:
+        pass
+    if len(resumed) > 1:
+        out.append(row("  switch restarts", f"{len(resumed) - 1}: sagas resumed from their checkpoints "
+                                            f"after each: {', '.join(map(str, resumed[1:]))}"))
 
     if lg:
         s, e = lg["schedule"], lg["errors"]

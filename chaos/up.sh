@@ -7,7 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF
-Usage: chaos/up.sh [--accounts N] [--frozen N] [--poor N] [--db-pool-size N] [-- SERVE_ARGS...]
+Usage: chaos/up.sh [--accounts N] [--frozen N] [--poor N] [--bank-latency MS]
+                   [--db-pool-size N] [-- SERVE_ARGS...]
 
 Starts a local deployment and records it in \$CHAOS_DIR (now $CHAOS_DIR):
   - two fresh databases with random names on Postgres (\$CHAOS_PG, default
@@ -29,6 +30,9 @@ Options:
   --accounts N       accounts (and VPAs) per bank, 2-999 (default 20)
   --frozen N         frozen accounts per bank: payments to them end REVERSED (default 2)
   --poor N           accounts with ₹1.00 per bank: payments from them end FAILED (default 2)
+  --bank-latency MS  every bank request takes MS plus 0..MS ms of jitter (bank-sim
+                     --latency-ms/--jitter-ms, so it survives restarts; default 0):
+                     more sagas are in flight when something is killed
   --db-pool-size N   the switch's Postgres pool (default 16; Postgres allows 100 in all)
   -h, --help         this help
 
@@ -39,11 +43,11 @@ stopped again and the databases dropped); 2 bad arguments.
 EOF
 }
 
-accounts=20 frozen=2 poor=2 pool=16 serve_args=()
+accounts=20 frozen=2 poor=2 pool=16 latency=0 serve_args=()
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --accounts | --frozen | --poor | --db-pool-size)
+    --accounts | --frozen | --poor | --db-pool-size | --bank-latency)
       (($# >= 2)) || usage_error "$1 needs a number"
       is_uint "$2" || usage_error "$1 must be a whole number (got '$2')"
       case $1 in
@@ -51,6 +55,7 @@ while (($#)); do
         --frozen) frozen=$((10#$2)) ;;
         --poor) poor=$((10#$2)) ;;
         --db-pool-size) pool=$((10#$2)) ;;
+        --bank-latency) latency=$((10#$2)) ;;
       esac
       shift 2
       ;;
@@ -61,6 +66,7 @@ done
 ((accounts >= 2 && accounts <= 999)) || usage_error "--accounts must be 2-999"
 ((frozen + poor <= accounts - 2)) || usage_error "--frozen + --poor must leave at least two ordinary accounts"
 ((pool >= 1)) || usage_error "--db-pool-size must be at least 1"
+((latency <= 10000)) || usage_error "--bank-latency must be at most 10000 ms"
 
 need_tools curl python3 setsid
 BIN=$(chaos_bin)
@@ -146,10 +152,12 @@ say "state in $CHAOS_DIR; databases $SWITCH_DB_NAME, $BANK_DB_NAME"
 "$BIN" migrate --database-url "$SWITCH_DB" >>"$CHAOS_LOGS/migrate.log" 2>&1 ||
   { log_tail migrate; die "could not create and migrate $SWITCH_DB (log: $CHAOS_LOGS/migrate.log)"; }
 
+faults=()
+((latency == 0)) || faults=(--latency-ms "$latency" --jitter-ms "$latency")
 start_service bank-hdfc "$BIN" bank-sim --code HDFC --port "$HDFC_PORT" --extra-port "$HDFC_PORT2" \
-  --database-url "$BANK_DB" --accounts "$CHAOS_DIR/accounts-hdfc.json" >/dev/null
+  --database-url "$BANK_DB" --accounts "$CHAOS_DIR/accounts-hdfc.json" "${faults[@]}" >/dev/null
 start_service bank-icici "$BIN" bank-sim --code ICICI --port "$ICICI_PORT" \
-  --database-url "$BANK_DB" --accounts "$CHAOS_DIR/accounts-icici.json" >/dev/null
+  --database-url "$BANK_DB" --accounts "$CHAOS_DIR/accounts-icici.json" "${faults[@]}" >/dev/null
 wait_bank HDFC || die "the HDFC bank simulator did not come up"
 wait_bank ICICI || die "the ICICI bank simulator did not come up"
 say "banks up: HDFC $BANK_HDFC_URLS, ICICI $BANK_ICICI_URLS"
