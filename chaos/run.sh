@@ -5,7 +5,7 @@ CHAOS_PROG=run.sh
 # shellcheck source=chaos/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS="calm bank-flap brownout switch-crash everything"
+SCENARIOS="calm bank-flap brownout switch-crash everything rogue"
 
 usage() {
   cat <<USAGE
@@ -25,6 +25,8 @@ Scenarios (times as shares of the duration D):
   switch-crash  kill -9 the switch at 40% of D, down 2 s, restart it
   everything    ICICI killed at 10% and 75%; HDFC primary browned out from 20% to 60%;
                 HDFC's adapters restarted at 30%, ICICI's at 65%; switch killed at 45%
+  rogue         ₹7.00 debited straight at ICICI at 50% (chaos/rogue-debit.sh): this one
+                must FAIL, which shows the harness can fail
 
 Options:
   --rate N          arrivals per second (default 100)
@@ -132,6 +134,9 @@ case $scenario in
       "$(at 65) restart-adapters.sh ICICI"
       "$(at 75) kill-bank.sh ICICI $down"
     )
+    ;;
+  rogue)
+    schedule+=("$(at 50) rogue-debit.sh ICICI 700")
     ;;
 esac
 

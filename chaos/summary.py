@@ -181,7 +181,8 @@ def main():
             for kind, g in vf["violations"].items():
                 out.append(f"    {kind}: {g['count']}")
                 for ex in g["examples"]:
-                    out.append(f"      - {ex['detail']}" + (f" (txn {ex['txn_id']})" if ex.get("txn_id") else ""))
+                    where = ", ".join(f"{k} {ex[k]}" for k in ("bank", "op_id", "txn_id") if ex.get(k))
+                    out.append(f"      - {ex['detail']}" + (f" ({where})" if where else ""))
         for note in vf.get("notes", []):
             out.append(f"  note: {note}")
     else:
