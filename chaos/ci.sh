@@ -49,9 +49,20 @@ set_chaos_dir "$(mktemp -d "${TMPDIR:-/tmp}/upi-chaos-ci.XXXXXX")"
 export CHAOS_DIR
 started=$(date +%s)
 rc=0
-# run.sh cleans up on SIGTERM; timeout sends it at the limit (and SIGKILL 30 s later).
+# run.sh cleans up on SIGTERM; timeout sends it at the limit (and SIGKILL 30 s
+# later). timeout runs in a process group of its own, so a Ctrl-C here is
+# passed on to it as SIGTERM.
 timeout -k 30 "$limit" "$CHAOS_HOME/run.sh" everything --duration 40 --rate 100 \
-  --bank-latency 50 --drain 20 --verify-wait 60 || rc=$?
+  --bank-latency 50 --drain 20 --verify-wait 60 &
+runner=$!
+trap 'kill -TERM "$runner" 2>/dev/null || true' INT TERM
+while :; do
+  rc=0
+  wait "$runner" || rc=$?
+  # A trapped signal interrupts wait with a status above 128 while run.sh still cleans up.
+  pid_alive "$runner" || break
+done
+trap - INT TERM
 say "chaos everything: exit $rc after $(($(date +%s) - started))s"
 if ((rc == 0)); then
   rm -rf "$CHAOS_DIR"
