@@ -59,12 +59,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 killed=true
-kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
-for _ in $(seq 1 100); do
-  pid_alive "$pid" || break
-  sleep 0.05
-done
-pid_alive "$pid" && die "pid $pid of the switch survived kill -9"
+kill9_group "$pid" "the switch"
 chaos_event "killed the switch (kill -9 pid $pid); down for ${down}s"
 nap "$down"
 killed=false

@@ -61,12 +61,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 killed=true
-kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
-for _ in $(seq 1 100); do
-  pid_alive "$pid" || break
-  sleep 0.05
-done
-pid_alive "$pid" && die "pid $pid of $code survived kill -9"
+kill9_group "$pid" "$code"
 chaos_event "killed $code (kill -9 pid $pid); down for ${down}s"
 nap "$down"
 killed=false

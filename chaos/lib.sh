@@ -291,3 +291,17 @@ bank_code_arg() {
   done
   usage_error "unknown bank '$1' (this deployment has: $BANKS)"
 }
+
+# kill9_group PID WHAT: kill -9 the process group led by PID (else PID alone)
+# and wait up to 5 s for it to be gone; dies if it survives.
+kill9_group() {
+  local pid=$1 what=$2
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+  for _ in $(seq 1 100); do
+    pid_alive "$pid" || break
+    sleep 0.05
+  done
+  if pid_alive "$pid"; then
+    die "pid $pid of $what survived kill -9"
+  fi
+}
