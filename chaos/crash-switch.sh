@@ -32,7 +32,6 @@ load_deployment
 
 pid=$(service_pid switch) || die "the switch is not running (no live pid in $CHAOS_RUN/switch.pid)"
 
-killed=false
 restart() {
   local started new
   started=$(now_ms)
@@ -44,23 +43,4 @@ restart() {
   chaos_event "FAILED: the switch (pid $new) was not ready within ${START_TIMEOUT}s"
   return 1
 }
-on_exit() {
-  local status=$?
-  end_nap
-  if $killed; then
-    say "interrupted while the switch was down: restarting it"
-    killed=false
-    restart || status=1
-  fi
-  exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-killed=true
-kill9_group "$pid" "the switch"
-chaos_event "killed the switch (kill -9 pid $pid); down for ${down}s"
-nap "$down"
-killed=false
-restart
+kill_pause_restart "$pid" "the switch" "$down" restart

@@ -34,7 +34,6 @@ name=$(bank_service "$code")
 
 pid=$(service_pid "$name") || die "the $code bank simulator is not running (no live pid in $CHAOS_RUN/$name.pid)"
 
-killed=false
 restart() {
   local started new
   started=$(now_ms)
@@ -46,23 +45,4 @@ restart() {
   chaos_event "FAILED: $code (pid $new) did not come back within ${START_TIMEOUT}s"
   return 1
 }
-on_exit() {
-  local status=$?
-  end_nap
-  if $killed; then
-    say "interrupted while $code was down: restarting it"
-    killed=false
-    restart || status=1
-  fi
-  exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-killed=true
-kill9_group "$pid" "$code"
-chaos_event "killed $code (kill -9 pid $pid); down for ${down}s"
-nap "$down"
-killed=false
-restart
+kill_pause_restart "$pid" "$code" "$down" restart

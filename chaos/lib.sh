@@ -305,3 +305,32 @@ kill9_group() {
     die "pid $pid of $what survived kill -9"
   fi
 }
+
+# kill_pause_restart PID WHAT DOWN_SECONDS RESTART_FN: kill -9 WHAT, keep it
+# down for DOWN_SECONDS, then call RESTART_FN. If the script is interrupted
+# while WHAT is down, RESTART_FN still runs (from the EXIT trap).
+kill_pause_restart() {
+  local pid=$1 what=$2 down=$3
+  CHAOS_DOWN_WHAT=$what
+  CHAOS_RESTART_FN=$4
+  CHAOS_KILLED=true
+  trap _chaos_restart_on_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  kill9_group "$pid" "$what"
+  chaos_event "killed $what (kill -9 pid $pid); down for ${down}s"
+  nap "$down"
+  CHAOS_KILLED=false
+  "$CHAOS_RESTART_FN"
+}
+
+_chaos_restart_on_exit() {
+  local status=$?
+  end_nap
+  if ${CHAOS_KILLED:-false}; then
+    say "interrupted while $CHAOS_DOWN_WHAT was down: restarting it"
+    CHAOS_KILLED=false
+    "$CHAOS_RESTART_FN" || status=1
+  fi
+  exit "$status"
+}
