@@ -51,9 +51,7 @@ impl HealthBoard {
 
     fn set(&self, bank: &str, down: bool) {
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if map.get(bank) != Some(&down) {
-            map.insert(bank.to_string(), down);
-        }
+        map.insert(bank.to_string(), down);
     }
 }
 

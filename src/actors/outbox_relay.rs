@@ -24,6 +24,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use serde::Serialize;
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -91,8 +92,6 @@ enum RelayError {
     Store(#[from] StoreError),
     #[error("the relay's leader lock connection failed: {0}")]
     Lock(String),
-    #[error("RabbitMQ connection closed")]
-    Closed,
 }
 
 impl RelayError {
@@ -101,7 +100,7 @@ impl RelayError {
         match self {
             RelayError::Amqp(AmqpError::Timeout(_)) => Some("timeout"),
             RelayError::Amqp(AmqpError::Broker(_)) => Some("publish"),
-            RelayError::Closed => Some("connection"),
+            RelayError::Amqp(AmqpError::Closed) => Some("connection"),
             _ => None,
         }
     }
@@ -229,15 +228,13 @@ async fn session(
     }
 }
 
-enum Never {}
-
 async fn run_session(
     store: &Store,
     cfg: &RelayConfig,
     status: &RelayStatus,
     metrics: &Metrics,
     lock: &deadpool_postgres::ClientWrapper,
-) -> Result<Never, RelayError> {
+) -> Result<Infallible, RelayError> {
     let (conn, channel) = amqp::connect(&cfg.amqp, "upi-switch outbox relay").await?;
     within(channel.confirm_select(ConfirmSelectOptions::default())).await?;
     amqp::declare_topology(&channel, &cfg.amqp).await?;
@@ -249,7 +246,7 @@ async fn run_session(
     refresh_lag(store, status, metrics).await;
     loop {
         if !conn.status().connected() {
-            return Err(RelayError::Closed);
+            return Err(AmqpError::Closed.into());
         }
         let rows = store.outbox_batch(cfg.batch).await?;
         let full = rows.len() as i64 >= cfg.batch;

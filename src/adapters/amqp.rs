@@ -25,6 +25,8 @@ pub enum AmqpError {
     Broker(#[from] lapin::Error),
     #[error("RabbitMQ did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("RabbitMQ connection closed")]
+    Closed,
 }
 
 /// Where events go.

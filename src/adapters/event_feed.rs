@@ -177,7 +177,7 @@ impl EventFeed {
 
     /// One connection's lifetime; returns the error that ended it.
     async fn session(&self) -> AmqpError {
-        let (conn, channel, mut consumer) = match self.open().await {
+        let (_conn, _channel, mut consumer) = match self.open().await {
             Ok(v) => v,
             Err(e) => return e,
         };
@@ -206,11 +206,7 @@ impl EventFeed {
                 return e.into();
             }
         }
-        drop(channel);
-        let _ = conn;
-        AmqpError::Broker(lapin::Error::from(
-            lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
-        ))
+        AmqpError::Closed
     }
 
     async fn open(&self) -> Result<(lapin::Connection, Channel, lapin::Consumer), AmqpError> {
