@@ -146,7 +146,7 @@ async fn every_transition_of_every_transaction_arrives_in_order() {
         "at least initiated, one step, terminal each"
     );
     // Terminal mix really covers every ending.
-    let metrics = scrape(&world).await;
+    let metrics = world.metrics_text().await;
     for status in ["SUCCESS", "FAILED", "REVERSED"] {
         assert!(
             metric(
@@ -230,19 +230,6 @@ async fn every_transition_of_every_transaction_arrives_in_order() {
     assert!(metrics.contains("upi_bank_circuit_state{bank=\"ICICI\""));
 }
 
-async fn scrape(world: &World) -> String {
-    let url = format!("{}/metrics", world.switch.url);
-    world
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Sum of the samples of `name` whose labels include all of `labels`.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -306,7 +293,7 @@ async fn dropping_the_relay_connection_loses_no_event() {
         outbox["sessions"].as_u64().unwrap_or(0) >= 2,
         "the relay reconnected: {outbox}"
     );
-    let metrics = scrape(&world).await;
+    let metrics = world.metrics_text().await;
     assert!(
         metric(&metrics, "upi_rabbitmq_errors_total", &[]) > 0.0,
         "the drop was counted"

@@ -61,15 +61,7 @@ fn vpa_key(prefix: &str, vpa: &str) -> String {
 
 /// The value of one sample in `/metrics` (`name{labels}`), 0 when absent.
 async fn metric(world: &World, sample: &str) -> u64 {
-    let text = world
-        .http
-        .get(format!("{}/metrics", world.switch.url))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = world.metrics_text().await;
     text.lines()
         .filter_map(|l| l.rsplit_once(' '))
         .find(|(name, _)| *name == sample)

@@ -546,6 +546,13 @@ impl World {
         }
     }
 
+    /// The switch's `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("{}/metrics", self.switch.url);
+        let resp = self.http.get(url).send().await.expect("metrics request");
+        resp.text().await.expect("metrics text")
+    }
+
     /// Rows in the switch's transactions table.
     pub async fn txn_count(&self) -> i64 {
         let client = self.switch_db.client().await;
