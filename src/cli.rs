@@ -109,9 +109,17 @@ pub struct SwitchConfig {
     /// Longest pause between retries of one bank step, in milliseconds.
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 5_000)]
     pub retry_max_ms: u64,
-    /// Postgres connections in the switch's pool.
+    /// Postgres connections in the switch's pool (reads, registrations,
+    /// merchant forwarding; saga writes have the group-commit writer's own).
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: usize,
+    /// Saga writes (new transactions and checkpoints) that may wait for the
+    /// group-commit writer; a new transaction finding it full gets 503 SWITCH_BUSY.
+    #[arg(long, env = "WRITER_QUEUE", default_value_t = 8_192)]
+    pub writer_queue: usize,
+    /// Most saga writes committed by one group-commit statement.
+    #[arg(long, env = "WRITER_MAX_BATCH", default_value_t = 1_024)]
+    pub writer_max_batch: usize,
     /// If set, admin endpoints require `Authorization: Bearer <token>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -175,9 +183,6 @@ pub struct SwitchConfig {
     /// How long a resolved VPA stays in the Redis cache, in milliseconds (0 = no VPA cache).
     #[arg(long, env = "VPA_CACHE_TTL_MS", default_value_t = 60_000)]
     pub vpa_cache_ttl_ms: u64,
-    /// How long Redis remembers an Idempotency-Key's transaction, in milliseconds (0 = off).
-    #[arg(long, env = "IDEMPOTENCY_CACHE_TTL_MS", default_value_t = 86_400_000)]
-    pub idempotency_cache_ttl_ms: u64,
     /// Rate limit per client (X-Client-Id, else peer IP): tokens refilled per second (0 = no limit).
     #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 0.0)]
     pub rate_limit_per_sec: f64,

@@ -5,9 +5,10 @@
 
 use crate::actors::bank_router::{BankRouter, SetBank};
 use crate::actors::bank_supervisor::{HealthBoard, SupervisorConfig};
+use crate::actors::checkpoint_writer::{CheckpointWriter, WriterConfig, WriterMetrics};
 use crate::actors::outbox_relay::{OutboxRelay, RelayConfig};
 use crate::actors::psp_adapter::AdapterConfig;
-use crate::actors::registry::TxnRegistry;
+use crate::actors::registry::{Admission, TxnRegistry};
 use crate::actors::transaction::SagaDeps;
 use crate::adapters::amqp::AmqpConfig;
 use crate::adapters::bank_client::BankClient;
@@ -49,7 +50,7 @@ pub enum ServeError {
 pub struct Running {
     pub server: Server,
     pub addrs: Vec<SocketAddr>,
-    /// Saga threads; they live as long as this value.
+    /// Saga threads and the writer's; they live as long as this value.
     _arbiters: Vec<Arbiter>,
     _relay: Addr<OutboxRelay>,
 }
@@ -68,6 +69,19 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let pool = pg::prepare(&cfg.database_url, Schema::Switch, cfg.db_pool_size.max(2)).await?;
     let store = Store::new(pool);
     let metrics = Metrics::new();
+    // Every saga write goes through one group-commit writer, on a thread
+    // (and connection) of its own.
+    let writer_arbiter = Arbiter::new();
+    let writer = CheckpointWriter::start(
+        &writer_arbiter.handle(),
+        pg::DbUrl::parse(&cfg.database_url)?,
+        store.clone(),
+        WriterConfig {
+            queue: cfg.writer_queue.max(1),
+            max_batch: cfg.writer_max_batch.max(1),
+        },
+        WriterMetrics::register(&metrics.registry),
+    );
 
     let bank_timeout = Duration::from_millis(cfg.bank_timeout_ms.max(1));
     if !(0.0..=1.0).contains(&cfg.breaker_failure_rate) {
@@ -109,8 +123,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let deps = Arc::new(SagaDeps {
-        checkpoints: Arc::new(store.clone()),
-        router: banks.clone(),
+        checkpoints: writer.clone(),
+        board: health.clone(),
         cfg: SagaConfig {
             debit_deadline_ms: cfg.debit_deadline_ms,
             credit_deadline_ms: cfg.credit_deadline_ms,
@@ -120,12 +134,13 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         metrics: metrics.clone(),
         bank_timeout,
     });
+    let admission = Admission::new(cfg.max_pending);
     let registry = TxnRegistry::new(
         deps,
         store.clone(),
         arbiters.iter().map(Arbiter::handle).collect(),
         cfg.max_in_flight,
-        cfg.max_pending,
+        admission.clone(),
     )
     .start();
 
@@ -167,7 +182,9 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
 
     let state = AppState {
         store,
+        writer,
         registry,
+        admission,
         banks,
         health,
         metrics: metrics.clone(),
@@ -223,7 +240,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     Ok(Running {
         server: server.run(),
         addrs,
-        _arbiters: arbiters,
+        _arbiters: arbiters.into_iter().chain([writer_arbiter]).collect(),
         _relay: relay_addr,
     })
 }
@@ -242,7 +259,6 @@ fn start_cache(cfg: &SwitchConfig, metrics: &Metrics) -> Result<Cache, ServeErro
             prefix: cfg.redis_prefix.clone(),
             op_timeout: Duration::from_millis(cfg.redis_timeout_ms),
             vpa_ttl: Duration::from_millis(cfg.vpa_cache_ttl_ms),
-            idempotency_ttl: Duration::from_millis(cfg.idempotency_cache_ttl_ms),
             rate_limit,
         },
         CacheMetrics::register(&metrics.registry),

@@ -35,23 +35,45 @@ pub struct SupervisorConfig {
     pub board: HealthBoard,
 }
 
-/// A read model of bank health for admission: each supervisor writes its own
-/// bank's entry after every probe round (and every operator view); HTTP
-/// handlers read it without a message round trip per payment. At most one
-/// probe interval stale — a bank that fell in between is met by its open
-/// circuits, which refuse the debit before it is sent.
+/// The read model each supervisor publishes for its bank: whether it is
+/// DOWN (for admission) and its adapters in the order to try them (for every
+/// bank call). HTTP handlers and saga actors read it without a message round
+/// trip per payment or per call; only the bank's supervisor writes its entry,
+/// after every probe round, restart, reconfiguration and operator override.
+/// At most one probe interval stale — a bank that fell in between is met by
+/// its open circuits, which refuse the call before it is sent, and a stopped
+/// adapter by a closed mailbox, which is "not delivered": the next is tried.
 #[derive(Clone, Default)]
-pub struct HealthBoard(Arc<RwLock<HashMap<String, bool>>>);
+pub struct HealthBoard(Arc<RwLock<HashMap<String, BankEntry>>>);
+
+/// One bank on the board.
+#[derive(Clone, Default)]
+struct BankEntry {
+    down: bool,
+    routes: Arc<[Routed]>,
+}
 
 impl HealthBoard {
     pub fn is_down(&self, bank: &str) -> bool {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        map.get(bank).copied().unwrap_or(false)
+        map.get(bank).is_some_and(|e| e.down)
     }
 
-    fn set(&self, bank: &str, down: bool) {
+    /// The adapters to try for a call to `bank`, best first (empty when the
+    /// bank is not registered).
+    pub fn routes(&self, bank: &str) -> Arc<[Routed]> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(bank).map(|e| e.routes.clone()).unwrap_or_default()
+    }
+
+    fn set_down(&self, bank: &str, down: bool) {
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(bank.to_string(), down);
+        map.entry(bank.to_string()).or_default().down = down;
+    }
+
+    fn set_routes(&self, bank: &str, routes: Vec<Routed>) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(bank.to_string()).or_default().routes = routes.into();
     }
 }
 
@@ -137,6 +159,7 @@ impl BankHealthSupervisor {
 
     /// Starts adapters that are missing or whose actor is gone.
     fn ensure_adapters(&mut self) {
+        let mut changed = false;
         for i in 0..self.slots.len() {
             let alive = self.slots[i]
                 .adapter
@@ -152,6 +175,10 @@ impl BankHealthSupervisor {
             }
             let fresh = self.spawn(&self.slots[i]);
             self.slots[i].adapter = Some(fresh);
+            changed = true;
+        }
+        if changed {
+            self.publish_routes();
         }
     }
 
@@ -164,11 +191,48 @@ impl BankHealthSupervisor {
         }
     }
 
-    /// Writes this bank's DOWN/not-DOWN to the board, from the last snapshots.
+    /// Writes this bank's DOWN/not-DOWN and its ranking to the board, from
+    /// the last snapshots.
     fn publish_health(&self) {
         let seen: Vec<EndpointView> = self.slots.iter().filter_map(|s| s.last.clone()).collect();
         let down = seen.len() == self.slots.len() && derive_health(&seen) == "DOWN";
-        self.cfg.board.set(&self.code, down);
+        self.cfg.board.set_down(&self.code, down);
+        self.publish_routes();
+    }
+
+    /// The adapters to try for one call, best first: healthy (circuit letting
+    /// calls through and most recent calls answered), then usable, then
+    /// priority, then lower latency.
+    fn ranked(&self) -> Vec<Routed> {
+        let mut ranked: Vec<Ranked> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let (addr, _) = s.adapter.as_ref()?;
+                let (rank, p50) = s.last.as_ref().map_or(((true, true), 0.0), |v| {
+                    let ok = usable(v);
+                    (
+                        (ok && v.success_rate >= HEALTHY_SUCCESS_RATE, ok),
+                        v.latency_ms_p50,
+                    )
+                });
+                Some((
+                    rank,
+                    s.priority,
+                    p50,
+                    Routed {
+                        endpoint: s.url.clone(),
+                        adapter: addr.clone(),
+                    },
+                ))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+        ranked.into_iter().map(|r| r.3).collect()
+    }
+
+    fn publish_routes(&self) {
+        self.cfg.board.set_routes(&self.code, self.ranked());
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
@@ -216,50 +280,11 @@ impl Actor for BankHealthSupervisor {
 /// (healthy, usable), priority, p50 latency, adapter.
 type Ranked = ((bool, bool), i32, f64, Routed);
 
-/// The adapters to try for one call, best first.
-#[derive(Message)]
-#[rtype(result = "Vec<Routed>")]
-pub struct Route;
-
 /// One adapter to try, with the endpoint it calls (for metrics and logs).
 #[derive(Clone)]
 pub struct Routed {
     pub endpoint: String,
     pub adapter: Addr<PspAdapterActor>,
-}
-
-impl Handler<Route> for BankHealthSupervisor {
-    type Result = MessageResult<Route>;
-
-    fn handle(&mut self, _: Route, _ctx: &mut Self::Context) -> Self::Result {
-        // Healthy first (circuit letting calls through and most recent calls
-        // answered), then usable, then priority, then lower latency.
-        let mut ranked: Vec<Ranked> = self
-            .slots
-            .iter()
-            .filter_map(|s| {
-                let (addr, _) = s.adapter.as_ref()?;
-                let (rank, p50) = s.last.as_ref().map_or(((true, true), 0.0), |v| {
-                    let ok = usable(v);
-                    (
-                        (ok && v.success_rate >= HEALTHY_SUCCESS_RATE, ok),
-                        v.latency_ms_p50,
-                    )
-                });
-                Some((
-                    rank,
-                    s.priority,
-                    p50,
-                    Routed {
-                        endpoint: s.url.clone(),
-                        adapter: addr.clone(),
-                    },
-                ))
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
-        MessageResult(ranked.into_iter().map(|r| r.3).collect())
-    }
 }
 
 /// A fresh view of the bank and its endpoints.
@@ -301,7 +326,7 @@ impl Handler<View> for BankHealthSupervisor {
         Box::pin(async move {
             let endpoints = futures::future::join_all(asks).await;
             let health = derive_health(&endpoints);
-            board.set(&code, health == "DOWN");
+            board.set_down(&code, health == "DOWN");
             BankView {
                 code,
                 health,

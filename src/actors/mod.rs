@@ -5,12 +5,15 @@
 //! - `BankRouter` maps bank codes to their `BankHealthSupervisor`.
 //! - `BankHealthSupervisor` (one per bank) starts, restarts, probes and ranks
 //!   its `PspAdapterActor`s (one per endpoint: breaker, bulkhead, statistics).
+//! - `CheckpointWriter` group-commits every saga write (creates and
+//!   checkpoints) and answers each when its batch is durable.
 //! - `OutboxRelay` publishes the outbox's domain events to RabbitMQ.
 //!
 //! No actor shares mutable business state with another; no `Arc<Mutex<…>>`.
 
 pub mod bank_router;
 pub mod bank_supervisor;
+pub mod checkpoint_writer;
 pub mod outbox_relay;
 pub mod psp_adapter;
 pub mod registry;

@@ -1,7 +1,7 @@
 //! `TxnRegistry`: starts one `TransactionActor` per in-flight transaction,
 //! bounds how many run at once, resumes every unfinished transaction from
 //! Postgres (at start and by a periodic sweep), and wakes `?wait=` callers when
-//! a transaction finishes.
+//! a transaction's actor stops here.
 //!
 //! Invariants: at most one actor per transaction in this process; a
 //! transaction that finished here is never started again by this process (a
@@ -16,9 +16,38 @@ use crate::saga::{Saga, Status};
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// What the accept path reads to admit a new transaction without a message
+/// round trip: sagas running here plus those waiting in Postgres, as the
+/// registry last counted them, against `--max-pending`. Written only by the
+/// registry.
+#[derive(Clone)]
+pub struct Admission {
+    load: Arc<AtomicUsize>,
+    max_pending: usize,
+}
+
+impl Admission {
+    pub fn new(max_pending: usize) -> Admission {
+        Admission {
+            load: Arc::new(AtomicUsize::new(0)),
+            max_pending: max_pending.max(1),
+        }
+    }
+
+    /// May a new transaction be accepted now? (`false` = the switch is saturated.)
+    pub fn admits(&self) -> bool {
+        self.load.load(Ordering::Relaxed) < self.max_pending
+    }
+
+    fn set(&self, load: usize) {
+        self.load.store(load, Ordering::Relaxed);
+    }
+}
 
 /// How often unfinished transactions not running here are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(1_000);
@@ -36,7 +65,7 @@ pub struct TxnRegistry {
     finished: HashSet<Uuid>,
     finished_order: VecDeque<Uuid>,
     max_in_flight: usize,
-    max_pending: usize,
+    admission: Admission,
     /// Unfinished transactions in Postgres that are not running here (as of the last sweep).
     backlog: usize,
     sweeping: bool,
@@ -50,7 +79,7 @@ impl TxnRegistry {
         store: Store,
         arbiters: Vec<ArbiterHandle>,
         max_in_flight: usize,
-        max_pending: usize,
+        admission: Admission,
     ) -> Self {
         TxnRegistry {
             deps,
@@ -61,7 +90,7 @@ impl TxnRegistry {
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
             max_in_flight: max_in_flight.max(1),
-            max_pending: max_pending.max(1),
+            admission,
             backlog: 0,
             sweeping: false,
             waiters: HashMap::new(),
@@ -69,7 +98,17 @@ impl TxnRegistry {
         }
     }
 
-    fn launch(&mut self, saga: Saga, version: i32, fresh: bool, ctx: &mut Context<Self>) {
+    /// Starts the saga's actor on `on` (the accepting HTTP worker's thread,
+    /// so its steps, its `?wait=` caller and its answers share a thread), or
+    /// on the registry's own saga threads in turn.
+    fn launch(
+        &mut self,
+        saga: Saga,
+        version: i32,
+        fresh: bool,
+        on: Option<ArbiterHandle>,
+        ctx: &mut Context<Self>,
+    ) {
         let txn_id = saga.txn_id;
         if self.active.contains_key(&txn_id) || self.finished.contains(&txn_id) {
             return;
@@ -79,14 +118,21 @@ impl TxnRegistry {
         let actor = move |_: &mut Context<TransactionActor>| {
             TransactionActor::new(saga, version, fresh, deps, me)
         };
-        let addr = if self.arbiters.is_empty() {
-            TransactionActor::create(actor)
-        } else {
-            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-            self.next_arbiter = self.next_arbiter.wrapping_add(1);
-            TransactionActor::start_in_arbiter(arbiter, actor)
+        let addr = match on {
+            Some(arbiter) => TransactionActor::start_in_arbiter(&arbiter, actor),
+            None if self.arbiters.is_empty() => TransactionActor::create(actor),
+            None => {
+                let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+                self.next_arbiter = self.next_arbiter.wrapping_add(1);
+                TransactionActor::start_in_arbiter(arbiter, actor)
+            }
         };
         self.active.insert(txn_id, addr);
+        self.publish_load();
+    }
+
+    fn publish_load(&self) {
+        self.admission.set(self.active.len() + self.backlog);
     }
 
     fn remember_finished(&mut self, txn_id: Uuid) {
@@ -121,9 +167,10 @@ impl TxnRegistry {
                         if act.active.len() >= act.max_in_flight {
                             break;
                         }
-                        act.launch(saga, version, false, ctx);
+                        act.launch(saga, version, false, None, ctx);
                     }
                     act.backlog = (count as usize).saturating_sub(act.active.len());
+                    act.publish_load();
                 }
                 Err(e) => tracing::warn!(error = %e, "sweep for unfinished transactions failed"),
             }
@@ -149,29 +196,14 @@ impl Actor for TxnRegistry {
     }
 }
 
-/// May a new transaction be accepted now? (`Err` = the switch is saturated.)
-#[derive(Message)]
-#[rtype(result = "Result<(), ()>")]
-pub struct Admit;
-
-impl Handler<Admit> for TxnRegistry {
-    type Result = Result<(), ()>;
-
-    fn handle(&mut self, _: Admit, _ctx: &mut Self::Context) -> Self::Result {
-        if self.active.len() + self.backlog < self.max_pending {
-            Ok(())
-        } else {
-            Err(())
-        }
-    }
-}
-
-/// Start the saga of a transaction just created (its state is durable).
+/// Start the saga of a transaction just created (its state is durable), on
+/// `arbiter` when given.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Start {
     pub saga: Saga,
     pub version: i32,
+    pub arbiter: Option<ArbiterHandle>,
 }
 
 impl Handler<Start> for TxnRegistry {
@@ -181,9 +213,10 @@ impl Handler<Start> for TxnRegistry {
         if self.active.len() >= self.max_in_flight {
             // It waits in Postgres; a sweep starts it when a slot frees.
             self.backlog += 1;
+            self.publish_load();
             return;
         }
-        self.launch(msg.saga, msg.version, true, ctx);
+        self.launch(msg.saga, msg.version, true, msg.arbiter, ctx);
     }
 }
 
@@ -202,27 +235,31 @@ impl Handler<Finished> for TxnRegistry {
         self.active.remove(&msg.txn_id);
         if msg.status.is_terminal() {
             self.remember_finished(msg.txn_id);
-            if let Some(list) = self.waiters.remove(&msg.txn_id) {
-                self.waiter_count = self.waiter_count.saturating_sub(list.len());
-                for w in list {
-                    let _ = w.send(());
-                }
+        }
+        // Finished or handed back: either way its waiters look again.
+        if let Some(list) = self.waiters.remove(&msg.txn_id) {
+            self.waiter_count = self.waiter_count.saturating_sub(list.len());
+            for w in list {
+                let _ = w.send(());
             }
         }
+        self.publish_load();
         if self.backlog > 0 {
             self.sweep(ctx);
         }
     }
 }
 
-/// Tell me when this transaction finishes (in this process). `None` when too
-/// many callers already wait; the caller then just polls.
+/// Tell me when this transaction's actor stops in this process (finished, or
+/// handed back). `None` when too many callers already wait; the caller then
+/// just polls. The flag says whether its saga runs here now: if it does, the
+/// caller needs no polling at all, since the notice comes when it stops.
 #[derive(Message)]
-#[rtype(result = "Option<oneshot::Receiver<()>>")]
+#[rtype(result = "Option<(oneshot::Receiver<()>, bool)>")]
 pub struct Watch(pub Uuid);
 
 impl Handler<Watch> for TxnRegistry {
-    type Result = Option<oneshot::Receiver<()>>;
+    type Result = Option<(oneshot::Receiver<()>, bool)>;
 
     fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) -> Self::Result {
         if self.waiter_count >= MAX_WAITERS {
@@ -231,7 +268,7 @@ impl Handler<Watch> for TxnRegistry {
         let (tx, rx) = oneshot::channel();
         self.waiters.entry(msg.0).or_default().push(tx);
         self.waiter_count += 1;
-        Some(rx)
+        Some((rx, self.active.contains_key(&msg.0)))
     }
 }
 

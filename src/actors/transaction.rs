@@ -8,13 +8,13 @@
 //! command runs before its checkpoint is durable, and a checkpoint rejected
 //! for a stale version stops the actor without running anything (a zombie).
 
-use super::bank_router::{BankRouter, Lookup};
-use super::bank_supervisor::Route;
+use super::bank_supervisor::HealthBoard;
 use super::psp_adapter::{Attempt, BankOp, Call};
 use super::registry::{Finished, TxnRegistry};
 use crate::adapters::bank_api::{MoveRequest, OpStatus, ReverseRequest};
 use crate::adapters::bank_client::{InquiryOutcome, MoveOutcome, ReverseOutcome, Unknown};
-use crate::adapters::store::{CheckpointError, CheckpointSink, CheckpointWrite};
+use super::checkpoint_writer::CheckpointWriter;
+use crate::adapters::store::{CheckpointError, CheckpointWrite};
 use crate::metrics::Metrics;
 use crate::saga::{
     Command, Event, InquiryResult, MoveResult, ReverseResult, Saga, SagaConfig, Transition,
@@ -26,8 +26,10 @@ use tracing::Instrument;
 
 /// What every saga actor needs, shared.
 pub struct SagaDeps {
-    pub checkpoints: Arc<dyn CheckpointSink>,
-    pub router: Addr<BankRouter>,
+    /// Group commit of checkpoints (and of the accept path's creates).
+    pub checkpoints: CheckpointWriter,
+    /// Each bank's adapters, best first, as its supervisor last published.
+    pub board: HealthBoard,
     pub cfg: SagaConfig,
     pub metrics: Metrics,
     /// Deadline of one bank call (the client enforces it; this bounds the whole step).
@@ -200,7 +202,7 @@ impl Handler<Deliver> for TransactionActor {
 }
 
 async fn save_with_retry(
-    sink: Arc<dyn CheckpointSink>,
+    sink: CheckpointWriter,
     write: CheckpointWrite,
     metrics: Metrics,
 ) -> Result<i32, CheckpointError> {
@@ -284,15 +286,13 @@ async fn call_bank(deps: Arc<SagaDeps>, txn_id: String, call: Command) -> Event 
     };
     let started = Instant::now();
     let mut attempt = Attempt::unknown(&op, Unknown::Rejected("bank not registered".into()));
-    let adapters = match deps.router.send(Lookup(bank.clone())).await {
-        Ok(Some(sup)) => sup.send(Route).await.unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    // The bank's supervisor publishes its ranking; no message round trip here.
+    let adapters = deps.board.routes(&bank);
     // Bounds the whole call, whatever the adapters do.
     let limit = deps.bank_timeout * 2 + Duration::from_secs(1);
     let mut endpoint = String::from("none");
-    for routed in adapters {
-        endpoint = routed.endpoint;
+    for routed in adapters.iter() {
+        endpoint = routed.endpoint.clone();
         attempt = match tokio::time::timeout(limit, routed.adapter.send(Call(op.clone()))).await {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => Attempt::unknown(&op, Unknown::NotDelivered("adapter restarting".into())),

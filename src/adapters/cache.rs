@@ -3,9 +3,6 @@
 //! - the **VPA resolution cache** (`<prefix>:vpa:{<vpa>}`, JSON of a
 //!   `VpaRecord`, with a TTL), read through before Postgres and invalidated by
 //!   the operator's `PUT /v1/admin/vpas/{vpa}`;
-//! - the **idempotency fast path** (`<prefix>:idem:<key>` → txn id and the
-//!   request's fingerprint), which spares the database a read by key; the
-//!   transaction's status still comes from Postgres;
 //! - the **per-client token buckets** of the rate limiter
 //!   (`<prefix>:rl:<client>`), refilled and taken atomically by a Lua script
 //!   on Redis's own clock.
@@ -26,18 +23,15 @@
 //! leaves an old entry, for at most the TTL. Bank re-registration changes a
 //! bank's endpoints, which are not cached here, so it invalidates nothing.
 
-use crate::adapters::store::{Created, TxnRequest, VpaRecord};
+use crate::adapters::store::VpaRecord;
 use crate::domain::Vpa;
 use crate::metrics::CacheMetrics;
-use crate::saga::Status;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, Script};
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 /// How often a connected Redis is pinged (also after any failed call).
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -127,8 +121,6 @@ pub struct CacheConfig {
     pub op_timeout: Duration,
     /// TTL of a cached VPA; zero turns the VPA cache off.
     pub vpa_ttl: Duration,
-    /// TTL of a remembered idempotency key; zero turns the fast path off.
-    pub idempotency_ttl: Duration,
     /// `None`: no rate limit.
     pub rate_limit: Option<RateLimit>,
 }
@@ -207,26 +199,6 @@ struct Inner {
     vpa_forget: Script,
 }
 
-/// What Redis remembers of an idempotency key.
-#[derive(Serialize, Deserialize)]
-struct KeyEntry {
-    txn_id: Uuid,
-    /// `fingerprint` of the request that created the transaction.
-    request: String,
-}
-
-/// The parts of a request that idempotent replays compare (the same ones
-/// `Store::by_idempotency_key` compares), as exact text.
-fn fingerprint(req: &TxnRequest) -> String {
-    serde_json::json!([
-        req.payer_vpa.as_str(),
-        req.payee_vpa.as_str(),
-        req.amount.0,
-        req.note
-    ])
-    .to_string()
-}
-
 impl Cache {
     /// Starts the connection supervisor and returns at once: Redis need not be
     /// up. Must be called inside a tokio runtime.
@@ -286,63 +258,99 @@ impl Cache {
     /// (Postgres), which then fills the cache. Absent VPAs are not cached.
     pub async fn vpa_through<E, F, Fut>(&self, vpa: &Vpa, load: F) -> Result<Option<VpaRecord>, E>
     where
-        F: FnOnce() -> Fut,
+        F: Fn(Vpa) -> Fut,
         Fut: Future<Output = Result<Option<VpaRecord>, E>>,
     {
+        let [found] = self.vpas_through([vpa], load).await?;
+        Ok(found)
+    }
+
+    /// The registrations of several VPAs (a payment's payer and payee): one
+    /// Redis round trip for all of them (a pipeline of one `MGET` per VPA,
+    /// each in its own hash slot), then `load` (Postgres) for each miss,
+    /// which fills the cache unless an invalidation came in between.
+    pub async fn vpas_through<const N: usize, E, F, Fut>(
+        &self,
+        vpas: [&Vpa; N],
+        load: F,
+    ) -> Result<[Option<VpaRecord>; N], E>
+    where
+        F: Fn(Vpa) -> Fut,
+        Fut: Future<Output = Result<Option<VpaRecord>, E>>,
+    {
+        let mut found: [Option<VpaRecord>; N] = std::array::from_fn(|_| None);
         if self.inner.cfg.vpa_ttl.is_zero() {
-            return load().await;
+            for (slot, vpa) in found.iter_mut().zip(vpas) {
+                *slot = load(vpa.clone()).await?;
+            }
+            return Ok(found);
         }
-        let (entry, generation) = self.vpa_keys(vpa);
+        let keys: Vec<(String, String)> = vpas.iter().map(|v| self.vpa_keys(v)).collect();
         let looked = self
             .inner
             .call("vpa_get", |mut c| {
-                let keys = [entry.clone(), generation.clone()];
+                let mut pipe = redis::pipe();
+                for (entry, generation) in &keys {
+                    pipe.cmd("MGET").arg(entry).arg(generation);
+                }
                 async move {
-                    redis::cmd("MGET")
-                        .arg(&keys)
-                        .query_async::<(Option<String>, Option<String>)>(&mut c)
+                    pipe.query_async::<Vec<(Option<String>, Option<String>)>>(&mut c)
                         .await
                 }
             })
             .await;
-        // The generation seen before Postgres is read; `None`: do not fill.
-        let seen = match looked {
-            Ok((Some(text), seen)) => match serde_json::from_str::<VpaRecord>(&text) {
-                Ok(record) if record.vpa == vpa.as_str() => {
-                    self.count("vpa", "hit");
-                    return Ok(Some(record));
-                }
-                _ => {
-                    tracing::warn!(vpa = %vpa, "unreadable VPA cache entry; it is replaced");
-                    self.count("vpa", "error");
-                    Some(seen.unwrap_or_default())
-                }
-            },
-            Ok((None, seen)) => {
-                self.count("vpa", "miss");
-                Some(seen.unwrap_or_default())
-            }
-            Err(_) => {
-                self.count("vpa", "error");
-                None
-            }
+        let looked: Vec<Option<(Option<String>, Option<String>)>> = match looked {
+            Ok(answers) if answers.len() == N => answers.into_iter().map(Some).collect(),
+            _ => vec![None; N],
         };
-        let found = load().await?;
-        if let (Some(record), Some(seen)) = (&found, seen)
-            && let Ok(value) = serde_json::to_string(record)
-        {
-            let ttl_ms = duration_ms(self.inner.cfg.vpa_ttl).to_string();
-            let _ = self
-                .inner
-                .eval::<i64>(
-                    "vpa_fill",
-                    &self.inner.vpa_fill,
-                    &[&entry, &generation],
-                    &[&seen, &value, &ttl_ms],
-                )
-                .await;
+        for (i, vpa) in vpas.iter().enumerate() {
+            // The generation seen before Postgres is read; `None`: do not fill.
+            let seen = match &looked[i] {
+                Some((Some(text), seen)) => match serde_json::from_str::<VpaRecord>(text) {
+                    Ok(record) if record.vpa == vpa.as_str() => {
+                        self.count("vpa", "hit");
+                        found[i] = Some(record);
+                        continue;
+                    }
+                    _ => {
+                        tracing::warn!(vpa = %vpa, "unreadable VPA cache entry; it is replaced");
+                        self.count("vpa", "error");
+                        Some(seen.clone().unwrap_or_default())
+                    }
+                },
+                Some((None, seen)) => {
+                    self.count("vpa", "miss");
+                    Some(seen.clone().unwrap_or_default())
+                }
+                None => {
+                    self.count("vpa", "error");
+                    None
+                }
+            };
+            let record = load((*vpa).clone()).await?;
+            if let (Some(record), Some(seen)) = (&record, seen) {
+                self.fill_vpa(&keys[i], &seen, record).await;
+            }
+            found[i] = record;
         }
         Ok(found)
+    }
+
+    /// Writes a VPA entry unless its generation moved since `seen`.
+    async fn fill_vpa(&self, (entry, generation): &(String, String), seen: &str, record: &VpaRecord) {
+        let Ok(value) = serde_json::to_string(record) else {
+            return;
+        };
+        let ttl_ms = duration_ms(self.inner.cfg.vpa_ttl).to_string();
+        let _ = self
+            .inner
+            .eval::<i64>(
+                "vpa_fill",
+                &self.inner.vpa_fill,
+                &[entry, generation],
+                &[seen, &value, &ttl_ms],
+            )
+            .await;
     }
 
     /// Drops the VPA's cached registration after an operator changed it.
@@ -366,91 +374,6 @@ impl Cache {
                 "could not invalidate the VPA cache; an old entry may be served until its TTL ends"
             );
         }
-    }
-
-    fn key_entry(&self, idempotency_key: &str) -> String {
-        format!("{}:idem:{idempotency_key}", self.inner.cfg.prefix)
-    }
-
-    /// The idempotent answer Redis allows without the database's read by key:
-    /// `Existing` (same request; the status from `status_of`, i.e. Postgres)
-    /// or `KeyReused`. `None`: not remembered (or Redis unavailable), so the
-    /// caller takes the database path. An entry whose transaction Postgres
-    /// does not know (another database under the same prefix) is ignored.
-    pub async fn replay_through<E, F, Fut>(
-        &self,
-        req: &TxnRequest,
-        status_of: F,
-    ) -> Result<Option<Created>, E>
-    where
-        F: FnOnce(Uuid) -> Fut,
-        Fut: Future<Output = Result<Option<Status>, E>>,
-    {
-        if self.inner.cfg.idempotency_ttl.is_zero() {
-            return Ok(None);
-        }
-        let key = self.key_entry(&req.idempotency_key);
-        let looked = self
-            .inner
-            .call("idempotency_get", |mut c| async move {
-                redis::cmd("GET")
-                    .arg(&key)
-                    .query_async::<Option<String>>(&mut c)
-                    .await
-            })
-            .await;
-        let entry = match looked.map(|text| text.map(|t| serde_json::from_str::<KeyEntry>(&t))) {
-            Ok(Some(Ok(entry))) => entry,
-            Ok(None) => {
-                self.count("idempotency", "miss");
-                return Ok(None);
-            }
-            Ok(Some(Err(_))) | Err(_) => {
-                self.count("idempotency", "error");
-                return Ok(None);
-            }
-        };
-        let Some(status) = status_of(entry.txn_id).await? else {
-            self.count("idempotency", "miss");
-            return Ok(None);
-        };
-        self.count("idempotency", "hit");
-        Ok(Some(if entry.request == fingerprint(req) {
-            Created::Existing {
-                txn_id: entry.txn_id,
-                status,
-            }
-        } else {
-            Created::KeyReused
-        }))
-    }
-
-    /// Remembers that `req`'s key belongs to `txn_id` (which the database has).
-    pub async fn remember_key(&self, req: &TxnRequest, txn_id: Uuid) {
-        if self.inner.cfg.idempotency_ttl.is_zero() {
-            return;
-        }
-        let entry = KeyEntry {
-            txn_id,
-            request: fingerprint(req),
-        };
-        let Ok(value) = serde_json::to_string(&entry) else {
-            return;
-        };
-        let key = self.key_entry(&req.idempotency_key);
-        let ttl_ms = duration_ms(self.inner.cfg.idempotency_ttl);
-        let _ = self
-            .inner
-            .call("idempotency_put", |mut c| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&value)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await;
     }
 
     /// Whether requests are rate limited at all.
@@ -660,34 +583,6 @@ async fn supervise(cache: Weak<Inner>, client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Paise;
-
-    fn request(note: Option<&str>) -> TxnRequest {
-        TxnRequest {
-            idempotency_key: "k".into(),
-            payer_vpa: Vpa::parse("alice@hdfc").expect("vpa"),
-            payee_vpa: Vpa::parse("bob@icici").expect("vpa"),
-            amount: Paise(1050),
-            note: note.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn fingerprint_tells_apart_what_the_database_compares() {
-        assert_eq!(fingerprint(&request(None)), fingerprint(&request(None)));
-        assert_ne!(fingerprint(&request(None)), fingerprint(&request(Some(""))));
-        assert_ne!(
-            fingerprint(&request(Some("a"))),
-            fingerprint(&request(Some("b")))
-        );
-        let mut other = request(None);
-        other.amount = Paise(1051);
-        assert_ne!(fingerprint(&request(None)), fingerprint(&other));
-        // The key itself is not part of it: the entry is stored under the key.
-        let mut rekeyed = request(None);
-        rekeyed.idempotency_key = "other".into();
-        assert_eq!(fingerprint(&request(None)), fingerprint(&rekeyed));
-    }
 
     #[test]
     fn rate_limit_flags() {

@@ -11,8 +11,9 @@ pub mod transactions;
 
 use crate::actors::bank_router::BankRouter;
 use crate::actors::bank_supervisor::HealthBoard;
+use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::outbox_relay::RelayStatus;
-use crate::actors::registry::{Stats, TxnRegistry};
+use crate::actors::registry::{Admission, Stats, TxnRegistry};
 use crate::adapters::cache::Cache;
 use crate::adapters::store::Store;
 use crate::domain::Paise;
@@ -32,7 +33,11 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Group commit of new transactions (and of every saga checkpoint).
+    pub writer: CheckpointWriter,
     pub registry: Addr<TxnRegistry>,
+    /// Whether a new transaction may be accepted now (read without a message).
+    pub admission: Admission,
     pub banks: Addr<BankRouter>,
     /// Which banks are DOWN, as their supervisors last published.
     pub health: HealthBoard,

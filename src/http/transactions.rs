@@ -6,7 +6,8 @@
 
 use super::AppState;
 use super::problem::{Problem, body_bytes, parse_json};
-use crate::actors::registry::{Admit, Start, Watch};
+use crate::actors::checkpoint_writer::WriteError;
+use crate::actors::registry::{Start, Watch};
 use crate::actors::transaction::now_ms;
 use crate::adapters::cache::Admission;
 use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
@@ -21,6 +22,8 @@ use uuid::Uuid;
 
 /// Longest `?wait=` a client may ask for.
 pub const MAX_WAIT_MS: u64 = 30_000;
+/// How often `?wait=` looks at a transaction whose saga does not run here.
+const ELSEWHERE_POLL: Duration = Duration::from_millis(250);
 /// Longest note accepted.
 const MAX_NOTE_CHARS: usize = 140;
 
@@ -181,17 +184,45 @@ async fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), Problem> 
 
 /// The VPA's registration: Redis if cached there, else Postgres (which fills it).
 async fn lookup_vpa(state: &AppState, vpa: &Vpa) -> Result<Option<VpaRecord>, Problem> {
+    let store = &state.store;
     state
         .cache
-        .vpa_through(vpa, || state.store.vpa(vpa))
+        .vpa_through(vpa, |v| async move { store.vpa(&v).await })
         .await
         .map_err(|e| Problem::unavailable(&e))
 }
 
-async fn resolve(state: &AppState, field: &str, vpa: &Vpa) -> Result<VpaRecord, Problem> {
-    lookup_vpa(state, vpa).await?.ok_or_else(|| {
+/// Both parties' registrations, in one Redis round trip when cached.
+async fn resolve(state: &AppState, request: &TxnRequest) -> Result<(Party, Party), Problem> {
+    let store = &state.store;
+    let [payer, payee] = state
+        .cache
+        .vpas_through([&request.payer_vpa, &request.payee_vpa], |v| async move {
+            store.vpa(&v).await
+        })
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let unknown = |field: &str, vpa: &Vpa| {
         Problem::unprocessable("UNKNOWN_VPA", format!("{field} {vpa} is not registered"))
-    })
+    };
+    let payer = payer.ok_or_else(|| unknown("payer_vpa", &request.payer_vpa))?;
+    let payee = payee.ok_or_else(|| unknown("payee_vpa", &request.payee_vpa))?;
+    if payer.bank_code == payee.bank_code && payer.account == payee.account {
+        return Err(Problem::unprocessable(
+            "SAME_PAYER_PAYEE",
+            "payer and payee resolve to the same account",
+        ));
+    }
+    Ok((
+        Party {
+            bank: payer.bank_code,
+            account: payer.account,
+        },
+        Party {
+            bank: payee.bank_code,
+            account: payee.account,
+        },
+    ))
 }
 
 async fn create(
@@ -225,52 +256,29 @@ async fn create(
         amount,
         note: parse_note(body.note)?,
     };
-    // A key seen before answers for its transaction, whatever happened since
-    // (even if its VPAs no longer resolve). Redis may know the key's
-    // transaction (its status still comes from Postgres).
-    let remembered = state
-        .cache
-        .replay_through(&request, |txn_id| state.store.status(txn_id))
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    if let Some(created) = remembered {
-        return replay(&state, created, wait_ms).await;
+    // Nothing is read by key first: the insert's unique key decides, so a new
+    // payment costs no read. Only a refusal that depends on the world now
+    // (a VPA no longer registered, a busy switch) looks the key up: a key
+    // seen before answers for its transaction, whatever happened since.
+    let admitted = async {
+        let (payer, payee) = resolve(&state, &request).await?;
+        if !state.admission.admits() {
+            return Err(Problem::busy(
+                "too many transactions are pending; retry shortly",
+            ));
+        }
+        Ok((payer, payee))
     }
-    // One round trip for the three reads (each on its own connection).
-    let (earlier, payer, payee) = futures::join!(
-        state.store.by_idempotency_key(&request),
-        resolve(&state, "payer_vpa", &request.payer_vpa),
-        resolve(&state, "payee_vpa", &request.payee_vpa),
-    );
-    if let Some(created) = earlier.map_err(|e| Problem::unavailable(&e))? {
-        remember(&state, &request, &created).await;
-        return replay(&state, created, wait_ms).await;
-    }
-    let (payer, payee) = (payer?, payee?);
-    if payer.bank_code == payee.bank_code && payer.account == payee.account {
-        return Err(Problem::unprocessable(
-            "SAME_PAYER_PAYEE",
-            "payer and payee resolve to the same account",
-        ));
-    }
-    if state
-        .registry
-        .send(Admit)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?
-        .is_err()
-    {
-        return Err(Problem::busy(
-            "too many transactions are pending; retry shortly",
-        ));
-    }
-    let payer = Party {
-        bank: payer.bank_code,
-        account: payer.account,
-    };
-    let payee = Party {
-        bank: payee.bank_code,
-        account: payee.account,
+    .await;
+    let (payer, payee) = match admitted {
+        Ok(parties) => parties,
+        Err(refusal) => {
+            return match state.store.by_idempotency_key(&request).await {
+                Ok(Some(earlier)) => replay(&state, earlier, wait_ms).await,
+                Ok(None) => Err(refusal),
+                Err(e) => Err(Problem::unavailable(&e)),
+            };
+        }
     };
     // A bank that is DOWN fails the transaction at once: no debit is tried.
     let saga = match down_bank(&state, &payer.bank, &payee.bank) {
@@ -284,7 +292,7 @@ async fn create(
         .await
 }
 
-/// Makes the new transaction durable and starts its saga.
+/// Makes the new transaction durable (group commit) and starts its saga.
 async fn accept(
     state: &AppState,
     request: TxnRequest,
@@ -293,21 +301,21 @@ async fn accept(
 ) -> Result<HttpResponse, Problem> {
     let txn_id = saga.txn_id;
     let amount = saga.amount;
-    let new = NewTxn {
-        request,
-        saga: saga.clone(),
-    };
     let created = state
-        .store
-        .create_txn(&new)
+        .writer
+        .create(NewTxn {
+            request,
+            saga: saga.clone(),
+        })
         .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    match created {
-        Created::New => state.cache.remember_key(&new.request, txn_id).await,
-        other => {
-            remember(state, &new.request, &other).await;
-            return replay(state, other, wait_ms).await;
-        }
+        .map_err(|e| match e {
+            WriteError::Busy => {
+                Problem::busy("the switch is writing as fast as it can; retry shortly")
+            }
+            other => Problem::unavailable(&other),
+        })?;
+    if !matches!(created, Created::New) {
+        return replay(state, created, wait_ms).await;
     }
     state.metrics.txns_created.with_label_values(&["P2P"]).inc();
     let status = saga.status();
@@ -318,23 +326,23 @@ async fn accept(
             .txns_finished
             .with_label_values(&["P2P", status.as_str()])
             .inc();
-    } else if let Err(e) = state.registry.send(Start { saga, version: 1 }).await {
-        // The transaction is durable all the same: a sweep starts it.
-        tracing::warn!(error = %e, "registry did not take the saga; the sweep will");
+    } else {
+        // Not waited for: the saga is durable, and a full mailbox only means
+        // the sweep starts it. It runs on this worker's thread.
+        let start = Start {
+            saga,
+            version: 1,
+            arbiter: Some(actix::Arbiter::current()),
+        };
+        if let Err(e) = state.registry.try_send(start) {
+            tracing::warn!(error = %e, "registry did not take the saga; the sweep will");
+        }
     }
     match wait_ms {
         Some(ms) => status_document(state, txn_id, ms).await,
         None => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
             .json(accepted_body(txn_id, status))),
-    }
-}
-
-/// Tells Redis which earlier transaction the request's key belongs to, once
-/// the database has said so.
-async fn remember(state: &AppState, request: &TxnRequest, created: &Created) {
-    if let Created::Existing { txn_id, .. } = created {
-        state.cache.remember_key(request, *txn_id).await;
     }
 }
 
@@ -373,43 +381,48 @@ async fn status_document(
     wait_ms: u64,
 ) -> Result<HttpResponse, Problem> {
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    if wait_ms > 0 {
-        let mut watch = state.registry.send(Watch(txn_id)).await.ok().flatten();
-        loop {
-            let status = state
-                .store
-                .status(txn_id)
-                .await
-                .map_err(|e| Problem::unavailable(&e))?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if status.is_none_or(Status::is_terminal) || remaining.is_zero() {
-                break;
+    let watch = |state: &AppState| {
+        let registry = state.registry.clone();
+        async move {
+            if wait_ms == 0 {
+                return None;
             }
-            // Woken when it finishes here (then Postgres is read only as a
-            // slow safety net); polled briskly when it runs elsewhere.
-            let every = if watch.is_some() {
-                Duration::from_secs(2)
-            } else {
-                Duration::from_millis(250)
-            };
-            let nap = remaining.min(every);
-            match watch.as_mut() {
-                Some(rx) => {
-                    // Fired (or its sender gone): from now on, poll.
-                    if tokio::time::timeout(nap, rx).await.is_ok() {
-                        watch = None;
-                    }
-                }
-                None => tokio::time::sleep(nap).await,
-            }
+            registry.send(Watch(txn_id)).await.ok().flatten()
         }
-    }
-    let row = state
-        .store
-        .txn(txn_id)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?
-        .ok_or_else(|| Problem::not_found("TXN_NOT_FOUND", format!("no transaction {txn_id}")))?;
+    };
+    // Watch before reading: a saga that ends in between is seen by the read.
+    let mut watching = watch(state).await;
+    let row = loop {
+        // Its saga runs here: it is not terminal before its actor stops, and
+        // the registry wakes us then (finished, or handed back). Nothing is
+        // read or polled meanwhile.
+        if let Some((rx, true)) = watching.take() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(remaining, rx).await;
+        }
+        let row = state
+            .store
+            .txn(txn_id)
+            .await
+            .map_err(|e| Problem::unavailable(&e))?
+            .ok_or_else(|| {
+                Problem::not_found("TXN_NOT_FOUND", format!("no transaction {txn_id}"))
+            })?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if row.status.is_terminal() || remaining.is_zero() {
+            break row;
+        }
+        watching = watch(state).await;
+        match watching.take() {
+            Some((rx, true)) => watching = Some((rx, true)),
+            // Not running here (another process, or waiting for a slot): look
+            // again briskly, or at once if it ends here first.
+            Some((rx, false)) => {
+                let _ = tokio::time::timeout(remaining.min(ELSEWHERE_POLL), rx).await;
+            }
+            None => tokio::time::sleep(remaining.min(ELSEWHERE_POLL)).await,
+        }
+    };
     let body = txn_json(&row);
     Ok(if row.status.is_terminal() {
         HttpResponse::Ok().json(body)

@@ -1,5 +1,9 @@
 //! The switch's Postgres store: bank and VPA registrations, transactions with
-//! their idempotency keys, and the saga checkpoint log.
+//! their idempotency keys, the saga checkpoint log and the outbox.
+//!
+//! Layout: this file (types, registrations, reads), `batch` (the one
+//! group-commit statement that writes creates and checkpoints), `outbox`
+//! (the relay's reads and deletes).
 //!
 //! Invariants kept here:
 //! - Idempotency is decided by the database (`INSERT … ON CONFLICT DO NOTHING`
@@ -14,13 +18,15 @@
 //!   checkpoint without its event. The relay deletes a row only after RabbitMQ
 //!   confirmed it.
 
+pub mod batch;
+mod outbox;
+
 use crate::adapters::pg::DbError;
 use crate::domain::{Paise, Vpa};
-use crate::events::{StepFacts, TxnEvent, TxnFacts, event_type};
+use crate::events::{StepFacts, TxnEvent, TxnFacts};
 use crate::saga::{Checkpoint, Saga, Status};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -169,13 +175,6 @@ pub struct CheckpointWrite {
     pub step: Checkpoint,
 }
 
-/// The checkpoint path of the saga interpreter: one small interface, so that a
-/// group-commit writer can replace the direct one without touching the saga.
-pub trait CheckpointSink: Send + Sync {
-    /// Makes the checkpoint durable; returns the new version.
-    fn save(&self, write: CheckpointWrite) -> BoxFuture<'static, Result<i32, CheckpointError>>;
-}
-
 /// The Postgres store of the switch.
 #[derive(Clone)]
 pub struct Store {
@@ -193,7 +192,7 @@ pub struct OutboxRow {
 }
 
 /// `reason_code`, `reason_detail` of a saga, for its row and checkpoint.
-fn reason_columns(saga: &Saga) -> (Option<String>, Option<String>) {
+pub(crate) fn reason_columns(saga: &Saga) -> (Option<String>, Option<String>) {
     match saga.reason() {
         Some(r) => (Some(r.code.clone()), Some(r.detail.clone())),
         None => (None, None),
@@ -208,10 +207,6 @@ fn step_row(r: &tokio_postgres::Row) -> StepRow {
         op_id: r.get(2),
         detail: r.get(3),
     }
-}
-
-fn saga_json(saga: &Saga) -> serde_json::Value {
-    serde_json::to_value(saga).unwrap_or(serde_json::Value::Null)
 }
 
 impl Store {
@@ -347,99 +342,60 @@ impl Store {
         }))
     }
 
-    /// Creates the transaction and its first checkpoint in one statement, unless
-    /// its idempotency key exists (then reports the earlier one). Safe under
-    /// any concurrency: the unique key decides.
-    pub async fn create_txn(&self, new: &NewTxn) -> Result<Created, StoreError> {
-        let saga = &new.saga;
-        let req = &new.request;
-        let json = saga_json(saga);
-        let op_id = saga.current_op_id();
-        let status = saga.status().as_str();
-        let label = saga.created_label();
-        let (reason_code, reason_detail) = reason_columns(saga);
-        let inserted = {
-            let client = self.pool.get().await?;
-            client
-                .query_opt(
-                    &client.prepare_cached("WITH ins AS (
-                        INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
-                            payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
-                            status, saga, version, reason_code, reason_detail)
-                        VALUES ($1, $2, 'P2P', $3, $4, $5, $6, $7, $8, $9, $10, $14, $11, 1, $15, $16)
-                        ON CONFLICT (idempotency_key) DO NOTHING
-                        RETURNING txn_id
-                     ), cp AS (
-                        INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
-                        SELECT txn_id, 1, $12, $13, $16, $11 FROM ins
-                        RETURNING txn_id
-                     )
-                     INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id,
-                         reason_code, reason_detail)
-                     SELECT txn_id, 1, $17, $12, $14, $13, $15, $16 FROM cp
-                     RETURNING txn_id").await?,
-                    &[
-                        &saga.txn_id,
-                        &req.idempotency_key,
-                        &req.payer_vpa.as_str(),
-                        &req.payee_vpa.as_str(),
-                        &saga.payer.bank,
-                        &saga.payer.account,
-                        &saga.payee.bank,
-                        &saga.payee.account,
-                        &req.amount.0,
-                        &req.note,
-                        &json,
-                        &label,
-                        &op_id,
-                        &status,
-                        &reason_code,
-                        &reason_detail,
-                        &event_type(label),
-                    ],
-                )
-                .await?
-        };
-        if inserted.is_some() {
-            self.outbox_written.notify_one();
-            return Ok(Created::New);
-        }
-        // The key's owner committed before our insert gave up; read it.
-        self.by_idempotency_key(req)
-            .await?
-            .ok_or_else(|| StoreError::Db(DbError::Pool("idempotency key vanished".into())))
-    }
-
+    /// A transaction with its steps: one statement, so row and steps are one
+    /// consistent snapshot.
     pub async fn txn(&self, txn_id: Uuid) -> Result<Option<TxnRow>, StoreError> {
         let client = self.pool.get().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&txn_id];
-        let (one, many) = futures::try_join!(
-            client.prepare_cached(
-                "SELECT txn_id, type, status, payer_vpa, payee_vpa, amount_paise, note,
-                        reason_code, reason_detail, created_at, updated_at
-                 FROM transactions WHERE txn_id = $1",
-            ),
-            client.prepare_cached(
-                "SELECT state, at, op_id, detail FROM txn_checkpoints WHERE txn_id = $1 ORDER BY version",
-            ),
-        )?;
-        let (row, steps) = futures::try_join!(
-            client.query_opt(&one, &params),
-            client.query(&many, &params)
-        )?;
-        Ok(row.map(|r| TxnRow {
-            txn_id: r.get(0),
-            kind: r.get(1),
-            status: Status::parse(r.get(2)).unwrap_or(Status::Pending),
-            payer_vpa: r.get(3),
-            payee_vpa: r.get(4),
-            amount: Paise(r.get(5)),
-            note: r.get(6),
-            reason_code: r.get(7),
-            reason_detail: r.get(8),
-            created_at: r.get(9),
-            updated_at: r.get(10),
-            steps: steps.iter().map(step_row).collect(),
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached(
+                        "SELECT t.txn_id, t.type, t.status, t.payer_vpa, t.payee_vpa, t.amount_paise,
+                                t.note, t.reason_code, t.reason_detail, t.created_at, t.updated_at,
+                                s.states, s.ats, s.op_ids, s.details
+                         FROM transactions t
+                         CROSS JOIN LATERAL (
+                             SELECT array_agg(state ORDER BY version) AS states,
+                                    array_agg(at ORDER BY version) AS ats,
+                                    array_agg(op_id ORDER BY version) AS op_ids,
+                                    array_agg(detail ORDER BY version) AS details
+                             FROM txn_checkpoints c WHERE c.txn_id = t.txn_id) s
+                         WHERE t.txn_id = $1",
+                    )
+                    .await?,
+                &[&txn_id],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let states: Vec<String> = r.get::<_, Option<_>>(11).unwrap_or_default();
+            let ats: Vec<DateTime<Utc>> = r.get::<_, Option<_>>(12).unwrap_or_default();
+            let op_ids: Vec<Option<String>> = r.get::<_, Option<_>>(13).unwrap_or_default();
+            let details: Vec<Option<String>> = r.get::<_, Option<_>>(14).unwrap_or_default();
+            let steps = states
+                .into_iter()
+                .zip(ats)
+                .zip(op_ids.into_iter().zip(details))
+                .map(|((state, at), (op_id, detail))| StepRow {
+                    state,
+                    at,
+                    op_id,
+                    detail,
+                })
+                .collect();
+            TxnRow {
+                txn_id: r.get(0),
+                kind: r.get(1),
+                status: Status::parse(r.get(2)).unwrap_or(Status::Pending),
+                payer_vpa: r.get(3),
+                payee_vpa: r.get(4),
+                amount: Paise(r.get(5)),
+                note: r.get(6),
+                reason_code: r.get(7),
+                reason_detail: r.get(8),
+                created_at: r.get(9),
+                updated_at: r.get(10),
+                steps,
+            }
         }))
     }
 
@@ -553,82 +509,6 @@ impl Store {
         Ok(())
     }
 
-    /// The oldest `limit` unpublished events, oldest first, with the facts of
-    /// their transactions.
-    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT o.id, o.txn_id, o.seq, o.state, o.status, o.op_id, o.reason_code,
-                        o.reason_detail, o.created_at,
-                        t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
-                 FROM outbox o LEFT JOIN transactions t USING (txn_id)
-                 ORDER BY o.id LIMIT $1",
-                    )
-                    .await?,
-                &[&limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let txn = TxnFacts {
-                    txn_id: r.get(1),
-                    txn_type: r.get::<_, Option<String>>(9).unwrap_or_default(),
-                    payer_vpa: r.get::<_, Option<String>>(10).unwrap_or_default(),
-                    payee_vpa: r.get::<_, Option<String>>(11).unwrap_or_default(),
-                    amount: Paise(r.get::<_, Option<i64>>(12).unwrap_or_default()),
-                };
-                let step = StepFacts {
-                    seq: r.get(2),
-                    state: r.get(3),
-                    status: r.get(4),
-                    op_id: r.get(5),
-                    reason_code: r.get(6),
-                    reason_detail: r.get(7),
-                    at: r.get(8),
-                };
-                OutboxRow {
-                    id: r.get(0),
-                    event: TxnEvent::new(&txn, step),
-                }
-            })
-            .collect())
-    }
-
-    /// Forgets events RabbitMQ confirmed.
-    pub async fn outbox_delete(&self, ids: &[i64]) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        Ok(client
-            .execute(
-                &client
-                    .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
-                    .await?,
-                &[&ids],
-            )
-            .await?)
-    }
-
-    /// Unpublished events and the age of the oldest, in seconds.
-    pub async fn outbox_lag(&self) -> Result<(i64, f64), StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "SELECT count(*),
-                        COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8
-                 FROM outbox",
-                    )
-                    .await?,
-                &[],
-            )
-            .await?;
-        Ok((row.get(0), row.get(1)))
-    }
-
     /// Every event of one transaction so far, rebuilt from its checkpoints
     /// (the outbox forgets published rows; checkpoints are forever). `None`
     /// when the transaction does not exist.
@@ -674,61 +554,5 @@ impl Store {
                 })
                 .collect(),
         ))
-    }
-
-    async fn checkpoint(&self, w: CheckpointWrite) -> Result<i32, CheckpointError> {
-        let client = self.pool.get().await.map_err(StoreError::from)?;
-        let json = saga_json(&w.saga);
-        let status = w.saga.status().as_str();
-        let (reason_code, reason_detail) = reason_columns(&w.saga);
-        let next = w.expected_version + 1;
-        let n = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "WITH upd AS (
-                    UPDATE transactions SET saga = $2, status = $3, reason_code = $4,
-                        reason_detail = $5, version = $7, updated_at = now()
-                    WHERE txn_id = $1 AND version = $6
-                    RETURNING txn_id
-                 ), cp AS (
-                    INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail, saga)
-                    SELECT txn_id, $7, $8, $9, $10, $2 FROM upd
-                    RETURNING txn_id
-                 )
-                 INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id,
-                     reason_code, reason_detail)
-                 SELECT txn_id, $7, $11, $8, $3, $9, $4, $5 FROM cp",
-                    )
-                    .await?,
-                &[
-                    &w.saga.txn_id,
-                    &json,
-                    &status,
-                    &reason_code,
-                    &reason_detail,
-                    &w.expected_version,
-                    &next,
-                    &w.step.state,
-                    &w.step.op_id,
-                    &w.step.detail,
-                    &event_type(w.step.state),
-                ],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if n == 1 {
-            self.outbox_written.notify_one();
-            Ok(next)
-        } else {
-            Err(CheckpointError::VersionConflict(w.expected_version))
-        }
-    }
-}
-
-impl CheckpointSink for Store {
-    fn save(&self, write: CheckpointWrite) -> BoxFuture<'static, Result<i32, CheckpointError>> {
-        let store = self.clone();
-        Box::pin(async move { store.checkpoint(write).await })
     }
 }

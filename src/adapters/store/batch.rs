@@ -1,0 +1,213 @@
+//! The group-commit statement: the creates and checkpoints of many sagas
+//! written by ONE statement (so one round trip and one atomic transaction),
+//! as multi-row `INSERT … SELECT FROM unnest(…)` and `UPDATE … FROM unnest(…)`.
+//! `actors::checkpoint_writer` owns when it runs; this module owns what it
+//! writes.
+//!
+//! For each create: the `transactions` row (`ON CONFLICT` on the idempotency
+//! key: the database decides), its checkpoint version 1 and its outbox event.
+//! For each checkpoint: the version-fenced update of the row (`WHERE version =
+//! expected`), the checkpoint row and the outbox event (with the facts the
+//! update returns: type, VPAs, amount) — the last two only for
+//! the rows the update touched, so a stale write changes nothing and fails
+//! only its own saga (it is absent from the answer), never the batch.
+//!
+//! What it does not do: decide retries, split a failing batch or talk to
+//! callers (the writer does); read anything but its own `RETURNING`.
+
+use super::{CheckpointWrite, NewTxn, reason_columns};
+use crate::events::event_type;
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+/// The statement (prepared once per writer connection).
+pub const SQL: &str = "
+WITH c AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[],
+                         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+        AS c(txn_id, idempotency_key, payer_vpa, payee_vpa, payer_bank, payer_account,
+             payee_bank, payee_account, amount_paise, note, status, saga,
+             state, op_id, reason_code, reason_detail, event_type)
+), ins AS (
+    INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
+        payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
+        status, saga, version, reason_code, reason_detail)
+    SELECT txn_id, idempotency_key, 'P2P', payer_vpa, payee_vpa, payer_bank, payer_account,
+           payee_bank, payee_account, amount_paise, note, status, saga::jsonb, 1,
+           reason_code, reason_detail
+    FROM c
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING txn_id
+), ins_cp AS (
+    INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
+    SELECT c.txn_id, 1, c.state, c.op_id, c.reason_detail FROM c JOIN ins USING (txn_id)
+), ins_ob AS (
+    INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
+                        txn_type, payer_vpa, payee_vpa, amount_paise)
+    SELECT c.txn_id, 1, c.event_type, c.state, c.status, c.op_id, c.reason_code, c.reason_detail,
+           'P2P', c.payer_vpa, c.payee_vpa, c.amount_paise
+    FROM c JOIN ins USING (txn_id)
+), u AS (
+    SELECT * FROM unnest($18::uuid[], $19::int4[], $20::text[], $21::text[], $22::text[],
+                         $23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
+        AS u(txn_id, expected, saga, status, reason_code, reason_detail, state, op_id,
+             detail, event_type)
+), upd AS (
+    UPDATE transactions t
+    SET saga = u.saga::jsonb, status = u.status, reason_code = u.reason_code,
+        reason_detail = u.reason_detail, version = u.expected + 1, updated_at = now()
+    FROM u
+    WHERE t.txn_id = u.txn_id AND t.version = u.expected
+    RETURNING t.txn_id, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
+), upd_cp AS (
+    INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
+    SELECT u.txn_id, u.expected + 1, u.state, u.op_id, u.detail FROM u JOIN upd USING (txn_id)
+), upd_ob AS (
+    INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
+                        txn_type, payer_vpa, payee_vpa, amount_paise)
+    SELECT u.txn_id, u.expected + 1, u.event_type, u.state, u.status, u.op_id, u.reason_code,
+           u.reason_detail, upd.type, upd.payer_vpa, upd.payee_vpa, upd.amount_paise
+    FROM u JOIN upd USING (txn_id)
+)
+SELECT true, txn_id FROM ins UNION ALL SELECT false, txn_id FROM upd";
+
+/// The parameters of one batch, column by column.
+#[derive(Default)]
+pub struct Columns {
+    // creates
+    c_txn: Vec<Uuid>,
+    c_key: Vec<String>,
+    c_payer_vpa: Vec<String>,
+    c_payee_vpa: Vec<String>,
+    c_payer_bank: Vec<String>,
+    c_payer_account: Vec<String>,
+    c_payee_bank: Vec<String>,
+    c_payee_account: Vec<String>,
+    c_amount: Vec<i64>,
+    c_note: Vec<Option<String>>,
+    c_status: Vec<&'static str>,
+    c_saga: Vec<String>,
+    c_state: Vec<&'static str>,
+    c_op: Vec<Option<String>>,
+    c_reason_code: Vec<Option<String>>,
+    c_reason_detail: Vec<Option<String>>,
+    c_event: Vec<String>,
+    // checkpoints
+    u_txn: Vec<Uuid>,
+    u_expected: Vec<i32>,
+    u_saga: Vec<String>,
+    u_status: Vec<&'static str>,
+    u_reason_code: Vec<Option<String>>,
+    u_reason_detail: Vec<Option<String>>,
+    u_state: Vec<&'static str>,
+    u_op: Vec<Option<String>>,
+    u_detail: Vec<Option<String>>,
+    u_event: Vec<String>,
+}
+
+/// The saga as its JSON text (`transactions.saga`).
+fn saga_text(saga: &crate::saga::Saga) -> String {
+    serde_json::to_string(saga).unwrap_or_else(|_| "null".into())
+}
+
+impl Columns {
+    pub fn create(&mut self, new: &NewTxn) {
+        let (saga, req) = (&new.saga, &new.request);
+        let (code, detail) = reason_columns(saga);
+        let label = saga.created_label();
+        self.c_txn.push(saga.txn_id);
+        self.c_key.push(req.idempotency_key.clone());
+        self.c_payer_vpa.push(req.payer_vpa.as_str().to_string());
+        self.c_payee_vpa.push(req.payee_vpa.as_str().to_string());
+        self.c_payer_bank.push(saga.payer.bank.clone());
+        self.c_payer_account.push(saga.payer.account.clone());
+        self.c_payee_bank.push(saga.payee.bank.clone());
+        self.c_payee_account.push(saga.payee.account.clone());
+        self.c_amount.push(req.amount.0);
+        self.c_note.push(req.note.clone());
+        self.c_status.push(saga.status().as_str());
+        self.c_saga.push(saga_text(saga));
+        self.c_state.push(label);
+        self.c_op.push(saga.current_op_id());
+        self.c_reason_code.push(code);
+        self.c_reason_detail.push(detail);
+        self.c_event.push(event_type(label));
+    }
+
+    pub fn checkpoint(&mut self, w: &CheckpointWrite) {
+        let (code, detail) = reason_columns(&w.saga);
+        self.u_txn.push(w.saga.txn_id);
+        self.u_expected.push(w.expected_version);
+        self.u_saga.push(saga_text(&w.saga));
+        self.u_status.push(w.saga.status().as_str());
+        self.u_reason_code.push(code);
+        self.u_reason_detail.push(detail);
+        self.u_state.push(w.step.state);
+        self.u_op.push(w.step.op_id.clone());
+        self.u_detail.push(w.step.detail.clone());
+        self.u_event.push(event_type(w.step.state));
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 27] {
+        [
+            &self.c_txn,
+            &self.c_key,
+            &self.c_payer_vpa,
+            &self.c_payee_vpa,
+            &self.c_payer_bank,
+            &self.c_payer_account,
+            &self.c_payee_bank,
+            &self.c_payee_account,
+            &self.c_amount,
+            &self.c_note,
+            &self.c_status,
+            &self.c_saga,
+            &self.c_state,
+            &self.c_op,
+            &self.c_reason_code,
+            &self.c_reason_detail,
+            &self.c_event,
+            &self.u_txn,
+            &self.u_expected,
+            &self.u_saga,
+            &self.u_status,
+            &self.u_reason_code,
+            &self.u_reason_detail,
+            &self.u_state,
+            &self.u_op,
+            &self.u_detail,
+            &self.u_event,
+        ]
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Creates that inserted their row (the others met an existing key).
+    pub created: Vec<Uuid>,
+    /// Checkpoints whose version matched (the others were stale).
+    pub updated: Vec<Uuid>,
+}
+
+/// Runs the statement: when it returns `Ok`, the whole batch is durable.
+pub async fn write(
+    client: &Client,
+    statement: &tokio_postgres::Statement,
+    columns: &Columns,
+) -> Result<Written, tokio_postgres::Error> {
+    let rows = client.query(statement, &columns.params()).await?;
+    let mut written = Written::default();
+    for row in rows {
+        let created: bool = row.get(0);
+        let txn_id: Uuid = row.get(1);
+        if created {
+            written.created.push(txn_id);
+        } else {
+            written.updated.push(txn_id);
+        }
+    }
+    Ok(written)
+}
