@@ -40,7 +40,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Shortest time between the starts of two relay rounds that were not full:
 /// events wait at most this long for company (the relay's own pace, not one
 /// round per commit).
-const MIN_ROUND_GAP: Duration = Duration::from_millis(10);
+const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
 /// How often the leader vacuums the outbox while it deletes published rows.
 const VACUUM_EVERY: Duration = Duration::from_secs(5);
 
@@ -264,19 +264,32 @@ async fn run_session(
         let full = rows.len() as i64 >= cfg.batch;
         let sendable = first_per_txn(rows);
         if !sendable.is_empty() {
-            let mut confirms = Vec::with_capacity(sendable.len());
-            for row in &sendable {
-                let confirm = within(channel.basic_publish(
+            // Every publish of the round is handed to lapin's I/O thread at
+            // once (a publish future resolves only when its frames are on the
+            // wire: awaited one by one, each would be a round trip to that
+            // thread). The first poll of `join_all` queues them in order.
+            let bodies: Vec<Vec<u8>> = sendable
+                .iter()
+                .map(|row| serde_json::to_vec(&row.event).unwrap_or_default())
+                .collect();
+            let publishes = sendable.iter().zip(&bodies).map(|(row, body)| {
+                channel.basic_publish(
                     exchange.clone(),
                     ShortString::from(row.event.routing_key()),
                     BasicPublishOptions::default(),
-                    &serde_json::to_vec(&row.event).unwrap_or_default(),
+                    body,
                     properties(row),
-                ))
-                .await?;
-                confirms.push((row.id, confirm));
-            }
-            let (ids, futs): (Vec<i64>, Vec<_>) = confirms.into_iter().unzip();
+                )
+            });
+            let sent = within(async {
+                futures::future::join_all(publishes)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, lapin::Error>>()
+            })
+            .await?;
+            let ids: Vec<i64> = sendable.iter().map(|row| row.id).collect();
+            let futs = sent;
             let answers = tokio::time::timeout(CONFIRM_DEADLINE, futures::future::join_all(futs))
                 .await
                 .map_err(|_| AmqpError::Timeout(CONFIRM_DEADLINE))?;

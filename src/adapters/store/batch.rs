@@ -35,7 +35,7 @@ WITH c AS (
         payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
         status, saga, version, reason_code, reason_detail)
     SELECT txn_id, idempotency_key, 'P2P', payer_vpa, payee_vpa, payer_bank, payer_account,
-           payee_bank, payee_account, amount_paise, note, status, saga::jsonb, 1,
+           payee_bank, payee_account, amount_paise, note, status, saga, 1,
            reason_code, reason_detail
     FROM c
     ON CONFLICT (idempotency_key) DO NOTHING
@@ -56,7 +56,7 @@ WITH c AS (
              detail, event_type)
 ), upd AS (
     UPDATE transactions t
-    SET saga = u.saga::jsonb, status = u.status, reason_code = u.reason_code,
+    SET saga = u.saga, status = u.status, reason_code = u.reason_code,
         reason_detail = u.reason_detail, version = u.expected + 1, updated_at = now()
     FROM u
     WHERE t.txn_id = u.txn_id AND t.version = u.expected

@@ -478,7 +478,15 @@ impl Store {
         Ok(rows
             .iter()
             .filter_map(|r| {
-                let saga: Saga = serde_json::from_value(r.get(0)).ok()?;
+                let text: &str = r.get(0);
+                let saga: Saga = match serde_json::from_str(text) {
+                    Ok(saga) => saga,
+                    Err(e) => {
+                        // Never silently: this saga cannot run until someone looks.
+                        tracing::error!(error = %e, "a stored saga cannot be read; it is not resumed");
+                        return None;
+                    }
+                };
                 Some(StoredSaga {
                     saga,
                     version: r.get(1),
