@@ -268,3 +268,169 @@ async fn switch_killed_mid_flight_resumes_every_saga() {
     );
     assert_ledgers_agree(&world, &txns, before).await;
 }
+
+/// Polls (bounded) until `check` holds on the switch's database.
+async fn wait_db(world: &World, what: &str, sql: &str, check: impl Fn(i64) -> bool) {
+    let client = world.switch_db.client().await;
+    for _ in 0..300 {
+        let n: i64 = client.query_one(sql, &[]).await.expect(what).get(0);
+        if check(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let activity: Vec<String> = client
+        .query(
+            "SELECT coalesce(wait_event_type, '-') || ' ' || state || ' ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 80) \
+             FROM pg_stat_activity WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    panic!("{what}: never true; activity: {activity:#?}");
+}
+
+/// The switch dies (`kill -9`) while the group-commit writer's statement for a
+/// batch of hundreds of new transactions is in flight: sent, not committed,
+/// waiting for a lock on the outbox that a test connection holds. Whatever
+/// Postgres then does with that orphaned statement
+/// (commit or roll back), every payment is afterwards exactly once: retried
+/// with its key it names one transaction, every transaction ends, and the
+/// banks agree with each of them, money conserved.
+#[tokio::test]
+async fn switch_killed_while_a_large_batch_commits_leaves_each_payment_once() {
+    const BATCH: usize = 400;
+    let mut world = World::start(FAST, &[], &[]).await;
+    let before = total(&world).await;
+    let lock_a = world.switch_db.client().await;
+    let lock_c = world.switch_db.client().await;
+    // A holds the outbox: the writer's next statement waits for it before it
+    // writes anything (its plan locks every table it writes at the start).
+    lock_a
+        .batch_execute("BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock A");
+    let http = world.http.clone();
+    let post = |key: String, payer: &'static str, payee: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/v1/transactions", world.switch.url);
+        async move {
+            let _ = http
+                .post(url)
+                .header("Idempotency-Key", key)
+                .json(&serde_json::json!({"type": "P2P", "payer_vpa": payer, "payee_vpa": payee, "amount": "0.25"}))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await;
+        }
+    };
+    let keys: Vec<String> = (0..=BATCH).map(|i| format!("kill-batch-{i}")).collect();
+    let pair = |i: usize| {
+        if i.is_multiple_of(2) {
+            ("alice@hdfc", "bob@icici")
+        } else {
+            ("erin@hdfc", "frank@icici")
+        }
+    };
+    // Batch 1 (one payment) stops mid-statement, waiting for A.
+    let (payer, payee) = pair(0);
+    let first = tokio::spawn(post(keys[0].clone(), payer, payee));
+    // (The statement's text is longer than pg_stat_activity keeps: match its start.)
+    let writer_waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                        AND query LIKE '%WITH c AS (%'";
+    wait_db(&world, "batch 1 waits", writer_waits, |n| n == 1).await;
+    // C queues for the outbox behind batch 1: it is granted right after batch 1 commits.
+    let queued = tokio::spawn(async move {
+        lock_c
+            .batch_execute("BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock C");
+        lock_c
+    });
+    wait_db(
+        &world,
+        "C queues",
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND query LIKE 'BEGIN; LOCK TABLE outbox%'",
+        |n| n == 1,
+    )
+    .await;
+    // The other payments queue in the writer while batch 1 waits.
+    let mut rest = Vec::new();
+    for (i, key) in keys.iter().enumerate().skip(1) {
+        let (payer, payee) = pair(i);
+        rest.push(tokio::spawn(post(key.clone(), payer, payee)));
+    }
+    // All of them wait in the writer's queue before A lets go.
+    let waiting = "upi_writer_queued ";
+    let mut seen = 0.0;
+    for _ in 0..300 {
+        let text = world.metrics_text().await;
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(waiting))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        seen = n;
+        if n as usize >= BATCH {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen as usize >= BATCH, "{seen} jobs queued behind batch 1");
+    // A lets go: batch 1 commits, C takes the outbox, and the next batch (the
+    // rest, queued meanwhile) is sent and waits behind C.
+    lock_a.batch_execute("COMMIT").await.expect("unlock A");
+    let lock_c = queued.await.expect("C");
+    wait_db(&world, "the large batch waits", writer_waits, |n| n == 1).await;
+    let uncommitted: i64 = world
+        .switch_db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM transactions", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        uncommitted, 1,
+        "only batch 1 is committed while the large one waits"
+    );
+    world.switch.kill9();
+    lock_c.batch_execute("COMMIT").await.expect("unlock C");
+    let _ = first.await;
+    for r in rest {
+        let _ = r.await;
+    }
+    world.switch.restart();
+    // Either outcome of the orphaned statement is allowed; say which one this was.
+    let after_kill = world.txn_count().await;
+    assert!(
+        after_kill == 1 || after_kill == keys.len() as i64,
+        "the large batch is all or nothing: {after_kill} rows"
+    );
+    println!(
+        "the orphaned batch of {BATCH} {}",
+        if after_kill == 1 {
+            "rolled back"
+        } else {
+            "committed"
+        }
+    );
+
+    // Every key, sent again, names exactly one transaction.
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        let (payer, payee) = pair(i);
+        let (status, body) = world.pay_with_key(key, payer, payee, "0.25", None).await;
+        assert!(status == 200 || status == 202, "{key}: {status} {body}");
+        ids.insert(body["txn_id"].as_str().expect("txn_id").to_string());
+    }
+    assert_eq!(ids.len(), keys.len(), "one transaction per key");
+    assert_eq!(world.txn_count().await, keys.len() as i64, "and no other");
+    let mut txns = Vec::new();
+    for id in &ids {
+        txns.push(world.wait_terminal(id, Duration::from_secs(60)).await);
+    }
+    assert_ledgers_agree(&world, &txns, before).await;
+}

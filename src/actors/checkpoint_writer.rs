@@ -27,7 +27,9 @@
 
 use crate::adapters::pg::{DbError, DbUrl};
 use crate::adapters::store::batch::{self, Columns, Written};
-use crate::adapters::store::{CheckpointError, CheckpointWrite, Created, NewTxn, Store, StoreError};
+use crate::adapters::store::{
+    CheckpointError, CheckpointWrite, Created, NewTxn, Store, StoreError,
+};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -171,6 +173,7 @@ pub struct CheckpointWriter {
     tx: mpsc::Sender<Job>,
     /// Reads the earlier transaction of a key that was taken.
     store: Store,
+    metrics: WriterMetrics,
 }
 
 impl CheckpointWriter {
@@ -184,8 +187,14 @@ impl CheckpointWriter {
     ) -> CheckpointWriter {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let notify = store.clone();
-        arbiter.spawn(run(db, rx, cfg, metrics, notify));
-        CheckpointWriter { tx, store }
+        arbiter.spawn(run(db, rx, cfg, metrics.clone(), notify));
+        CheckpointWriter { tx, store, metrics }
+    }
+
+    /// Publishes how many jobs wait (after a caller queued one).
+    fn count_queued(&self) {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        self.metrics.queued.set(queued as i64);
     }
 
     /// Creates the transaction (row, checkpoint 1, outbox event) unless its
@@ -200,6 +209,7 @@ impl CheckpointWriter {
                 mpsc::error::TrySendError::Full(_) => WriteError::Busy,
                 mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
             })?;
+        self.count_queued();
         match rx.await.map_err(|_| WriteError::Stopped)?? {
             CreateOutcome::Inserted => Ok(Created::New),
             // The key's owner committed before our insert gave up; read it.
@@ -224,6 +234,7 @@ impl CheckpointWriter {
         {
             return Err(CheckpointError::Db(WriteError::Stopped.into()));
         }
+        self.count_queued();
         rx.await
             .unwrap_or_else(|_| Err(CheckpointError::Db(WriteError::Stopped.into())))
     }

@@ -9,11 +9,11 @@
 //! for a stale version stops the actor without running anything (a zombie).
 
 use super::bank_supervisor::HealthBoard;
+use super::checkpoint_writer::CheckpointWriter;
 use super::psp_adapter::{Attempt, BankOp, Call};
 use super::registry::{Finished, TxnRegistry};
 use crate::adapters::bank_api::{MoveRequest, OpStatus, ReverseRequest};
 use crate::adapters::bank_client::{InquiryOutcome, MoveOutcome, ReverseOutcome, Unknown};
-use super::checkpoint_writer::CheckpointWriter;
 use crate::adapters::store::{CheckpointError, CheckpointWrite};
 use crate::metrics::Metrics;
 use crate::saga::{

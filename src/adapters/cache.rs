@@ -337,7 +337,12 @@ impl Cache {
     }
 
     /// Writes a VPA entry unless its generation moved since `seen`.
-    async fn fill_vpa(&self, (entry, generation): &(String, String), seen: &str, record: &VpaRecord) {
+    async fn fill_vpa(
+        &self,
+        (entry, generation): &(String, String),
+        seen: &str,
+        record: &VpaRecord,
+    ) {
         let Ok(value) = serde_json::to_string(record) else {
             return;
         };
