@@ -1,6 +1,7 @@
 //! `CheckpointWriter`: group commit of everything sagas write. The accept
 //! path (`POST /v1/transactions`) hands it new transactions, saga actors hand
-//! it checkpoints; it writes whatever queued while its previous commit ran as
+//! it checkpoints, merchant forwarding (`POST /payments`) the payments it
+//! receives; it writes whatever queued while its previous commit ran as
 //! ONE statement (`adapters::store::batch`) on a connection of its own, and
 //! answers each caller only once that statement has committed.
 //!
@@ -90,19 +91,30 @@ enum Job {
         write: CheckpointWrite,
         reply: oneshot::Sender<Result<i32, CheckpointError>>,
     },
+    /// A merchant payment received; answers whether this job inserted it.
+    Receive {
+        correlation_id: Uuid,
+        amount_cents: i64,
+        reply: oneshot::Sender<Result<bool, WriteError>>,
+    },
 }
 
 impl Job {
-    fn txn_id(&self) -> Uuid {
+    /// The row this job writes: at most one job per row in a statement.
+    fn row(&self) -> (bool, Uuid) {
         match self {
-            Job::Create { new, .. } => new.saga.txn_id,
-            Job::Checkpoint { write, .. } => write.saga.txn_id,
+            Job::Create { new, .. } => (true, new.saga.txn_id),
+            Job::Checkpoint { write, .. } => (true, write.saga.txn_id),
+            Job::Receive { correlation_id, .. } => (false, *correlation_id),
         }
     }
 
     fn fail(self, e: &WriteError) {
         match self {
             Job::Create { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            Job::Receive { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
             Job::Checkpoint { reply, .. } => {
@@ -191,6 +203,17 @@ impl CheckpointWriter {
         CheckpointWriter { tx, store, metrics }
     }
 
+    /// Queues a job of a client request: refused at once when the queue is
+    /// full (the client gets `503` and retries; nothing was written).
+    fn offer(&self, job: Job) -> Result<(), WriteError> {
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Busy,
+            mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
+        })?;
+        self.count_queued();
+        Ok(())
+    }
+
     /// Publishes how many jobs wait (after a caller queued one).
     fn count_queued(&self) {
         let queued = self.tx.max_capacity() - self.tx.capacity();
@@ -203,13 +226,7 @@ impl CheckpointWriter {
     pub async fn create(&self, new: NewTxn) -> Result<Created, WriteError> {
         let (reply, rx) = oneshot::channel();
         let request = new.request.clone();
-        self.tx
-            .try_send(Job::Create { new, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => WriteError::Busy,
-                mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
-            })?;
-        self.count_queued();
+        self.offer(Job::Create { new, reply })?;
         match rx.await.map_err(|_| WriteError::Stopped)?? {
             CreateOutcome::Inserted => Ok(Created::New),
             // The key's owner committed before our insert gave up; read it.
@@ -220,6 +237,23 @@ impl CheckpointWriter {
                 .map_err(|e| WriteError::NotCommitted(e.to_string()))?
                 .ok_or_else(|| WriteError::NotCommitted("idempotency key vanished".into())),
         }
+    }
+
+    /// Records a merchant payment (`POST /payments`) unless its correlationId
+    /// was received before; `true` when this call inserted it. Refused at
+    /// once with `Busy` when the writer is saturated.
+    pub async fn receive(
+        &self,
+        correlation_id: Uuid,
+        amount_cents: i64,
+    ) -> Result<bool, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.offer(Job::Receive {
+            correlation_id,
+            amount_cents,
+            reply,
+        })?;
+        rx.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Makes a checkpoint durable; returns the new version. Waits for room in
@@ -312,7 +346,7 @@ async fn run(
         let mut seen = HashSet::with_capacity(jobs.len());
         let mut i = 0;
         while i < jobs.len() {
-            if seen.insert(jobs[i].txn_id()) {
+            if seen.insert(jobs[i].row()) {
                 i += 1;
             } else {
                 deferred.push(jobs.swap_remove(i));
@@ -365,6 +399,11 @@ async fn write(s: &Session, jobs: &[Job]) -> Result<Written, tokio_postgres::Err
         match job {
             Job::Create { new, .. } => columns.create(new),
             Job::Checkpoint { write, .. } => columns.checkpoint(write),
+            Job::Receive {
+                correlation_id,
+                amount_cents,
+                ..
+            } => columns.merchant_payment(*correlation_id, *amount_cents),
         }
     }
     batch::write(&s.client, &s.statement, &columns).await
@@ -373,6 +412,7 @@ async fn write(s: &Session, jobs: &[Job]) -> Result<Written, tokio_postgres::Err
 fn answer(jobs: impl Iterator<Item = Job>, written: &Written) {
     let created: HashSet<Uuid> = written.created.iter().copied().collect();
     let updated: HashSet<Uuid> = written.updated.iter().copied().collect();
+    let received: HashSet<Uuid> = written.received.iter().copied().collect();
     for job in jobs {
         match job {
             Job::Create { new, reply } => {
@@ -390,6 +430,13 @@ fn answer(jobs: impl Iterator<Item = Job>, written: &Written) {
                     Err(CheckpointError::VersionConflict(write.expected_version))
                 };
                 let _ = reply.send(result);
+            }
+            Job::Receive {
+                correlation_id,
+                reply,
+                ..
+            } => {
+                let _ = reply.send(Ok(received.contains(&correlation_id)));
             }
         }
     }

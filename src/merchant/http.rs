@@ -1,7 +1,8 @@
 //! Merchant endpoints of the switch (the "Rinha de Backend 2025" contract,
 //! `shared/spec/rinha-processor.md`): `POST /payments` answers `202` only once
-//! the payment is durable in Postgres (a repeated correlationId with the same
-//! amount answers `200` and changes nothing); `GET /payments-summary` counts
+//! the payment is durable in Postgres, written by the switch's group-commit
+//! writer (a repeated correlationId with the same amount answers `200` and
+//! changes nothing); `GET /payments-summary` counts
 //! what each processor accepted, by the requestedAt the switch sent it;
 //! `POST /purge-payments` forgets every merchant payment. Errors are
 //! problem+json with a stable code; the amount is read exactly from the raw
@@ -13,6 +14,7 @@
 
 use super::MerchantHandle;
 use super::store::{MerchantStore, Received};
+use crate::actors::checkpoint_writer::WriteError;
 use crate::domain::{MAX_WIRE_PAISE, Paise};
 use crate::http::AppState;
 use crate::http::problem::{Problem, body_bytes, parse_json};
@@ -71,10 +73,7 @@ async fn receive(
         Problem::unprocessable("INVALID_CORRELATION_ID", "correlationId must be a UUID")
     })?;
     let amount_cents = parse_amount(&body.amount)?;
-    let received = store(&state)
-        .receive(id, amount_cents)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
+    let received = record(&state, id, amount_cents).await?;
     let answer = serde_json::json!({"correlationId": id, "status": "RECEIVED"});
     match received {
         Received::New => {
@@ -91,6 +90,38 @@ async fn receive(
             "this correlationId was already received with another amount",
         )),
     }
+}
+
+/// Records the payment through the group-commit writer (the `202` comes
+/// after its commit), once per correlationId: the insert decides, and only a
+/// payment already there is read back for its amount.
+async fn record(state: &AppState, id: Uuid, amount_cents: i64) -> Result<Received, Problem> {
+    // Twice at most: a purge may remove the conflicting row before it is read.
+    for _ in 0..2 {
+        let inserted = state
+            .writer
+            .receive(id, amount_cents)
+            .await
+            .map_err(|e| match e {
+                WriteError::Busy => {
+                    Problem::busy("the switch is writing as fast as it can; retry shortly")
+                }
+                other => Problem::unavailable(&other),
+            })?;
+        if inserted {
+            return Ok(Received::New);
+        }
+        if let Some(amount_cents) = store(state)
+            .amount_of(id)
+            .await
+            .map_err(|e| Problem::unavailable(&e))?
+        {
+            return Ok(Received::Duplicate { amount_cents });
+        }
+    }
+    Err(Problem::unavailable(&format!(
+        "payment {id} neither inserted nor found"
+    )))
 }
 
 /// `from`/`to` (both optional, ISO-8601). Stored times have microsecond

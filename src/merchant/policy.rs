@@ -5,8 +5,9 @@
 //!
 //! Fees decide the order: the default processor is cheaper, so it is chosen
 //! whenever it admits calls and is fast; the dearer fallback only when the
-//! default is open (failing) or slower than `slow_ms` while the fallback is
-//! fast; a slow processor still beats holding; with neither admitting calls a
+//! default is open (failing), slower than `slow_ms`, or in doubt (a call has
+//! waited far longer than usual: it may have just slowed down) while the
+//! fallback is fast; a slow processor still beats holding; with neither admitting calls a
 //! payment is held and retried. A payment whose last send to `P` has an
 //! unknown outcome goes to the other processor only after `P` said "not found"
 //! at a moment when no send of ours to `P` can still land (`settle_ms` after
@@ -197,6 +198,13 @@ impl Breaker {
     }
 }
 
+/// A processor is in doubt when its oldest call has waited more than this
+/// many times its usual latency…
+pub const DOUBT_FACTOR: u64 = 3;
+/// …and more than this (so that a processor answering in 2 ms is not in doubt
+/// after 7 ms).
+pub const DOUBT_FLOOR_MS: u64 = 150;
+
 /// A latency figure older than this is forgotten (so a processor passed over as
 /// slow is tried again even when its health endpoint cannot be asked).
 pub const LATENCY_STALE: Duration = Duration::from_secs(10);
@@ -265,6 +273,20 @@ impl Snapshot {
     }
 
     /// Latency estimate: recent calls and probes, or the age of the oldest call in flight.
+    /// A call has waited far longer than this processor's calls usually
+    /// take: its delay may have just grown, by how much is unknown until a
+    /// call ends. New payments go elsewhere meanwhile if they can, so that
+    /// few are sent into a slowness that could reach the checker's 2 s
+    /// margin (a payment answered that late can be counted by the processor
+    /// and not yet by the switch, or the other way round).
+    pub fn in_doubt(&self, now: Instant) -> bool {
+        let waiting = self
+            .oldest_call
+            .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+        let usual = self.latency.estimate_ms(now);
+        waiting > usual.saturating_mul(DOUBT_FACTOR).max(DOUBT_FLOOR_MS)
+    }
+
     pub fn latency_ms(&self, now: Instant) -> u64 {
         let waiting = self
             .oldest_call
@@ -274,7 +296,8 @@ impl Snapshot {
 }
 
 /// Where a new send should go now, by fee first and speed second (fast = under
-/// `slow_ms`); `None` = hold.
+/// `slow_ms`), avoiding a processor in doubt while the other is fast and
+/// sure; `None` = hold.
 pub fn route(
     default: &Snapshot,
     fallback: &Snapshot,
@@ -283,7 +306,12 @@ pub fn route(
 ) -> Option<ProcessorId> {
     let open = |s: &Snapshot| s.budget(now) > 0;
     let fast = |s: &Snapshot| s.latency_ms(now) < slow_ms;
-    if open(default) && fast(default) {
+    let sure = |s: &Snapshot| open(s) && fast(s) && !s.in_doubt(now);
+    if sure(default) {
+        Some(ProcessorId::Default)
+    } else if sure(fallback) {
+        Some(ProcessorId::Fallback)
+    } else if open(default) && fast(default) {
         Some(ProcessorId::Default)
     } else if open(fallback) && fast(fallback) {
         Some(ProcessorId::Fallback)
@@ -449,6 +477,32 @@ mod tests {
         let mut full = snap(true, 5, now);
         full.in_flight = 10;
         assert_eq!(r(full, snap(true, 5, now)), Some(Fallback));
+    }
+
+    #[test]
+    fn a_call_waiting_far_longer_than_usual_sends_new_payments_elsewhere() {
+        use ProcessorId::*;
+        let now = Instant::now();
+        let r = |d: Snapshot, f: Snapshot| route(&d, &f, now, 1_000);
+        // Usually 5 ms; one call has waited 200 ms: the delay may have just grown.
+        let mut doubtful = snap(true, 5, now);
+        doubtful.oldest_call = Some(now - ms(200));
+        assert!(doubtful.in_doubt(now));
+        assert_eq!(r(doubtful, snap(true, 5, now)), Some(Fallback));
+        // …but not when the other is no better: a doubt is not a failure.
+        let mut other = snap(true, 5, now);
+        other.oldest_call = Some(now - ms(300));
+        assert_eq!(r(doubtful, other), Some(Default));
+        assert_eq!(r(doubtful, snap(false, 5, now)), Some(Default));
+        // A call within a few times the usual latency is no doubt.
+        let mut usual = snap(true, 100, now);
+        usual.oldest_call = Some(now - ms(250));
+        assert!(!usual.in_doubt(now));
+        assert_eq!(r(usual, snap(true, 5, now)), Some(Default));
+        // Nor a short wait of a very fast processor.
+        let mut quick = snap(true, 2, now);
+        quick.oldest_call = Some(now - ms(100));
+        assert!(!quick.in_doubt(now));
     }
 
     #[test]

@@ -72,36 +72,16 @@ impl MerchantStore {
         MerchantStore { pool }
     }
 
-    /// Records a payment received from a merchant, once per correlationId.
-    pub async fn receive(
-        &self,
-        id: Uuid,
-        amount_cents: i64,
-    ) -> Result<Received, MerchantStoreError> {
+    /// The amount of a payment received earlier, if it is still there (a
+    /// purge forgets it). Payments are inserted by the switch's group-commit
+    /// writer (`adapters::store::batch`), so that `202` comes after a commit
+    /// shared with other writes.
+    pub async fn amount_of(&self, id: Uuid) -> Result<Option<i64>, MerchantStoreError> {
         let client = self.pool.get().await?;
-        let insert = client
-            .prepare_cached(
-                "INSERT INTO merchant_payments (correlation_id, amount_cents, state)
-                 VALUES ($1, $2, 'PENDING') ON CONFLICT (correlation_id) DO NOTHING",
-            )
-            .await?;
         let existing = client
             .prepare_cached("SELECT amount_cents FROM merchant_payments WHERE correlation_id = $1")
             .await?;
-        // Twice at most: a purge may remove the conflicting row between the two statements.
-        for _ in 0..2 {
-            if client.execute(&insert, &[&id, &amount_cents]).await? == 1 {
-                return Ok(Received::New);
-            }
-            if let Some(row) = client.query_opt(&existing, &[&id]).await? {
-                return Ok(Received::Duplicate {
-                    amount_cents: row.get(0),
-                });
-            }
-        }
-        Err(MerchantStoreError::Corrupt(format!(
-            "payment {id} neither inserted nor found"
-        )))
+        Ok(client.query_opt(&existing, &[&id]).await?.map(|r| r.get(0)))
     }
 
     /// Accepted payments per processor whose requestedAt is in `[from, to]`.

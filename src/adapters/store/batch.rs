@@ -1,4 +1,5 @@
 //! The group-commit statement: the creates and checkpoints of many sagas
+//! (and the merchant payments received meanwhile)
 //! written by ONE statement (so one round trip and one atomic transaction),
 //! as multi-row `INSERT … SELECT FROM unnest(…)` and `UPDATE … FROM unnest(…)`.
 //! `actors::checkpoint_writer` owns when it runs; this module owns what it
@@ -11,6 +12,10 @@
 //! update returns: type, VPAs, amount) — the last two only for
 //! the rows the update touched, so a stale write changes nothing and fails
 //! only its own saga (it is absent from the answer), never the batch.
+//!
+//! For each merchant payment received (`POST /payments`): its row, once per
+//! correlationId (`ON CONFLICT DO NOTHING`), so its `202` too comes after a
+//! group commit.
 //!
 //! What it does not do: decide retries, split a failing batch or talk to
 //! callers (the writer does); read anything but its own `RETURNING`.
@@ -70,8 +75,17 @@ WITH c AS (
     SELECT u.txn_id, u.expected + 1, u.event_type, u.state, u.status, u.op_id, u.reason_code,
            u.reason_detail, upd.type, upd.payer_vpa, upd.payee_vpa, upd.amount_paise
     FROM u JOIN upd USING (txn_id)
+), m AS (
+    SELECT * FROM unnest($28::uuid[], $29::int8[]) AS m(correlation_id, amount_cents)
+), m_ins AS (
+    INSERT INTO merchant_payments (correlation_id, amount_cents, state)
+    SELECT correlation_id, amount_cents, 'PENDING' FROM m
+    ON CONFLICT (correlation_id) DO NOTHING
+    RETURNING correlation_id
 )
-SELECT true, txn_id FROM ins UNION ALL SELECT false, txn_id FROM upd";
+SELECT 'c', txn_id FROM ins
+UNION ALL SELECT 'u', txn_id FROM upd
+UNION ALL SELECT 'm', correlation_id FROM m_ins";
 
 /// The parameters of one batch, column by column.
 #[derive(Default)]
@@ -105,6 +119,9 @@ pub struct Columns {
     u_op: Vec<Option<String>>,
     u_detail: Vec<Option<String>>,
     u_event: Vec<String>,
+    // merchant payments received
+    m_id: Vec<Uuid>,
+    m_amount: Vec<i64>,
 }
 
 /// The saga as its JSON text (`transactions.saga`).
@@ -150,7 +167,13 @@ impl Columns {
         self.u_event.push(event_type(w.step.state));
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 27] {
+    /// A merchant payment received (`POST /payments`), once per correlationId.
+    pub fn merchant_payment(&mut self, correlation_id: Uuid, amount_cents: i64) {
+        self.m_id.push(correlation_id);
+        self.m_amount.push(amount_cents);
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 29] {
         [
             &self.c_txn,
             &self.c_key,
@@ -179,6 +202,8 @@ impl Columns {
             &self.u_op,
             &self.u_detail,
             &self.u_event,
+            &self.m_id,
+            &self.m_amount,
         ]
     }
 }
@@ -190,6 +215,8 @@ pub struct Written {
     pub created: Vec<Uuid>,
     /// Checkpoints whose version matched (the others were stale).
     pub updated: Vec<Uuid>,
+    /// Merchant payments inserted (the others were received before).
+    pub received: Vec<Uuid>,
 }
 
 /// Runs the statement: when it returns `Ok`, the whole batch is durable.
@@ -201,12 +228,11 @@ pub async fn write(
     let rows = client.query(statement, &columns.params()).await?;
     let mut written = Written::default();
     for row in rows {
-        let created: bool = row.get(0);
-        let txn_id: Uuid = row.get(1);
-        if created {
-            written.created.push(txn_id);
-        } else {
-            written.updated.push(txn_id);
+        let id: Uuid = row.get(1);
+        match row.get::<_, &str>(0) {
+            "c" => written.created.push(id),
+            "u" => written.updated.push(id),
+            _ => written.received.push(id),
         }
     }
     Ok(written)
