@@ -244,6 +244,11 @@ fn start_switch(db: &TestDb, d: &ProcessorProc, f: &ProcessorProc, timeout_ms: &
             timeout_ms,
             "--db-pool-size",
             "16",
+            // Routing stories here are about failures and slowness the tests
+            // set; a test machine's pauses must not put a processor in doubt
+            // (the doubt rule has its unit tests in merchant::policy).
+            "--processor-doubt-ms",
+            "10000",
         ],
     )
 }

@@ -101,7 +101,7 @@ impl Forwarder {
                 view.snapshot(ProcessorId::Default),
                 view.snapshot(ProcessorId::Fallback),
                 now,
-                deps.cfg.slow_ms,
+                deps.cfg.routing,
             )
             .map_or(0, |p| view.snapshot(p).budget(now));
             let limit = free.min(budget).min(BATCH);
@@ -218,7 +218,7 @@ pub async fn forward(deps: Arc<FlowDeps>, mut c: Claimed) -> FlowEnd {
             view.snapshot(ProcessorId::Default),
             view.snapshot(ProcessorId::Fallback),
             now,
-            cfg.slow_ms,
+            cfg.routing,
         );
         let situation = Situation {
             maybe_at,

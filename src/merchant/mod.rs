@@ -42,8 +42,8 @@ pub struct MerchantConfig {
     pub post_timeout: Duration,
     /// Deadline of a lookup or a health probe.
     pub read_timeout: Duration,
-    /// A processor slower than this is passed over while the other is fast.
-    pub slow_ms: u64,
+    /// When a processor is slow, or in doubt, for routing.
+    pub routing: policy::Thresholds,
     /// Payments being forwarded at once (also each adapter's bulkhead).
     pub max_forwards: usize,
     /// How long after an unanswered POST a processor's "not found" is believed:
@@ -59,7 +59,7 @@ impl MerchantConfig {
         default_url: &str,
         fallback_url: &str,
         post_timeout_ms: u64,
-        slow_ms: u64,
+        routing: policy::Thresholds,
         max_forwards: usize,
     ) -> MerchantConfig {
         let post_timeout = Duration::from_millis(post_timeout_ms.max(1));
@@ -68,7 +68,7 @@ impl MerchantConfig {
             fallback_url: fallback_url.trim_end_matches('/').to_string(),
             post_timeout,
             read_timeout: Duration::from_millis(2_000),
-            slow_ms,
+            routing,
             max_forwards: max_forwards.max(1),
             settle: post_timeout * 2 + Duration::from_secs(1),
             lease: post_timeout * 3 + Duration::from_secs(2),
@@ -80,7 +80,10 @@ impl MerchantConfig {
             &cfg.processor_default_url,
             &cfg.processor_fallback_url,
             cfg.processor_timeout_ms,
-            cfg.processor_slow_ms,
+            policy::Thresholds {
+                slow_ms: cfg.processor_slow_ms,
+                doubt_ms: cfg.processor_doubt_ms,
+            },
             cfg.max_forwards,
         )
     }

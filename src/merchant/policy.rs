@@ -199,11 +199,19 @@ impl Breaker {
 }
 
 /// A processor is in doubt when its oldest call has waited more than this
-/// many times its usual latency…
+/// many times its usual latency (and more than `Thresholds::doubt_ms`, so
+/// that a processor answering in 2 ms is not in doubt after 7 ms).
 pub const DOUBT_FACTOR: u64 = 3;
-/// …and more than this (so that a processor answering in 2 ms is not in doubt
-/// after 7 ms).
-pub const DOUBT_FLOOR_MS: u64 = 150;
+
+/// What "slow" and "in doubt" mean for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// A processor slower than this (EWMA, or its oldest call's wait) is
+    /// passed over while the other is fast.
+    pub slow_ms: u64,
+    /// The least wait of an oldest call that can put a processor in doubt.
+    pub doubt_ms: u64,
+}
 
 /// A latency figure older than this is forgotten (so a processor passed over as
 /// slow is tried again even when its health endpoint cannot be asked).
@@ -214,6 +222,9 @@ pub const LATENCY_STALE: Duration = Duration::from_secs(10);
 pub struct Latency {
     ewma_ms: f64,
     updated: Option<Instant>,
+    /// A call has ended since the last reset: the figure is measured, not
+    /// only what the health endpoint claims.
+    observed: bool,
 }
 
 impl Latency {
@@ -223,6 +234,7 @@ impl Latency {
             Some(_) => 0.7 * self.ewma_ms + 0.3 * ms,
         };
         self.updated = Some(now);
+        self.observed = true;
     }
 
     /// The processor's own figure (`minResponseTime`) replaces the estimate.
@@ -279,12 +291,18 @@ impl Snapshot {
     /// few are sent into a slowness that could reach the checker's 2 s
     /// margin (a payment answered that late can be counted by the processor
     /// and not yet by the switch, or the other way round).
-    pub fn in_doubt(&self, now: Instant) -> bool {
+    ///
+    /// Only against a measured usual latency: before any call has ended (a
+    /// cold start, a first connection) nothing is known to have changed.
+    pub fn in_doubt(&self, now: Instant, doubt_ms: u64) -> bool {
+        if !self.latency.observed {
+            return false;
+        }
         let waiting = self
             .oldest_call
             .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
         let usual = self.latency.estimate_ms(now);
-        waiting > usual.saturating_mul(DOUBT_FACTOR).max(DOUBT_FLOOR_MS)
+        waiting > usual.saturating_mul(DOUBT_FACTOR).max(doubt_ms)
     }
 
     pub fn latency_ms(&self, now: Instant) -> u64 {
@@ -296,17 +314,17 @@ impl Snapshot {
 }
 
 /// Where a new send should go now, by fee first and speed second (fast = under
-/// `slow_ms`), avoiding a processor in doubt while the other is fast and
+/// `t.slow_ms`), avoiding a processor in doubt while the other is fast and
 /// sure; `None` = hold.
 pub fn route(
     default: &Snapshot,
     fallback: &Snapshot,
     now: Instant,
-    slow_ms: u64,
+    t: Thresholds,
 ) -> Option<ProcessorId> {
     let open = |s: &Snapshot| s.budget(now) > 0;
-    let fast = |s: &Snapshot| s.latency_ms(now) < slow_ms;
-    let sure = |s: &Snapshot| open(s) && fast(s) && !s.in_doubt(now);
+    let fast = |s: &Snapshot| s.latency_ms(now) < t.slow_ms;
+    let sure = |s: &Snapshot| open(s) && fast(s) && !s.in_doubt(now, t.doubt_ms);
     if sure(default) {
         Some(ProcessorId::Default)
     } else if sure(fallback) {
@@ -434,9 +452,14 @@ mod tests {
         assert_eq!(b.try_acquire(t0), Some(true));
     }
 
+    const T: Thresholds = Thresholds {
+        slow_ms: 1_000,
+        doubt_ms: 150,
+    };
+
     fn snap(open: bool, latency_ms: u64, now: Instant) -> Snapshot {
         let mut s = Snapshot::fresh(10);
-        s.latency.reset(latency_ms as f64, now);
+        s.latency.record(latency_ms as f64, now);
         if !open {
             s.circuit = Circuit::Open {
                 until: now + ms(1_000),
@@ -449,7 +472,7 @@ mod tests {
     fn routing_prefers_the_cheaper_processor_unless_it_fails_or_is_slow() {
         use ProcessorId::*;
         let now = Instant::now();
-        let r = |d: Snapshot, f: Snapshot| route(&d, &f, now, 1_000);
+        let r = |d: Snapshot, f: Snapshot| route(&d, &f, now, T);
         assert_eq!(r(snap(true, 5, now), snap(true, 1, now)), Some(Default));
         assert_eq!(
             r(snap(true, 1_000, now), snap(true, 5, now)),
@@ -483,11 +506,11 @@ mod tests {
     fn a_call_waiting_far_longer_than_usual_sends_new_payments_elsewhere() {
         use ProcessorId::*;
         let now = Instant::now();
-        let r = |d: Snapshot, f: Snapshot| route(&d, &f, now, 1_000);
+        let r = |d: Snapshot, f: Snapshot| route(&d, &f, now, T);
         // Usually 5 ms; one call has waited 200 ms: the delay may have just grown.
         let mut doubtful = snap(true, 5, now);
         doubtful.oldest_call = Some(now - ms(200));
-        assert!(doubtful.in_doubt(now));
+        assert!(doubtful.in_doubt(now, T.doubt_ms));
         assert_eq!(r(doubtful, snap(true, 5, now)), Some(Fallback));
         // …but not when the other is no better: a doubt is not a failure.
         let mut other = snap(true, 5, now);
@@ -497,12 +520,18 @@ mod tests {
         // A call within a few times the usual latency is no doubt.
         let mut usual = snap(true, 100, now);
         usual.oldest_call = Some(now - ms(250));
-        assert!(!usual.in_doubt(now));
+        assert!(!usual.in_doubt(now, T.doubt_ms));
         assert_eq!(r(usual, snap(true, 5, now)), Some(Default));
         // Nor a short wait of a very fast processor.
         let mut quick = snap(true, 2, now);
         quick.oldest_call = Some(now - ms(100));
-        assert!(!quick.in_doubt(now));
+        assert!(!quick.in_doubt(now, T.doubt_ms));
+        // Before any call has ended (only the health figure), no doubt: a
+        // first call may be slow just for opening its connection.
+        let mut cold = Snapshot::fresh(10);
+        cold.latency.reset(0.0, now);
+        cold.oldest_call = Some(now - ms(400));
+        assert!(!cold.in_doubt(now, T.doubt_ms));
     }
 
     #[test]
