@@ -3,7 +3,8 @@
 //! # Layout
 //! - `domain`   — pure vocabulary: `Paise`, `Vpa`, `BankCode`, op ids.
 //! - `saga`     — the pure P2P saga state machine: `(state, event) -> (state, commands)`.
-//! - `actors`   — the living system: `TxnRegistry`, `TransactionActor`, `BankDirectory`.
+//! - `actors`   — the living system: `TxnRegistry`, `TransactionActor`, `CheckpointWriter`,
+//!   the bank supervision tree, `OutboxRelay`.
 //! - `http`     — actix-web handlers of the switch API (`shared/spec/switch-api-v1.md`).
 //! - `adapters` — Postgres, the Bank API v1 client and wire types.
 //! - `banksim`  — the bank simulator (`upi-switch bank-sim`), a separate tool.
@@ -14,6 +15,7 @@
 //! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
 //! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
+//! - `contest`  — the Rinha final test as data and arithmetic (schedule, checks, score).
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -23,6 +25,7 @@ pub mod actors;
 pub mod adapters;
 pub mod banksim;
 pub mod cli;
+pub mod contest;
 pub mod demo;
 pub mod domain;
 pub mod events;
