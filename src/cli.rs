@@ -188,6 +188,11 @@ pub struct SwitchConfig {
     /// How long a resolved VPA stays in the Redis cache, in milliseconds (0 = no VPA cache).
     #[arg(long, env = "VPA_CACHE_TTL_MS", default_value_t = 60_000)]
     pub vpa_cache_ttl_ms: u64,
+    /// How long this process keeps a VPA it resolved, in memory in front of
+    /// Redis, in milliseconds (0 = off). A change made through this switch is
+    /// seen at once; one made through another switch process within this long.
+    #[arg(long, env = "VPA_LOCAL_TTL_MS", default_value_t = 1_000)]
+    pub vpa_local_ttl_ms: u64,
     /// Rate limit per client (X-Client-Id, else peer IP): tokens refilled per second (0 = no limit).
     #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 0.0)]
     pub rate_limit_per_sec: f64,

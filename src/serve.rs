@@ -259,6 +259,7 @@ fn start_cache(cfg: &SwitchConfig, metrics: &Metrics) -> Result<Cache, ServeErro
             prefix: cfg.redis_prefix.clone(),
             op_timeout: Duration::from_millis(cfg.redis_timeout_ms),
             vpa_ttl: Duration::from_millis(cfg.vpa_cache_ttl_ms),
+            vpa_local_ttl: Duration::from_millis(cfg.vpa_local_ttl_ms),
             rate_limit,
         },
         CacheMetrics::register(&metrics.registry),

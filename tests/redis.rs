@@ -4,7 +4,8 @@
 //! the system Redis without seeing each other's keys.
 //!
 //! 1. The VPA cache is filled and used, and an operator's change of a VPA is
-//!    seen by the very next payment.
+//!    seen by the very next payment; so does the process's own memo in front
+//!    of it.
 //! 2. Redis down: payments work, `/readyz` reports `redis: degraded`, the rate
 //!    limiter lets requests through (`allow`) or refuses them with 503 (`deny`);
 //!    a Redis that comes back (our own `redis-server`, killed and restarted)
@@ -62,6 +63,9 @@ async fn metric(world: &World, sample: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Switch flags that turn the process's VPA memo off, for stories about Redis itself.
+const NO_MEMO: &[&str] = &["--vpa-local-ttl-ms", "0"];
+const MEMO_HITS: &str = r#"upi_cache_requests_total{cache="vpa_local",result="hit"}"#;
 const VPA_HITS: &str = r#"upi_cache_requests_total{cache="vpa",result="hit"}"#;
 const VPA_ERRORS: &str = r#"upi_cache_requests_total{cache="vpa",result="error"}"#;
 
@@ -130,7 +134,8 @@ async fn payee_of(world: &World, txn_id: &str) -> (String, String) {
 
 #[tokio::test]
 async fn vpa_cache_is_used_and_an_operator_change_is_seen_at_once() {
-    let w = World::start(&[], &[], &[]).await;
+    // Redis alone: the process's own memo (in front of it) is off here.
+    let w = World::start(NO_MEMO, &[], &[]).await;
     wait_redis(&w.http, &w.switch.url, "ok").await;
     let mut redis = redis_conn(SYSTEM_REDIS).await;
     let key = vpa_key(&w.switch.redis_prefix, "bob@icici");
@@ -176,6 +181,36 @@ async fn vpa_cache_is_used_and_an_operator_change_is_seen_at_once() {
     assert_eq!(cached["account"], "ACC003");
 }
 
+/// The process keeps the VPAs it resolved for a moment (`--vpa-local-ttl-ms`,
+/// 1 s by default): the next payment between them asks neither Redis nor
+/// Postgres, and an operator's change through this switch is still seen by
+/// the very next payment.
+#[tokio::test]
+async fn vpas_resolved_a_moment_ago_come_from_memory_and_a_change_is_seen_at_once() {
+    let w = World::start(&["--vpa-local-ttl-ms", "60000"], &[], &[]).await;
+    wait_redis(&w.http, &w.switch.url, "ok").await;
+    pay_ok(&w, "alice@hdfc", "bob@icici", "1.00").await;
+    let (memo, redis) = (metric(&w, MEMO_HITS).await, metric(&w, VPA_HITS).await);
+    let first = pay_ok(&w, "alice@hdfc", "bob@icici", "1.00").await;
+    assert_eq!(
+        metric(&w, MEMO_HITS).await,
+        memo + 2,
+        "both parties from memory"
+    );
+    assert_eq!(metric(&w, VPA_HITS).await, redis, "Redis not asked");
+    assert_eq!(
+        payee_of(&w, &first).await,
+        ("ICICI".into(), "ACC001".into())
+    );
+    assert_eq!(w.put_vpa("bob@icici", "HDFC", "ACC003").await, 200);
+    let second = pay_ok(&w, "alice@hdfc", "bob@icici", "2.00").await;
+    assert_eq!(
+        payee_of(&w, &second).await,
+        ("HDFC".into(), "ACC003".into()),
+        "the change is seen by the very next payment"
+    );
+}
+
 #[tokio::test]
 async fn dead_redis_payments_work_readyz_degraded_limiter_allows() {
     let w = World::start(
@@ -186,6 +221,8 @@ async fn dead_redis_payments_work_readyz_degraded_limiter_allows() {
             "0.001",
             "--rate-limit-burst",
             "1",
+            "--vpa-local-ttl-ms",
+            "0",
         ],
         &[],
         &[],
@@ -343,7 +380,7 @@ impl Drop for OwnRedis {
 async fn redis_that_dies_and_comes_back_is_used_again() {
     let mut own = OwnRedis::start();
     let url = own.url();
-    let w = World::start(&["--redis-url", &url], &[], &[]).await;
+    let w = World::start(&["--redis-url", &url, "--vpa-local-ttl-ms", "0"], &[], &[]).await;
     wait_redis(&w.http, &w.switch.url, "ok").await;
     let key = vpa_key(&w.switch.redis_prefix, "bob@icici");
     validate(&w, "bob@icici").await;
@@ -544,6 +581,7 @@ async fn a_fill_that_read_before_an_invalidation_is_refused() {
             prefix: prefix.clone(),
             op_timeout: Duration::from_millis(500),
             vpa_ttl: Duration::from_secs(60),
+            vpa_local_ttl: Duration::ZERO,
             rate_limit: None,
         },
         upi_switch::metrics::CacheMetrics::register(&prometheus::Registry::new()),

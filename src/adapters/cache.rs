@@ -1,5 +1,7 @@
 //! Redis, where it helps and never where it decides. This module owns the
-//! switch's connection to Redis and everything the switch keeps there:
+//! switch's connection to Redis and everything the switch keeps there (and,
+//! in front of the VPA cache, the process's own `VpaMemo` of VPAs resolved
+//! in the last second):
 //! - the **VPA resolution cache** (`<prefix>:vpa:{<vpa>}`, JSON of a
 //!   `VpaRecord`, with a TTL), read through before Postgres and invalidated by
 //!   the operator's `PUT /v1/admin/vpas/{vpa}`;
@@ -24,6 +26,7 @@
 //! bank's endpoints, which are not cached here, so it invalidates nothing.
 
 use crate::adapters::store::VpaRecord;
+use crate::adapters::vpa_memo::VpaMemo;
 use crate::domain::Vpa;
 use crate::metrics::CacheMetrics;
 use redis::aio::MultiplexedConnection;
@@ -43,6 +46,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a VPA's generation key outlives its last invalidation. It must
 /// outlast any read-then-fill window (milliseconds), not the entries.
 const VPA_GENERATION_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Most VPAs kept in this process's memo.
+const VPA_MEMO_MAX: usize = 100_000;
 /// Smallest refill rate accepted (one token per 1000 s).
 const MIN_RATE_PER_SEC: f64 = 0.001;
 
@@ -121,6 +126,9 @@ pub struct CacheConfig {
     pub op_timeout: Duration,
     /// TTL of a cached VPA; zero turns the VPA cache off.
     pub vpa_ttl: Duration,
+    /// How long this process keeps a VPA it resolved, in memory in front of
+    /// Redis (`VpaMemo`); zero turns that off.
+    pub vpa_local_ttl: Duration,
     /// `None`: no rate limit.
     pub rate_limit: Option<RateLimit>,
 }
@@ -197,6 +205,8 @@ struct Inner {
     bucket: Script,
     vpa_fill: Script,
     vpa_forget: Script,
+    /// VPAs this process resolved a moment ago, in front of Redis.
+    memo: VpaMemo,
 }
 
 impl Cache {
@@ -219,6 +229,7 @@ impl Cache {
             ));
         }
         let client = Client::open(cfg.url.as_str()).map_err(CacheError::Url)?;
+        let vpa_local_ttl = cfg.vpa_local_ttl;
         let inner = Arc::new(Inner {
             cfg,
             conn: RwLock::new(None),
@@ -227,6 +238,7 @@ impl Cache {
             bucket: Script::new(TOKEN_BUCKET_LUA),
             vpa_fill: Script::new(VPA_FILL_LUA),
             vpa_forget: Script::new(VPA_FORGET_LUA),
+            memo: VpaMemo::new(vpa_local_ttl, VPA_MEMO_MAX),
         });
         tokio::spawn(supervise(Arc::downgrade(&inner), client));
         Ok(Cache { inner })
@@ -278,10 +290,57 @@ impl Cache {
         F: Fn(Vpa) -> Fut,
         Fut: Future<Output = Result<Option<VpaRecord>, E>>,
     {
+        let memo = &self.inner.memo;
+        let now = std::time::Instant::now();
+        // Read before anything is looked up further down, for the fills.
+        let memo_seen = memo.generation();
         let mut found: [Option<VpaRecord>; N] = std::array::from_fn(|_| None);
+        let mut missing = Vec::with_capacity(N);
+        for (i, vpa) in vpas.iter().enumerate() {
+            match memo.get(vpa, now) {
+                Some(record) => {
+                    self.count("vpa_local", "hit");
+                    found[i] = Some(record);
+                }
+                None => missing.push(i),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        if memo.enabled() {
+            for _ in &missing {
+                self.count("vpa_local", "miss");
+            }
+        }
+        let wanted: Vec<&Vpa> = missing.iter().map(|&i| vpas[i]).collect();
+        let shared = self.shared_vpas(&wanted, load).await?;
+        for (i, record) in missing.iter().zip(shared) {
+            if let Some(record) = &record {
+                memo.fill(vpas[*i], record, memo_seen, now);
+            }
+            found[*i] = record;
+        }
+        Ok(found)
+    }
+
+    /// The registrations of these VPAs from Redis (one round trip: a
+    /// pipeline of one `MGET` per VPA, each in its own hash slot), and from
+    /// `load` (Postgres) for each miss, which fills Redis unless an
+    /// invalidation came in between.
+    async fn shared_vpas<E, F, Fut>(
+        &self,
+        vpas: &[&Vpa],
+        load: F,
+    ) -> Result<Vec<Option<VpaRecord>>, E>
+    where
+        F: Fn(Vpa) -> Fut,
+        Fut: Future<Output = Result<Option<VpaRecord>, E>>,
+    {
+        let mut found = Vec::with_capacity(vpas.len());
         if self.inner.cfg.vpa_ttl.is_zero() {
-            for (slot, vpa) in found.iter_mut().zip(vpas) {
-                *slot = load(vpa.clone()).await?;
+            for vpa in vpas {
+                found.push(load((*vpa).clone()).await?);
             }
             return Ok(found);
         }
@@ -300,8 +359,8 @@ impl Cache {
             })
             .await;
         let looked: Vec<Option<(Option<String>, Option<String>)>> = match looked {
-            Ok(answers) if answers.len() == N => answers.into_iter().map(Some).collect(),
-            _ => vec![None; N],
+            Ok(answers) if answers.len() == vpas.len() => answers.into_iter().map(Some).collect(),
+            _ => vec![None; vpas.len()],
         };
         for (i, vpa) in vpas.iter().enumerate() {
             // The generation seen before Postgres is read; `None`: do not fill.
@@ -309,7 +368,7 @@ impl Cache {
                 Some((Some(text), seen)) => match serde_json::from_str::<VpaRecord>(text) {
                     Ok(record) if record.vpa == vpa.as_str() => {
                         self.count("vpa", "hit");
-                        found[i] = Some(record);
+                        found.push(Some(record));
                         continue;
                     }
                     _ => {
@@ -331,7 +390,7 @@ impl Cache {
             if let (Some(record), Some(seen)) = (&record, seen) {
                 self.fill_vpa(&keys[i], &seen, record).await;
             }
-            found[i] = record;
+            found.push(record);
         }
         Ok(found)
     }
@@ -361,6 +420,7 @@ impl Cache {
     /// Drops the VPA's cached registration after an operator changed it.
     /// When Redis cannot be reached an old entry may live out its TTL.
     pub async fn forget_vpa(&self, vpa: &Vpa) {
+        self.inner.memo.forget(vpa);
         let (entry, generation) = self.vpa_keys(vpa);
         let forgot = self
             .inner
