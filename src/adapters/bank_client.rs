@@ -82,26 +82,52 @@ pub struct BankClient {
     http: reqwest::Client,
     base_url: String,
     timeout: Duration,
+    /// The movement endpoints, parsed once (`None` if the base URL is not one).
+    urls: Option<std::sync::Arc<MovementUrls>>,
+}
+
+#[derive(Debug)]
+struct MovementUrls {
+    debit: reqwest::Url,
+    credit: reqwest::Url,
+    reverse: reqwest::Url,
+}
+
+impl MovementUrls {
+    fn parse(base: &str) -> Option<MovementUrls> {
+        let at = |path: &str| reqwest::Url::parse(&format!("{base}/v1/{path}")).ok();
+        Some(MovementUrls {
+            debit: at("debit")?,
+            credit: at("credit")?,
+            reverse: at("reverse")?,
+        })
+    }
 }
 
 impl BankClient {
     /// Builds a client for `base_url` (e.g. `http://127.0.0.1:9101`); every call
     /// gives up after `timeout`.
     pub fn new(http: reqwest::Client, base_url: &str, timeout: Duration) -> BankClient {
+        let base_url = base_url.trim_end_matches('/').to_string();
         BankClient {
             http,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            urls: MovementUrls::parse(&base_url).map(std::sync::Arc::new),
+            base_url,
             timeout,
         }
     }
 
-    /// A connection-pooling HTTP client suited to bank calls (shared by all endpoints).
+    /// A connection-pooling HTTP client suited to bank calls (shared by all
+    /// endpoints). It follows no redirect and retries nothing on its own: a
+    /// bank call is resent only by the saga, which knows whether it may be.
     pub fn http_client() -> reqwest::Client {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(1_000))
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new())
     }
@@ -118,12 +144,25 @@ impl BankClient {
         self.movement("credit", OpKind::Credit, req).await
     }
 
+    /// The URL of a movement endpoint (parsed once; a bad base URL fails
+    /// here, before anything is sent, as "not delivered").
+    fn url(&self, pick: fn(&MovementUrls) -> &reqwest::Url) -> Result<reqwest::Url, Unknown> {
+        self.urls.as_deref().map(|u| pick(u).clone()).ok_or_else(|| {
+            Unknown::NotDelivered(format!("{} is not a usable URL", self.base_url))
+        })
+    }
+
     async fn movement(&self, path: &str, kind: OpKind, req: &MoveRequest) -> MoveOutcome {
-        let call = self
-            .http
-            .post(format!("{}/v1/{path}", self.base_url))
-            .timeout(self.timeout)
-            .json(req);
+        let pick: fn(&MovementUrls) -> &reqwest::Url = match kind {
+            OpKind::Debit => |u| &u.debit,
+            _ => |u| &u.credit,
+        };
+        let url = match self.url(pick) {
+            Ok(url) => url,
+            Err(unknown) => return MoveOutcome::Unknown(unknown),
+        };
+        debug_assert!(url.path().ends_with(path));
+        let call = self.http.post(url).timeout(self.timeout).json(req);
         let (status, body) = match send(call).await {
             Ok(answer) => answer,
             Err(unknown) => return MoveOutcome::Unknown(unknown),
@@ -151,11 +190,11 @@ impl BankClient {
     }
 
     pub async fn reverse(&self, req: &ReverseRequest) -> ReverseOutcome {
-        let call = self
-            .http
-            .post(format!("{}/v1/reverse", self.base_url))
-            .timeout(self.timeout)
-            .json(req);
+        let url = match self.url(|u| &u.reverse) {
+            Ok(url) => url,
+            Err(unknown) => return ReverseOutcome::Unknown(unknown),
+        };
+        let call = self.http.post(url).timeout(self.timeout).json(req);
         let (status, body) = match send(call).await {
             Ok(answer) => answer,
             Err(unknown) => return ReverseOutcome::Unknown(unknown),
@@ -248,15 +287,15 @@ impl BankClient {
 }
 
 /// Sends and reads the whole answer within the request's deadline.
-async fn send(call: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Unknown> {
+async fn send(call: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), Unknown> {
     let response = call.send().await.map_err(classify)?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(classify)?;
-    Ok((status, body.to_vec()))
+    Ok((status, body))
 }
 
 /// The body of a `200`, `None` for a `404`, an error for anything else.
-async fn read_ok(call: reqwest::RequestBuilder) -> Result<Option<Vec<u8>>, ReadError> {
+async fn read_ok(call: reqwest::RequestBuilder) -> Result<Option<bytes::Bytes>, ReadError> {
     match send(call).await {
         Ok((200, body)) => Ok(Some(body)),
         Ok((404, _)) => Ok(None),
