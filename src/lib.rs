@@ -14,6 +14,7 @@
 //! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
 //! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
+//! - `rig`      — one local deployment (banks, switch, databases) for `demo`, `bench` and `chaos/`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -31,6 +32,7 @@ pub mod loadgen;
 pub mod merchant;
 pub mod metrics;
 pub mod processor_sim;
+pub mod rig;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;
