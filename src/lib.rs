@@ -15,6 +15,7 @@
 //! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `rig`      — one local deployment (banks, switch, databases) for `demo`, `bench` and `chaos/`.
+//! - `bench`    — `upi-switch bench`: load at several rates, CPU per saga for every component.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -23,6 +24,7 @@
 pub mod actors;
 pub mod adapters;
 pub mod banksim;
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod domain;

@@ -5,7 +5,9 @@ use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 use upi_switch::cli::{Cli, Command, RigCommand};
 use upi_switch::rig::{self, RigError};
-use upi_switch::{adapters::pg, banksim, demo, loadgen, processor_sim, serve, telemetry, verify};
+use upi_switch::{
+    adapters::pg, banksim, bench, demo, loadgen, processor_sim, serve, telemetry, verify,
+};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -16,7 +18,7 @@ async fn main() -> ExitCode {
     };
     // The demo and the bench write their logs to files of their own: their
     // terminal is for progress and the summary.
-    if !matches!(cli.command, Command::Demo(_)) {
+    if !matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         telemetry::init(cli.log_format);
     }
     let result: Result<(), String> = match cli.command {
@@ -46,6 +48,7 @@ async fn main() -> ExitCode {
             };
             return rig_exit(result);
         }
+        Command::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
         Command::Verify(args) => {
             return match verify::run(args).await {
                 Ok(verify::Verdict::Clean) => ExitCode::SUCCESS,

@@ -430,6 +430,20 @@ impl Kinds {
 // Process
 // ---------------------------------------------------------------------------
 
+/// User + system CPU this process has used so far, all threads (`getrusage`).
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// Resolves on Ctrl-C or SIGTERM with the signal's name.
 pub async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]

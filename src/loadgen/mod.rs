@@ -139,6 +139,8 @@ struct Config {
     poll: Poll,
     drain_timeout: Duration,
     note: String,
+    /// Follow each payment to its end (else only post).
+    follow: bool,
 }
 
 impl Config {
@@ -201,6 +203,7 @@ impl Config {
                 pause: POLL_PAUSE,
             },
             drain_timeout: args.drain_timeout,
+            follow: !args.no_follow,
         })
     }
 
@@ -235,6 +238,7 @@ impl Config {
             poll_wait_ms: ms(self.poll.wait),
             drain_timeout_ms: ms(self.drain_timeout),
             fail_on_errors: args.fail_on_errors,
+            follow: self.follow,
         }
     }
 }
@@ -486,6 +490,15 @@ async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemapho
         t.accept_service
             .record(accepted_at.saturating_duration_since(sent_at));
     });
+    if !cfg.follow {
+        // Only posted: the answer's status is all this run knows.
+        shared.tally(|t| {
+            *t.statuses
+                .entry(accepted.status.as_str().to_string())
+                .or_default() += 1;
+        });
+        return;
+    }
     // Even a transaction decided at once is asked for once: its reason.
     let mut stop = shared.stop.clone();
     let followed = tokio::select! {
@@ -595,6 +608,8 @@ fn build_report(
             end_to_end: tally.end_to_end.summary(),
         },
         abandoned,
+        process_cpu_s: traffic::process_cpu().as_secs_f64(),
+        cpu_us_per_send: 0.0,
         warnings: Vec::new(),
     }
     .finish()

@@ -4,13 +4,11 @@
 //! the directory: it stops every recorded service (and any stray copy of its
 //! exact command line) and drops the databases named in `deployment.env`.
 
-use super::layout;
 use super::process::{self, Mode};
 use super::state::StateDir;
-use super::{Databases, Rig, RigConfig, RigError};
+use super::{Rig, RigConfig, RigError};
 use crate::cli::{RigDownArgs, RigUpArgs};
 use crate::traffic::shutdown_signal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// Longest `--bank-latency`.
@@ -19,7 +17,6 @@ const MAX_BANK_LATENCY_MS: u64 = 10_000;
 /// `rig up`: starts a detached rig in `--dir` and prints where everything is.
 pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
     let l = &args.layout;
-    let accounts = layout::numbered(l.accounts, l.frozen, l.poor).map_err(RigError::Usage)?;
     if l.db_pool_size == 0 {
         return Err(RigError::Usage("--db-pool-size must be at least 1".into()));
     }
@@ -40,26 +37,7 @@ pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
         let path = st.dir.join(old);
         let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
     }
-    let cfg = RigConfig {
-        bin: super::absolute_bin(l.bin.as_deref())?,
-        dir: st.dir.clone(),
-        prog: args.prog.clone(),
-        mode: Mode::Detached,
-        databases: Databases::Fresh {
-            pg: l.pg.clone(),
-            prefix: l.db_prefix.clone(),
-        },
-        accounts,
-        hdfc_endpoints: 2,
-        bank_port: 0,
-        switch_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        bank_latency_ms: l.bank_latency,
-        db_pool_size: Some(l.db_pool_size),
-        admin_token: None,
-        serve_args: l.serve_args.clone(),
-        rust_log: l.rust_log.clone(),
-        verbose: true,
-    };
+    let cfg = RigConfig::from_layout(l, (20, 2, 2), &st.dir, &args.prog, Mode::Detached)?;
     let started = tokio::select! {
         rig = Rig::start(cfg) => rig,
         signal = shutdown_signal() => Err(RigError::Start(format!("interrupted by {signal}"))),
