@@ -19,6 +19,7 @@
 //! shares with the demo (posting, following, histograms) in `crate::traffic`.
 
 pub mod report;
+pub mod wire;
 
 use crate::cli::{LoadgenArgs, Pairing};
 use crate::domain::{MAX_WIRE_PAISE, Paise, Vpa};
@@ -33,7 +34,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -61,10 +61,10 @@ pub enum LoadgenError {
     Client(#[from] reqwest::Error),
     #[error("the switch at {url} does not answer GET /healthz: {why}")]
     Unreachable { url: String, why: String },
-    #[error("the scheduler thread failed: {0}")]
-    Scheduler(String),
     #[error("cannot write the report {path}: {why}")]
     Report { path: PathBuf, why: String },
+    #[error("cannot run the load thread: {0}")]
+    Runtime(String),
     #[error("the run had {0} (--fail-on-errors)")]
     Failed(String),
 }
@@ -258,7 +258,10 @@ struct Tally {
 /// What every payment task shares.
 struct Shared {
     cfg: Config,
+    /// Status polls (`?wait=`), the preflight.
     http: reqwest::Client,
+    /// Posts: the lean client.
+    posts: wire::Pool,
     /// When the drain ends: following stops here.
     drain_deadline: Instant,
     counters: Counters,
@@ -278,10 +281,37 @@ impl Shared {
 }
 
 /// Runs a load test as `args` say; prints the summary, writes the report.
+/// The whole run happens on one thread with a single-threaded runtime of its
+/// own (so the scheduler's pace, [`pace`], is the only clock that wakes it
+/// while it sends); the caller's runtime only waits for the result.
 pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("loadgen".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(run_here(args)),
+                Err(e) => Err(LoadgenError::Runtime(e.to_string())),
+            };
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| LoadgenError::Runtime(e.to_string()))?;
+    result
+        .await
+        .unwrap_or_else(|_| Err(LoadgenError::Runtime("the load thread panicked".into())))
+}
+
+async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let cfg = Config::new(&args)?;
     let http = traffic::http_client(cfg.request_timeout, cfg.concurrency)?;
     preflight(&http, &cfg.switch).await?;
+    let endpoint = wire::Endpoint::resolve(&cfg.switch)
+        .await
+        .map_err(LoadgenError::Usage)?;
+    let posts = wire::Pool::new(endpoint, cfg.concurrency, cfg.request_timeout);
     let run_args = cfg.run_args(&args);
 
     let (stop_tx, stop) = watch::channel(None::<&'static str>);
@@ -310,6 +340,7 @@ pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
         drain_deadline: t0 + cfg.schedule.duration() + cfg.drain_timeout,
         cfg,
         http,
+        posts,
         counters: Counters::default(),
         tally: Mutex::new(Tally {
             lateness: Lateness::new(late_threshold),
@@ -327,14 +358,7 @@ pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     });
     let bar = progress_bar(show, shared.cfg.schedule.arrivals());
     let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
-    let scheduler = {
-        let (shared, runtime) = (shared.clone(), Handle::current());
-        tokio::task::spawn_blocking(move || send_all(shared, t0, runtime))
-    };
-    let mut sending = match scheduler.await {
-        Ok(sending) => sending,
-        Err(e) => return Err(LoadgenError::Scheduler(e.to_string())),
-    };
+    let mut sending = send_all(shared.clone(), t0).await;
     bar.set_prefix("draining");
     let hard_stop = shared.drain_deadline + shared.cfg.request_timeout;
     let abandoned = drain(&mut sending.tasks, hard_stop).await;
@@ -397,19 +421,43 @@ struct Sending {
     interrupted: Option<String>,
 }
 
-/// Longest single sleep of the scheduler, so that a signal is noticed soon.
-const SLEEP_SLICE: Duration = Duration::from_millis(100);
+/// Shortest and longest time between two wakes of the scheduler.
+const MIN_WAKE: Duration = Duration::from_millis(1);
+const MAX_WAKE: Duration = Duration::from_millis(4);
 
-/// The scheduler, on a thread of its own (the OS sleeps to the microsecond;
-/// tokio's timer only to the millisecond): waits for each arrival's intended
-/// time, then for a free slot, and hands the arrival to a payment task on the
-/// runtime, until the schedule or the duration ends or a signal comes.
-fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
+/// How often the scheduler wakes while it sends: once per arrival, but not
+/// more than once a millisecond (arrivals due in between go out together)
+/// and at least every 4 ms (answers are read at wakes).
+fn wake_every(interval: Duration) -> Duration {
+    interval.clamp(MIN_WAKE, MAX_WAKE)
+}
+
+/// The scheduler's own pace ("batch, don't react"): it yields, so the runtime
+/// runs the payment tasks started at this wake (their requests go out) and
+/// reads every answer that arrived since the last wake in one go; then the
+/// thread sleeps (to the microsecond) until `wake_at`, deaf to the sockets.
+/// A wake costs the machine a context switch, which is most of what a send
+/// costs, so answers do not each get one: an answer is read at the next wake,
+/// at most [`MAX_WAKE`] after it came, and its latency counts that wait.
+async fn pace(wake_at: Instant) {
+    tokio::task::yield_now().await;
+    std::thread::sleep(wake_at.saturating_duration_since(Instant::now()));
+}
+
+/// The scheduler, a loop on this (single-threaded) runtime: waits for each
+/// arrival's intended time at its own pace ([`pace`]: at high rates the
+/// arrivals due within a millisecond go out together, up to a millisecond
+/// late, which their latency counts), then for a free slot, and starts the
+/// arrival's payment task, until the schedule or the duration ends or a
+/// signal comes.
+async fn send_all(shared: Arc<Shared>, t0: Instant) -> Sending {
     let schedule = shared.cfg.schedule;
     let arrivals = schedule.arrivals();
     let end = t0 + schedule.duration();
     let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
     let mut stop = shared.stop.clone();
+    let every = wake_every(schedule.interval());
+    let mut last_wake = t0;
     let mut out = Sending {
         tasks: JoinSet::new(),
         sent: 0,
@@ -417,33 +465,27 @@ fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
         unsent: 0,
         interrupted: None,
     };
-    let signalled =
-        |stop: &watch::Receiver<Option<&'static str>>| stop.borrow().map(str::to_string);
     for i in 0..arrivals {
         let intended = t0 + schedule.offset(i);
-        loop {
-            out.interrupted = signalled(&stop);
-            let left = intended.saturating_duration_since(Instant::now());
-            if left.is_zero() || out.interrupted.is_some() {
-                break;
-            }
-            std::thread::sleep(left.min(SLEEP_SLICE));
+        out.interrupted = stop.borrow().map(str::to_string);
+        while out.interrupted.is_none() && intended > Instant::now() {
+            pace(intended.max(last_wake + every)).await;
+            last_wake = Instant::now();
+            out.interrupted = stop.borrow().map(str::to_string);
         }
         // A slot for this arrival, unless the duration ends (or a signal comes) first.
         let slot = match (&out.interrupted, slots.clone().try_acquire_owned()) {
             (Some(_), _) => None,
             (None, Ok(permit)) => Some(permit),
-            (None, Err(_)) => runtime.block_on(async {
-                tokio::select! {
-                    slot = tokio::time::timeout_at(end.into(), slots.clone().acquire_owned()) => {
-                        slot.ok().and_then(Result::ok)
-                    }
-                    signal = stop.wait_for(Option::is_some) => {
-                        out.interrupted = signal.ok().and_then(|s| *s).map(str::to_string);
-                        None
-                    }
+            (None, Err(_)) => tokio::select! {
+                slot = tokio::time::timeout_at(end.into(), slots.clone().acquire_owned()) => {
+                    slot.ok().and_then(Result::ok)
                 }
-            }),
+                signal = stop.wait_for(Option::is_some) => {
+                    out.interrupted = signal.ok().and_then(|s| *s).map(str::to_string);
+                    None
+                }
+            },
         };
         let Some(permit) = slot.filter(|_| Instant::now() < end) else {
             out.unsent = arrivals - i;
@@ -453,8 +495,7 @@ fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
             break;
         };
         out.sent += 1;
-        out.tasks
-            .spawn_on(pay(shared.clone(), i, intended, permit), &runtime);
+        out.tasks.spawn(pay(shared.clone(), i, intended, permit));
         // Finished tasks leave the set at once: it holds at most --concurrency.
         while out.tasks.try_join_next().is_some() {}
     }
@@ -465,38 +506,42 @@ fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
 async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemaphorePermit) {
     let sent_at = Instant::now();
     Counters::bump(&shared.counters.sent);
-    shared.tally(|t| {
-        let lag = sent_at.saturating_duration_since(intended);
-        t.lateness.record(lag);
-        t.lag.record(lag);
-    });
+    let lag = sent_at.saturating_duration_since(intended);
     let cfg = &shared.cfg;
     let (payer, payee) = cfg.pair(i);
     let key = format!("{}-{i}", cfg.run_id);
     let body = traffic::payment_body(payer.as_str(), payee.as_str(), cfg.amount(i), &cfg.note);
-    let accepted = match traffic::post_payment(&shared.http, &cfg.switch, &key, &body, None).await {
+    // A struct of strings always serialises; were it not to, the switch would answer 400.
+    let json = serde_json::to_string(&body).unwrap_or_default();
+    let request = wire::request(shared.posts.endpoint(), &key, &json);
+    let posted = shared.posts.post(&request).await;
+    let accepted_at = Instant::now();
+    let accepted = match posted {
         Ok(a) => a,
         Err(e) => {
             Counters::bump(&shared.counters.errors);
             shared.send_errors.add(e.to_string());
+            shared.tally(|t| {
+                t.lateness.record(lag);
+                t.lag.record(lag);
+            });
             return;
         }
     };
-    let accepted_at = Instant::now();
     Counters::bump(&shared.counters.accepted);
     shared.tally(|t| {
+        t.lateness.record(lag);
+        t.lag.record(lag);
         t.accept
             .record(accepted_at.saturating_duration_since(intended));
         t.accept_service
             .record(accepted_at.saturating_duration_since(sent_at));
+        if !cfg.follow {
+            // Only posted: the answer's status is all this run knows.
+            count_status(&mut t.statuses, accepted.status);
+        }
     });
     if !cfg.follow {
-        // Only posted: the answer's status is all this run knows.
-        shared.tally(|t| {
-            *t.statuses
-                .entry(accepted.status.as_str().to_string())
-                .or_default() += 1;
-        });
         return;
     }
     // Even a transaction decided at once is asked for once: its reason.
@@ -529,10 +574,18 @@ async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemapho
             t.end_to_end
                 .record(done.saturating_duration_since(intended));
         }
-        *t.statuses
-            .entry(followed.status.as_str().to_string())
-            .or_default() += 1;
+        count_status(&mut t.statuses, followed.status);
     });
+}
+
+/// One more of `status` (no allocation once the status is in the map).
+fn count_status(statuses: &mut BTreeMap<String, u64>, status: Status) {
+    match statuses.get_mut(status.as_str()) {
+        Some(n) => *n += 1,
+        None => {
+            statuses.insert(status.as_str().to_string(), 1);
+        }
+    }
 }
 
 /// Waits for the payment tasks, which end by the drain deadline on their own;
