@@ -55,6 +55,8 @@ struct BenchReport {
     /// The binary the switch and banks ran.
     services_bin: String,
     switch_url: String,
+    /// The switch's and the banks' databases.
+    databases: [String; 2],
     /// How the load was sent and where accept→terminal comes from.
     method: Vec<&'static str>,
     clk_tck: u64,
@@ -198,6 +200,7 @@ async fn bench(
         },
         services_bin: target.bin.clone(),
         switch_url: target.switch_url.clone(),
+        databases: [target.switch_db_name.clone(), target.bank_db_name.clone()],
         method: vec![
             if spec.follow {
                 "loadgen follows every payment with ?wait= long-polls"
