@@ -201,6 +201,9 @@ pub struct Phase {
     pub switch_involuntary_ctxt_per_saga: f64,
     /// Postgres processes seen by the sampler in the window.
     pub pg_processes_seen: usize,
+    /// Every saga of the phase ended before `--drain-timeout` (else the
+    /// figures cover those that did, over the window until the limit).
+    pub drained: bool,
 }
 
 /// The RSS phase.
@@ -230,7 +233,10 @@ pub fn render(phases: &[Phase], rss: Option<&RssPhase>) -> String {
         let mark = if p.every_send_out { "" } else { " !" };
         format!("{}/{}{mark}", p.sends_out, p.sends_asked)
     });
-    row("terminal sagas", &|p| p.terminal.to_string());
+    row("terminal sagas", &|p| {
+        let mark = if p.drained { "" } else { " !" };
+        format!("{}{mark}", p.terminal)
+    });
     row("terminal tx/s", &|p| format!("{:.0}", p.terminal_rate));
     row("accept p50/p90 ms", &|p| {
         format!("{:.1}/{:.1}", p.accept_ms.p50, p.accept_ms.p90)
@@ -282,6 +288,12 @@ pub fn render(phases: &[Phase], rss: Option<&RssPhase>) -> String {
             format!("{label:<30}{}", cells.join("  "))
         })
         .collect();
+    if phases.iter().any(|p| !p.every_send_out || !p.drained) {
+        out.push(
+            "  ! = some sends never went out (no free slot) / some sagas had not ended at the drain limit"
+                .into(),
+        );
+    }
     if let Some(r) = rss {
         out.push(match r.bytes_per_in_flight_saga {
             Some(b) => format!(
@@ -357,11 +369,13 @@ mod tests {
             rate_asked: 300.0,
             sends_asked: 10,
             sends_out: 9,
+            terminal: 7,
             ..Phase::default()
         };
         p.cpu_us_per_saga.insert("switch", 123.4);
         let text = render(&[p.clone(), p], None);
         assert!(text.contains("9/10 !"), "{text}");
+        assert!(text.contains("7 !"), "not drained: {text}");
         for c in Component::ALL {
             assert!(text.contains(c.label()), "{}: {text}", c.label());
         }
