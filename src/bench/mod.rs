@@ -166,6 +166,17 @@ async fn bench(
         follow: args.loadgen_follow,
     };
     let clk_tck = procfs::clk_tck();
+    // RSS first: after heavy phases the allocator keeps what they freed, and
+    // new sagas would reuse it without the RSS growing.
+    let rss = if args.rss_rate > 0.0 {
+        bar.set_message(format!(
+            "RSS: {} tx/s, banks +{} ms",
+            args.rss_rate, args.rss_bank_latency_ms
+        ));
+        Some(rss_phase(args, dir, &target, &spec, &http).await?)
+    } else {
+        None
+    };
     let mut phases = Vec::new();
     for rate in &args.rates {
         let phase = run_phase(
@@ -180,15 +191,6 @@ async fn bench(
         ));
         phases.push(phase);
     }
-    let rss = if args.rss_rate > 0.0 {
-        bar.set_message(format!(
-            "RSS: {} tx/s, banks +{} ms",
-            args.rss_rate, args.rss_bank_latency_ms
-        ));
-        Some(rss_phase(args, dir, &target, &spec, &http).await?)
-    } else {
-        None
-    };
     ticker.abort();
     bar.finish_and_clear();
     let report = BenchReport {
