@@ -302,17 +302,13 @@ impl Rig {
             .find_map(|(name, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| name.clone()))
     }
 
-    /// The names of the services, in start order.
-    pub fn services(&self) -> Vec<String> {
-        self.children.iter().map(|(n, _)| n.clone()).collect()
-    }
-
     /// Leaves the services running (a detached rig after `rig up`).
     pub fn release(mut self) {
         self.released = true;
     }
 
-    /// Stops the services (switch first) and drops fresh databases. Blocking:
+    /// Stops every service (SIGTERM to each group, SIGKILL to what is left
+    /// after [`STOP_LIMIT`]) and drops fresh databases. Blocking:
     /// waits up to [`STOP_LIMIT`] per stop step. Also what dropping does.
     pub fn teardown(&mut self) -> Result<(), RigError> {
         if self.released {
