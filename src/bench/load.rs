@@ -76,6 +76,8 @@ pub fn spawn_loadgen(
     if !spec.follow {
         cmd.arg("--no-follow");
     }
+    // It must not outlive a bench that is killed.
+    crate::rig::process::die_with_parent(cmd.as_std_mut());
     cmd.spawn()
         .map_err(|e| format!("cannot start {} loadgen: {e}", spec.bin.display()))
 }

@@ -57,23 +57,37 @@ impl Service {
                 cmd.env(k, v);
             }
         }
-        // SAFETY: only async-signal-safe calls (setsid, setpgid, prctl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let failed = match mode {
-                    Mode::Detached => libc::setsid() < 0,
-                    Mode::Attached => {
-                        libc::setpgid(0, 0) < 0
-                            || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0
+        match mode {
+            // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+            Mode::Detached => unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
-                };
-                if failed {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+                    Ok(())
+                });
+            },
+            Mode::Attached => {
+                cmd.process_group(0);
+                die_with_parent(&mut cmd);
+            }
         }
         cmd.spawn()
+    }
+}
+
+/// The child gets SIGKILL when this process dies, even by `kill -9`
+/// (`PR_SET_PDEATHSIG`; tied to the spawning thread, so spawn from a thread
+/// that lives as long as the process: the main thread or the runtime's).
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
