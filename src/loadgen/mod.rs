@@ -15,8 +15,14 @@
 //! omission), and late sends are counted with their lag. Arrivals still
 //! waiting for a slot when the duration ends are never sent (`unsent`).
 //!
+//! With `--no-follow` it only posts (the switch's database has the outcomes):
+//! the load `bench` uses, cheap enough that the rig measures the switch and
+//! not its client. The whole run is one thread: the scheduler batches its
+//! wakes ([`pace`]) and the posts go through [`wire`], a small HTTP/1.1
+//! client; the status polls use reqwest.
+//!
 //! The measuring and reporting is pure and lives in [`report`]; the pieces it
-//! shares with the demo (posting, following, histograms) in `crate::traffic`.
+//! shares with the demo (payment body, following, histograms) in `crate::traffic`.
 
 pub mod report;
 pub mod wire;
@@ -469,7 +475,11 @@ async fn send_all(shared: Arc<Shared>, t0: Instant) -> Sending {
         let intended = t0 + schedule.offset(i);
         out.interrupted = stop.borrow().map(str::to_string);
         while out.interrupted.is_none() && intended > Instant::now() {
-            pace(intended.max(last_wake + every)).await;
+            // Not before the next wake is due, not later than MAX_WAKE from now.
+            let wake_at = intended
+                .max(last_wake + every)
+                .min(Instant::now() + MAX_WAKE);
+            pace(wake_at).await;
             last_wake = Instant::now();
             out.interrupted = stop.borrow().map(str::to_string);
         }
