@@ -427,16 +427,12 @@ struct Sending {
     interrupted: Option<String>,
 }
 
-/// Shortest and longest time between two wakes of the scheduler.
+/// Shortest and longest time between two wakes of the scheduler while it
+/// sends: once per arrival, but not more than once a millisecond (arrivals
+/// due in between go out together) and at least every 4 ms (answers are read
+/// at wakes).
 const MIN_WAKE: Duration = Duration::from_millis(1);
 const MAX_WAKE: Duration = Duration::from_millis(4);
-
-/// How often the scheduler wakes while it sends: once per arrival, but not
-/// more than once a millisecond (arrivals due in between go out together)
-/// and at least every 4 ms (answers are read at wakes).
-fn wake_every(interval: Duration) -> Duration {
-    interval.clamp(MIN_WAKE, MAX_WAKE)
-}
 
 /// The scheduler's own pace ("batch, don't react"): it yields, so the runtime
 /// runs the payment tasks started at this wake (their requests go out) and
@@ -446,6 +442,11 @@ fn wake_every(interval: Duration) -> Duration {
 /// costs, so answers do not each get one: an answer is read at the next wake,
 /// at most [`MAX_WAKE`] after it came, and its latency counts that wait.
 async fn pace(wake_at: Instant) {
+    // The runtime polls this loop before the tasks an I/O poll woke, so it
+    // yields twice: first the new payment tasks write their requests and the
+    // runtime polls the sockets, then the tasks that poll woke read their
+    // answers (else they would wait a whole sleep more).
+    tokio::task::yield_now().await;
     tokio::task::yield_now().await;
     std::thread::sleep(wake_at.saturating_duration_since(Instant::now()));
 }
@@ -462,7 +463,6 @@ async fn send_all(shared: Arc<Shared>, t0: Instant) -> Sending {
     let end = t0 + schedule.duration();
     let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
     let mut stop = shared.stop.clone();
-    let every = wake_every(schedule.interval());
     let mut last_wake = t0;
     let mut out = Sending {
         tasks: JoinSet::new(),
@@ -475,9 +475,10 @@ async fn send_all(shared: Arc<Shared>, t0: Instant) -> Sending {
         let intended = t0 + schedule.offset(i);
         out.interrupted = stop.borrow().map(str::to_string);
         while out.interrupted.is_none() && intended > Instant::now() {
-            // Not before the next wake is due, not later than MAX_WAKE from now.
+            // At the arrival's time, but not sooner than MIN_WAKE after the
+            // last wake nor later than MAX_WAKE from now.
             let wake_at = intended
-                .max(last_wake + every)
+                .max(last_wake + MIN_WAKE)
                 .min(Instant::now() + MAX_WAKE);
             pace(wake_at).await;
             last_wake = Instant::now();
