@@ -18,13 +18,14 @@
 //! With `--no-follow` it only posts (the switch's database has the outcomes):
 //! the load `bench` uses, cheap enough that the rig measures the switch and
 //! not its client. The whole run is one thread: the scheduler batches its
-//! wakes ([`pace`]) and the posts go through [`wire`], a small HTTP/1.1
+//! wakes (`schedule::pace`) and the posts go through [`wire`], a small HTTP/1.1
 //! client; the status polls use reqwest.
 //!
 //! The measuring and reporting is pure and lives in [`report`]; the pieces it
 //! shares with the demo (payment body, following, histograms) in `crate::traffic`.
 
 pub mod report;
+mod schedule;
 pub mod wire;
 
 use crate::cli::{LoadgenArgs, Pairing};
@@ -34,13 +35,14 @@ use crate::traffic::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use report::{ErrorsReport, Latencies, Lateness, Report, RunArgs, Schedule, ScheduleReport};
+use schedule::{Sending, send_all};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
 /// Shortest `--poll-wait`: a shorter one would poll a pending transaction in a busy loop.
@@ -288,7 +290,7 @@ impl Shared {
 
 /// Runs a load test as `args` say; prints the summary, writes the report.
 /// The whole run happens on one thread with a single-threaded runtime of its
-/// own (so the scheduler's pace, [`pace`], is the only clock that wakes it
+/// own (so the scheduler's pace, `schedule::pace`, is the only clock that wakes it
 /// while it sends); the caller's runtime only waits for the result.
 pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let (done, result) = tokio::sync::oneshot::channel();
@@ -414,103 +416,6 @@ async fn preflight(http: &reqwest::Client, switch: &str) -> Result<(), LoadgenEr
             url: switch.to_string(),
             why: transport_text(&e),
         })
-}
-
-/// The sending phase as it went.
-struct Sending {
-    tasks: JoinSet<()>,
-    /// Arrivals handed to a payment task.
-    sent: u64,
-    /// How long sends went out: the duration, unless a signal cut it short.
-    window: Duration,
-    unsent: u64,
-    interrupted: Option<String>,
-}
-
-/// Shortest and longest time between two wakes of the scheduler while it
-/// sends: once per arrival, but not more than once a millisecond (arrivals
-/// due in between go out together) and at least every 4 ms (answers are read
-/// at wakes).
-const MIN_WAKE: Duration = Duration::from_millis(1);
-const MAX_WAKE: Duration = Duration::from_millis(4);
-
-/// The scheduler's own pace ("batch, don't react"): it yields, so the runtime
-/// runs the payment tasks started at this wake (their requests go out) and
-/// reads every answer that arrived since the last wake in one go; then the
-/// thread sleeps (to the microsecond) until `wake_at`, deaf to the sockets.
-/// A wake costs the machine a context switch, which is most of what a send
-/// costs, so answers do not each get one: an answer is read at the next wake,
-/// at most [`MAX_WAKE`] after it came, and its latency counts that wait.
-async fn pace(wake_at: Instant) {
-    // The runtime polls this loop before the tasks an I/O poll woke, so it
-    // yields twice: first the new payment tasks write their requests and the
-    // runtime polls the sockets, then the tasks that poll woke read their
-    // answers (else they would wait a whole sleep more).
-    tokio::task::yield_now().await;
-    tokio::task::yield_now().await;
-    std::thread::sleep(wake_at.saturating_duration_since(Instant::now()));
-}
-
-/// The scheduler, a loop on this (single-threaded) runtime: waits for each
-/// arrival's intended time at its own pace ([`pace`]: at high rates the
-/// arrivals due within a millisecond go out together, up to a millisecond
-/// late, which their latency counts), then for a free slot, and starts the
-/// arrival's payment task, until the schedule or the duration ends or a
-/// signal comes.
-async fn send_all(shared: Arc<Shared>, t0: Instant) -> Sending {
-    let schedule = shared.cfg.schedule;
-    let arrivals = schedule.arrivals();
-    let end = t0 + schedule.duration();
-    let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
-    let mut stop = shared.stop.clone();
-    let mut last_wake = t0;
-    let mut out = Sending {
-        tasks: JoinSet::new(),
-        sent: 0,
-        window: schedule.duration(),
-        unsent: 0,
-        interrupted: None,
-    };
-    for i in 0..arrivals {
-        let intended = t0 + schedule.offset(i);
-        out.interrupted = stop.borrow().map(str::to_string);
-        while out.interrupted.is_none() && intended > Instant::now() {
-            // At the arrival's time, but not sooner than MIN_WAKE after the
-            // last wake nor later than MAX_WAKE from now.
-            let wake_at = intended
-                .max(last_wake + MIN_WAKE)
-                .min(Instant::now() + MAX_WAKE);
-            pace(wake_at).await;
-            last_wake = Instant::now();
-            out.interrupted = stop.borrow().map(str::to_string);
-        }
-        // A slot for this arrival, unless the duration ends (or a signal comes) first.
-        let slot = match (&out.interrupted, slots.clone().try_acquire_owned()) {
-            (Some(_), _) => None,
-            (None, Ok(permit)) => Some(permit),
-            (None, Err(_)) => tokio::select! {
-                slot = tokio::time::timeout_at(end.into(), slots.clone().acquire_owned()) => {
-                    slot.ok().and_then(Result::ok)
-                }
-                signal = stop.wait_for(Option::is_some) => {
-                    out.interrupted = signal.ok().and_then(|s| *s).map(str::to_string);
-                    None
-                }
-            },
-        };
-        let Some(permit) = slot.filter(|_| Instant::now() < end) else {
-            out.unsent = arrivals - i;
-            if out.interrupted.is_some() {
-                out.window = t0.elapsed().min(schedule.duration());
-            }
-            break;
-        };
-        out.sent += 1;
-        out.tasks.spawn(pay(shared.clone(), i, intended, permit));
-        // Finished tasks leave the set at once: it holds at most --concurrency.
-        while out.tasks.try_join_next().is_some() {}
-    }
-    out
 }
 
 /// One arrival: post the payment, then follow it until terminal or the drain deadline.
