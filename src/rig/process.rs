@@ -188,15 +188,13 @@ mod tests {
     fn a_started_group_is_found_by_its_command_line_and_stopped() {
         let dir = std::env::temp_dir().join(format!("rig-proc-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        // A shell that sleeps: its command line carries a token no other process has.
+        // `sleep` adds up its arguments: a random fraction makes this command
+        // line ours alone, and sleep does not fork (a shell would, briefly
+        // showing its own command line twice).
+        let token = format!("0.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000_000);
         let service = Service {
             name: "sleeper".into(),
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("sleep 30; : {token}"),
-            ],
+            argv: vec!["/bin/sleep".into(), "30".into(), token],
             env: vec!["PATH=/usr/bin:/bin".into()],
         };
         let log = dir.join("sleeper.log");
