@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops a chaos deployment and drops its databases; see usage below.
+# Stops a chaos deployment and drops its databases (upi-switch rig down); see usage below.
 set -euo pipefail
 CHAOS_PROG=down.sh
 # shellcheck source=chaos/lib.sh
@@ -32,45 +32,14 @@ while (($#)); do
   esac
 done
 
-status=0
-if [[ -f $CHAOS_ENV ]]; then
-  load_deployment
-  for name in loadgen $SERVICES; do
-    if stop_service "$name" TERM; then say "stopped $name"; fi
-  done
-  # A stray copy of any recorded command line (ours by its exact arguments), too.
-  for cmd in "$CHAOS_RUN"/*.cmd; do
-    [[ -e $cmd ]] || continue
-    name=$(basename "$cmd" .cmd)
-    stop_service "$name" KILL && say "stopped a stray $name"
-  done
-  if command -v psql >/dev/null 2>&1; then
-    for db in "$SWITCH_DB_NAME" "$BANK_DB_NAME"; do
-      if psql -X -q -v ON_ERROR_STOP=1 -d "$PG/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; then
-        say "dropped database $db"
-      else
-        say "could not drop database $db"
-        status=1
-      fi
-    done
-  else
-    say "psql is not on PATH: drop the databases $SWITCH_DB_NAME and $BANK_DB_NAME yourself"
-    status=1
-  fi
-  for name in loadgen $SERVICES; do
-    if service_pids "$name" | grep -q .; then
-      say "$name is still running: $(service_pids "$name" | tr '\n' ' ')"
-      status=1
-    fi
-  done
-  ((status != 0)) || rm -rf "$CHAOS_RUN" "$CHAOS_ENV"
-else
+# The binary that started the deployment stops it (upi-switch rig down).
+if [[ ! -f $CHAOS_ENV ]]; then
   say "no deployment recorded in $CHAOS_DIR; nothing to stop"
+  if $purge; then rm -rf "$CHAOS_DIR" && say "removed $CHAOS_DIR"; fi
+  exit 0
 fi
-if $purge && ((status == 0)); then
-  rm -rf "$CHAOS_DIR"
-  say "removed $CHAOS_DIR"
-elif [[ -d $CHAOS_LOGS ]]; then
-  say "logs kept in $CHAOS_LOGS"
-fi
-exit "$status"
+BIN=$(sed -n 's/^BIN=//p' "$CHAOS_ENV" | tr -d "'")
+[[ -n $BIN && -x $BIN ]] || BIN=$(chaos_bin)
+args=(rig down --dir "$CHAOS_DIR" --prog "$CHAOS_PROG" --stop-timeout "$STOP_TIMEOUT")
+$purge && args+=(--purge)
+exec "$BIN" "${args[@]}"

@@ -55,6 +55,12 @@ pub enum Command {
     /// Send P2P payments to a running switch at a constant arrival rate (open loop),
     /// follow each to its end, and report latencies, statuses and errors.
     Loadgen(LoadgenArgs),
+    /// A local deployment (two bank simulators, the switch, fresh databases) for the
+    /// chaos scripts: `rig up --dir D` starts it detached and records it, `rig down` stops it.
+    Rig(RigArgs),
+    /// Start a rig (or use a running one), drive it open loop at each rate, and report
+    /// latency, CPU per saga for every component, context switches and RSS per in-flight saga.
+    Bench(BenchArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -409,6 +415,178 @@ pub struct LoadgenArgs {
     /// PENDING at the drain timeout.
     #[arg(long)]
     pub fail_on_errors: bool,
+    /// Only post: do not follow payments to their end (statuses are those of the
+    /// answers; the switch's database has the outcomes). The cheapest load.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RigArgs {
+    #[command(subcommand)]
+    pub command: RigCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RigCommand {
+    /// Start a deployment whose services outlive this command, recorded in --dir
+    /// (deployment.env, run/NAME.cmd|pid|env, logs/NAME.log, vpas.txt, vpas.tsv).
+    Up(RigUpArgs),
+    /// Stop the deployment recorded in --dir (SIGTERM, then SIGKILL) and drop its databases.
+    Down(RigDownArgs),
+}
+
+/// How a rig is laid out: databases, accounts, bank latency, the switch's extra flags.
+#[derive(Args, Debug, Clone)]
+pub struct RigLayoutArgs {
+    /// PostgreSQL server (no database name): the rig creates two fresh databases on it.
+    #[arg(
+        long,
+        env = "RIG_PG",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub pg: String,
+    /// Prefix of the fresh databases' names: `<prefix>_<random>_switch`, `…_banks`.
+    #[arg(long, default_value = "upi_rig")]
+    pub db_prefix: String,
+    /// Accounts (and VPAs) per bank, 2-999 [default: rig up 20, bench 200].
+    #[arg(long)]
+    pub accounts: Option<usize>,
+    /// Frozen accounts per bank: payments to them end REVERSED [default: rig up 2, bench 0].
+    #[arg(long)]
+    pub frozen: Option<usize>,
+    /// Accounts holding ₹1.00 per bank: payments from them end FAILED [default: rig up 2, bench 0].
+    #[arg(long)]
+    pub poor: Option<usize>,
+    /// Every bank request takes this many ms plus 0..this of jitter (bank-sim flags, so it survives restarts).
+    #[arg(long, default_value_t = 0)]
+    pub bank_latency: u64,
+    /// The switch's Postgres pool.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool_size: usize,
+    /// The binary the services run (`serve`, `bank-sim`, `migrate`); default: this one.
+    #[arg(long = "bin", value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+    /// RUST_LOG of the services.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+    /// Added to the switch's command line (`upi-switch serve …`), after `--`.
+    #[arg(last = true, value_name = "SERVE_ARGS")]
+    pub serve_args: Vec<String>,
+}
+
+impl RigLayoutArgs {
+    /// (accounts, frozen, poor), each from its flag or else from `defaults`.
+    pub fn accounts(&self, defaults: (usize, usize, usize)) -> (usize, usize, usize) {
+        (
+            self.accounts.unwrap_or(defaults.0),
+            self.frozen.unwrap_or(defaults.1),
+            self.poor.unwrap_or(defaults.2),
+        )
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RigUpArgs {
+    /// State directory: deployment.env, run/, logs/, vpas.txt, vpas.tsv, accounts-*.json.
+    #[arg(long, env = "CHAOS_DIR")]
+    pub dir: PathBuf,
+    /// Name of the program in log lines and in the logs' start headers.
+    #[arg(long, default_value = "upi-switch rig", hide = true)]
+    pub prog: String,
+    #[command(flatten)]
+    pub layout: RigLayoutArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RigDownArgs {
+    /// State directory of the deployment.
+    #[arg(long, env = "CHAOS_DIR")]
+    pub dir: PathBuf,
+    /// Also remove the state directory (logs and reports included).
+    #[arg(long)]
+    pub purge: bool,
+    /// Seconds a service gets to stop on SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    pub stop_timeout: u64,
+    /// Name of the program in log lines.
+    #[arg(long, default_value = "upi-switch rig", hide = true)]
+    pub prog: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Arrival rates to run, in tx/s, one measured phase each, in this order.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![300.0, 1000.0, 2000.0])]
+    pub rates: Vec<f64>,
+    /// Measured time per rate.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured load at the same rate before each measured phase.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// The load generator's most transactions in flight.
+    #[arg(long, default_value_t = 4096)]
+    pub concurrency: usize,
+    /// Longest wait after the sends for the phase's sagas to end.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Use the running deployment recorded in this directory (`rig up --dir`) instead of starting one.
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// RSS phase: arrival rate while the banks are slow (0: no RSS phase).
+    #[arg(long, default_value_t = 800.0)]
+    pub rss_rate: f64,
+    /// RSS phase: latency the banks add to every request (PUT /admin/faults), in ms.
+    #[arg(long, default_value_t = 500)]
+    pub rss_bank_latency_ms: u64,
+    /// RSS phase: how long it sends.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub rss_duration: Duration,
+    /// Write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where the rig's logs and the phases' loadgen reports go (default: a fresh temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the state directory after a successful run (it is always kept after a failure).
+    #[arg(long)]
+    pub keep: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Let loadgen follow every payment with `?wait=` long-polls (its old, dearer way)
+    /// instead of only posting.
+    #[arg(long)]
+    pub loadgen_follow: bool,
+    #[command(flatten)]
+    pub layout: RigLayoutArgs,
+}
+
+/// The switch's flags (`SwitchConfig`) that `matches` got on the command line
+/// (not defaults, not the environment, which a child inherits anyway), rendered
+/// back as arguments, except those named in `skip`: how the demo hands its
+/// switch flags on to the switch it starts as a child process.
+pub fn given_switch_args(matches: &clap::ArgMatches, skip: &[&str]) -> Vec<String> {
+    let switch = SwitchConfig::augment_args(clap::Command::new("serve"));
+    let mut out = Vec::new();
+    for arg in switch.get_arguments() {
+        let name = arg.get_id().as_str();
+        if skip.contains(&name)
+            || matches.value_source(name) != Some(clap::parser::ValueSource::CommandLine)
+        {
+            continue;
+        }
+        let Ok(Some(values)) = matches.try_get_raw(name) else {
+            continue;
+        };
+        let long = arg.get_long().unwrap_or(name);
+        for value in values {
+            out.push(format!("--{long}"));
+            out.push(value.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
 
 /// A duration: whole `ms`, `s`, `m` or `h` (`500ms`, `30s`, `2m`), or plain seconds (`30`).

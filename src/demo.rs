@@ -1,39 +1,41 @@
-//! `upi-switch demo`: the README's first command. This module owns the whole
-//! show: two simulated banks (HDFC, ICICI) as child processes of this very
-//! executable, the switch running in-process (`serve::start`), registration of
-//! the banks and 60 VPAs over the public admin API, a burst of P2P payments
-//! measured from the client's side (accept and end-to-end latency, throughput,
-//! HTTP errors), a summary with a money check (the sum over both banks is the
-//! same before and after, and each ledger moved exactly as the `SUCCESS`
-//! transactions say), and then — unless `--exit` — serving until Ctrl-C.
+//! `upi-switch demo`: the README's first command. This module owns the show,
+//! not the deployment: the rig (`crate::rig`) starts two simulated banks
+//! (HDFC, ICICI) and the switch as child processes of this very executable
+//! and registers the banks and 60 VPAs; the demo then sends a burst of P2P
+//! payments measured from the client's side (accept and end-to-end latency,
+//! throughput, HTTP errors), prints a summary with a money check (the sum over
+//! both banks is the same before and after, and each ledger moved exactly as
+//! the `SUCCESS` transactions say), and then — unless `--exit` — keeps the rig
+//! serving until Ctrl-C.
 //!
-//! The bank processes are killed whenever the demo ends, however it ends
-//! (error, Ctrl-C/SIGTERM, panic). The demo's own logs and the banks' go to
-//! files in a fresh temporary directory, so the terminal shows only progress
-//! and the summary. Running it twice against the same databases works: the
-//! banks keep the ledgers of the first run, every payment has a fresh
-//! idempotency key, and only this run's transactions are counted.
+//! The rig is torn down whenever the demo ends, however it ends (error,
+//! Ctrl-C/SIGTERM, panic). The demo's own logs and the services' go to files
+//! in a fresh temporary directory, so the terminal shows only progress and the
+//! summary. Running it twice against the same databases works: the banks keep
+//! the ledgers of the first run, every payment has a fresh idempotency key,
+//! and only this run's transactions are counted.
 
 use crate::adapters::bank_client::BankClient;
-use crate::adapters::pg::{self, Schema};
 use crate::cli::{DemoArgs, LogFormat};
 use crate::domain::Paise;
-use crate::serve;
+use crate::rig::layout::{Account, BANKS, Kind};
+use crate::rig::process::Mode;
+use crate::rig::{Databases, Rig, RigConfig};
 use crate::traffic::{
-    self, Counters, Kinds, Latency, Pairs, Poll, Status, problem_code, shutdown_signal,
-    transport_text,
+    self, Counters, Kinds, Latency, Pairs, Poll, Status, shutdown_signal, transport_text,
 };
 use futures::StreamExt;
 use rand::RngExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+
+/// Switch flags the rig sets itself (the demo's others go on to `serve`).
+pub const RIG_SETS: &[&str] = &["database_url", "listen", "admin_token"];
 
 /// Accounts (and VPAs) per bank: `ACC001`… ↔ `user001@hdfc`…
 const ACCOUNTS_PER_BANK: usize = 30;
@@ -52,14 +54,6 @@ const AMOUNT_PAISE: std::ops::RangeInclusive<i64> = 100..=50_000;
 /// Payments from poor payers always exceed their ₹1.00.
 const POOR_AMOUNT_PAISE: std::ops::RangeInclusive<i64> = 1_000..=50_000;
 
-/// (code, name, psp handle) of the two simulated banks.
-const BANKS: [(&str, &str, &str); 2] = [
-    ("HDFC", "HDFC Bank", "hdfc"),
-    ("ICICI", "ICICI Bank", "icici"),
-];
-
-/// How long a bank child may take to print `LISTENING <addr>`.
-const BANK_START_LIMIT: Duration = Duration::from_secs(30);
 /// How long one transaction is followed before it is reported still `PENDING`.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(120);
 /// How each transaction is followed: `?wait=` of each status poll, slack, pause after a failure.
@@ -104,8 +98,9 @@ const NOTES: [&str; 6] = [
 
 type DemoResult<T> = Result<T, String>;
 
-/// Runs the demo. `log_format` applies to the log file of this process.
-pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
+/// Runs the demo. `serve_args` are the switch flags given on its command line;
+/// `log_format` applies to the log file of this process.
+pub async fn run(args: DemoArgs, serve_args: Vec<String>, log_format: LogFormat) -> DemoResult<()> {
     let concurrency = args.concurrency.max(1);
     if args.transactions == 0 {
         return Err("--transactions must be at least 1".into());
@@ -115,9 +110,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
             "--bank-port must leave room for a second port (ICICI uses --bank-port + 1)".into(),
         );
     }
-    // A taken --listen port is found out first, before any child is started:
-    // `serve::start` binds only after it has started its actors, and actors
-    // abandoned that way panic (caught, but loud) when the runtime is torn down.
+    // A taken --listen port is found out first, before any child is started.
     if args.switch.listen.port() != 0 {
         std::net::TcpListener::bind(args.switch.listen).map_err(|e| {
             format!(
@@ -133,8 +126,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create the demo's directory {}: {e}", dir.display()))?;
-    let switch_log = dir.join("switch.log");
-    init_logging(&switch_log, log_format)?;
+    init_logging(&dir.join("demo.log"), log_format)?;
 
     // Ctrl-C / SIGTERM, observed by every phase below.
     let (stop_tx, mut stop) = watch::channel(None::<&'static str>);
@@ -145,84 +137,66 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
 
     eprintln!("upi-switch demo: logs in {}", dir.display());
 
-    // 1. The banks' ledger database (created and migrated here, once, so the two
-    //    simulators do not race to) and the two bank processes.
-    let bank_db = pg::DbUrl::parse(&args.bank_database_url).map_err(|e| e.to_string())?;
-    guard(&mut stop, async {
-        pg::ensure_database(&bank_db)
-            .await
-            .map_err(|e| e.to_string())?;
-        pg::migrate(&bank_db, Schema::Bank)
-            .await
-            .map_err(|e| e.to_string())
+    // 1. The rig: ledgers and switch databases (migrated once), both banks, the
+    //    switch, the registrations, both banks UP.
+    let people = people();
+    let cfg = RigConfig {
+        bin: crate::rig::current_bin().map_err(|e| e.to_string())?,
+        dir: dir.clone(),
+        prog: "upi-switch demo".into(),
+        mode: Mode::Attached,
+        databases: Databases::Given {
+            switch: args.switch.database_url.clone(),
+            banks: args.bank_database_url.clone(),
+        },
+        accounts: people.clone(),
+        hdfc_endpoints: 1,
+        bank_port: args.bank_port,
+        switch_listen: args.switch.listen,
+        bank_latency_ms: 0,
+        db_pool_size: None,
+        admin_token: args.switch.admin_token.clone(),
+        serve_args,
+        rust_log: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        verbose: false,
+    };
+    let mut rig = guard(&mut stop, async {
+        Rig::start(cfg).await.map_err(|e| {
+            let hint = if args.bank_port != 0 && e.to_string().contains("cannot listen") {
+                " (try --bank-port 0 to pick free ports)"
+            } else {
+                ""
+            };
+            format!("{e}{hint}")
+        })
     })
     .await?;
-    let people = people();
-    let mut banks = BankChildren(Vec::new());
-    let mut started = Vec::new();
-    for (i, (code, _, _)) in BANKS.iter().enumerate() {
-        let port = if args.bank_port == 0 {
-            0
-        } else {
-            args.bank_port + i as u16
-        };
-        let seed = write_seed_file(&dir, code, &people)?;
-        started.push(spawn_bank(
-            code,
-            port,
-            &args.bank_database_url,
-            &seed,
-            &dir,
-            &mut banks,
-        )?);
-    }
-    let mut bank_urls = Vec::new();
-    for (i, listening) in started.into_iter().enumerate() {
-        let url = guard(
-            &mut stop,
-            wait_listening(&mut banks.0[i], listening, args.bank_port),
-        )
-        .await?;
-        bank_urls.push(url);
-    }
-    for (bank, url) in banks.0.iter().zip(&bank_urls) {
+    let logs = dir.join("logs");
+    for bank in &rig.banks {
         eprintln!(
-            "  bank {:<5} {url}  (log: {})",
+            "  bank {:<5} {}  (log: {}/{}.log)",
             bank.code,
-            bank.log.display()
+            bank.urls.join(" "),
+            logs.display(),
+            bank.service
         );
     }
-
-    // 2. The switch, in this process.
-    let running = guard(&mut stop, async {
-        serve::start(&args.switch)
-            .await
-            .map_err(|e| format!("starting the switch: {e}"))
-    })
-    .await?;
-    let server = running.server.handle();
-    let mut server_task = actix_web::rt::spawn(running.server);
-    let switch_url = match running.addrs.first() {
-        Some(addr) => format!("http://{}", reachable(*addr)),
-        None => return Err("the switch is not listening on any address".into()),
-    };
-    eprintln!("  switch     {switch_url}  (log: {})", switch_log.display());
-
-    let http = traffic::http_client(Duration::from_secs(30), concurrency + 8)
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let token = args.switch.admin_token.as_deref();
-
-    // 3. Registrations, then a quiet switch, then the balances before.
-    guard(
-        &mut stop,
-        register(&http, &switch_url, token, &bank_urls, &people),
-    )
-    .await?;
+    let switch_url = rig.switch_url.clone();
+    eprintln!(
+        "  switch     {switch_url}  (log: {}/switch.log)",
+        logs.display()
+    );
     eprintln!(
         "  registered {} banks and {} VPAs",
         BANKS.len(),
         people.len()
     );
+    let bank_urls: Vec<String> = rig.banks.iter().map(|b| b.urls[0].clone()).collect();
+
+    let http = traffic::http_client(Duration::from_secs(30), concurrency + 8)
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+
+    // 2. A quiet switch, then the balances before.
     if let Err(why) = guard(&mut stop, async { Ok(wait_idle(&http, &switch_url).await) }).await? {
         eprintln!("  note: {why}; the money check may be off by transactions of an earlier run");
     }
@@ -231,7 +205,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
         eprintln!("  note: {warning}");
     }
 
-    // 4. Traffic.
+    // 3. Traffic.
     let plans = plan(&people, args.transactions);
     eprintln!(
         "  sending {} payments, {concurrency} at a time",
@@ -268,7 +242,7 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
     .await?;
     let traffic_elapsed = traffic_started.elapsed();
 
-    // 5. Balances after, and the summary.
+    // 4. Balances after, and the summary.
     if let Err(why) = guard(&mut stop, async { Ok(wait_idle(&http, &switch_url).await) }).await? {
         eprintln!("  note: {why}");
     }
@@ -288,25 +262,29 @@ pub async fn run(args: DemoArgs, log_format: LogFormat) -> DemoResult<()> {
     println!("{}", supervisor_health(&http, &switch_url).await);
     let verdict = summary.verdict();
 
-    // 6. Keep serving until Ctrl-C, unless told to exit.
+    // 5. Keep serving until Ctrl-C, unless told to exit.
     if !args.exit {
         println!();
         println!("{}", how_to_look(&switch_url, &bank_urls, &summary, &dir));
-        tokio::select! {
-            _ = stop.wait_for(Option::is_some) => eprintln!("\nupi-switch demo: stopping the switch and the banks"),
-            result = &mut server_task => match result {
-                Ok(Ok(())) => eprintln!("upi-switch demo: the switch stopped; stopping the banks"),
-                Ok(Err(e)) => return Err(format!("the switch stopped: {e}")),
-                Err(e) => return Err(format!("the switch stopped: {e}")),
-            },
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(Option::is_some) => {
+                    eprintln!("\nupi-switch demo: stopping the switch and the banks");
+                    break;
+                }
+                _ = check.tick() => if let Some(service) = rig.exited() {
+                    rig.teardown().map_err(|e| e.to_string())?;
+                    return Err(format!("the {service} stopped; the rest was stopped too"));
+                },
+            }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.stop(true)).await;
-    drop(banks);
+    rig.teardown().map_err(|e| e.to_string())?;
     verdict
 }
 
-/// Logs of this process (the switch's) go to a file: the terminal is for the summary.
+/// Logs of this process go to a file: the terminal is for the summary.
 fn init_logging(path: &Path, format: LogFormat) -> DemoResult<()> {
     let file = std::fs::File::create(path)
         .map_err(|e| format!("cannot create log file {}: {e}", path.display()))?;
@@ -333,21 +311,8 @@ async fn guard<T>(
         result = work => result,
         signal = stop.wait_for(Option::is_some) => {
             let name = signal.ok().and_then(|s| *s).unwrap_or("a signal");
-            Err(format!("interrupted by {name}; the banks were stopped"))
+            Err(format!("interrupted by {name}; the switch and the banks were stopped"))
         }
-    }
-}
-
-/// An address a client can connect to (`0.0.0.0` → `127.0.0.1`).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
     }
 }
 
@@ -355,46 +320,34 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 // People: accounts, VPAs and what each one is for
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// ACTIVE with ₹50,000.
-    Rich,
-    /// FROZEN: credits to it are declined.
-    Frozen,
-    /// ACTIVE with ₹1.00: debits from it are declined.
-    Poor,
-}
-
-#[derive(Debug, Clone)]
-struct Person {
-    bank: &'static str,
-    account: String,
-    vpa: String,
-    name: String,
-    kind: Kind,
-}
-
-fn people() -> Vec<Person> {
+/// The demo's accounts: `user001@hdfc`…, ordinary ones rich, the last six
+/// of each bank frozen or poor.
+fn people() -> Vec<Account> {
     let mut list = Vec::new();
-    for (b, (code, _, psp)) in BANKS.iter().enumerate() {
+    for (b, bank) in BANKS.iter().enumerate() {
         for i in 1..=ACCOUNTS_PER_BANK {
             let kind = if FROZEN.contains(&i) {
                 Kind::Frozen
             } else if POOR.contains(&i) {
                 Kind::Poor
             } else {
-                Kind::Rich
+                Kind::Ordinary
             };
             let n = b * ACCOUNTS_PER_BANK + i;
-            list.push(Person {
-                bank: code,
+            list.push(Account {
+                bank: b,
                 account: format!("ACC{i:03}"),
-                vpa: format!("user{i:03}@{psp}"),
+                vpa: format!("user{i:03}@{}", bank.psp),
                 name: format!(
                     "{} {}",
                     FIRST_NAMES[n % FIRST_NAMES.len()],
                     LAST_NAMES[(n / 3) % LAST_NAMES.len()]
                 ),
+                balance_paise: if kind == Kind::Poor {
+                    POOR_BALANCE_PAISE
+                } else {
+                    RICH_BALANCE_PAISE
+                },
                 kind,
             });
         }
@@ -402,228 +355,9 @@ fn people() -> Vec<Person> {
     list
 }
 
-fn write_seed_file(dir: &Path, code: &str, people: &[Person]) -> DemoResult<PathBuf> {
-    let list: Vec<Value> = people
-        .iter()
-        .filter(|p| p.bank == code)
-        .map(|p| {
-            json!({
-                "account": p.account,
-                "name": p.name,
-                "balance_paise": if p.kind == Kind::Poor { POOR_BALANCE_PAISE } else { RICH_BALANCE_PAISE },
-                "status": if p.kind == Kind::Frozen { "FROZEN" } else { "ACTIVE" },
-            })
-        })
-        .collect();
-    let path = dir.join(format!("accounts-{}.json", code.to_lowercase()));
-    let text = serde_json::to_string_pretty(&list).map_err(|e| format!("accounts file: {e}"))?;
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
-}
-
 // ---------------------------------------------------------------------------
-// Bank simulators as child processes
+// The switch over HTTP
 // ---------------------------------------------------------------------------
-
-struct BankChild {
-    code: &'static str,
-    log: PathBuf,
-    child: Child,
-}
-
-/// The bank processes; dropping this kills them.
-struct BankChildren(Vec<BankChild>);
-
-impl Drop for BankChildren {
-    fn drop(&mut self) {
-        for bank in &mut self.0 {
-            let _ = bank.child.kill();
-            let _ = bank.child.wait();
-        }
-    }
-}
-
-/// Starts `upi-switch bank-sim` and returns where its `LISTENING` line will arrive.
-fn spawn_bank(
-    code: &'static str,
-    port: u16,
-    database_url: &str,
-    accounts: &Path,
-    dir: &Path,
-    banks: &mut BankChildren,
-) -> DemoResult<oneshot::Receiver<String>> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this executable to start the banks: {e}"))?;
-    let log = dir.join(format!("bank-{}.log", code.to_lowercase()));
-    let log_file =
-        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let mut child = Command::new(&exe)
-        .args([
-            "bank-sim",
-            "--code",
-            code,
-            "--port",
-            &port.to_string(),
-            "--database-url",
-            database_url,
-            "--accounts",
-        ])
-        .arg(accounts)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start the {code} bank simulator ({}): {e}",
-                exe.display()
-            )
-        })?;
-    let stdout = child.stdout.take();
-    banks.0.push(BankChild { code, log, child });
-    let (tx, rx) = oneshot::channel();
-    if let Some(stdout) = stdout {
-        // Reads the LISTENING line, then keeps draining until the child exits.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("LISTENING ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-    }
-    Ok(rx)
-}
-
-/// Waits (bounded) for a bank's `LISTENING <addr>`; on failure, says why from its log.
-async fn wait_listening(
-    bank: &mut BankChild,
-    listening: oneshot::Receiver<String>,
-    base_port: u16,
-) -> DemoResult<String> {
-    match tokio::time::timeout(BANK_START_LIMIT, listening).await {
-        Ok(Ok(addr)) => Ok(format!("http://{}", reachable_text(&addr))),
-        Ok(Err(_)) => {
-            // Its stdout closed without LISTENING: it exited. Give it a moment to be reaped.
-            let mut status = None;
-            for _ in 0..20 {
-                if let Ok(Some(s)) = bank.child.try_wait() {
-                    status = Some(s);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let why = last_error(&bank.log).unwrap_or_else(|| match status {
-                Some(s) => format!("it exited ({s})"),
-                None => "it closed its output".into(),
-            });
-            let hint = if base_port != 0 && why.contains("cannot listen") {
-                " (try --bank-port 0 to pick free ports)"
-            } else {
-                ""
-            };
-            Err(format!(
-                "the {} bank simulator did not start: {why}{hint} (log: {})",
-                bank.code,
-                bank.log.display()
-            ))
-        }
-        Err(_) => Err(format!(
-            "the {} bank simulator did not report LISTENING within {} s (log: {})",
-            bank.code,
-            BANK_START_LIMIT.as_secs(),
-            bank.log.display()
-        )),
-    }
-}
-
-fn reachable_text(addr: &str) -> String {
-    addr.parse::<SocketAddr>()
-        .map(|a| reachable(a).to_string())
-        .unwrap_or_else(|_| addr.to_string())
-}
-
-/// The most telling line of a child's log: its `error:` line, else its last line.
-fn last_error(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines
-        .iter()
-        .rev()
-        .find_map(|l| l.split_once("error: ").map(|(_, rest)| rest.to_string()))
-        .or_else(|| lines.last().map(|l| l.to_string()))
-}
-
-// ---------------------------------------------------------------------------
-// Switch setup over HTTP
-// ---------------------------------------------------------------------------
-
-async fn put_admin(
-    http: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    path: &str,
-    body: &Value,
-) -> DemoResult<()> {
-    let mut req = http.put(format!("{base}{path}")).json(body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("PUT {path}: {}", transport_text(&e)))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    Err(format!(
-        "PUT {path} answered {status}: {} {}",
-        problem_code(&body),
-        body["detail"].as_str().unwrap_or_default()
-    ))
-}
-
-async fn register(
-    http: &reqwest::Client,
-    switch: &str,
-    token: Option<&str>,
-    bank_urls: &[String],
-    people: &[Person],
-) -> DemoResult<()> {
-    for ((code, name, _), url) in BANKS.iter().zip(bank_urls) {
-        let body = json!({"name": name, "endpoints": [{"url": url, "priority": 0}]});
-        put_admin(
-            http,
-            switch,
-            token,
-            &format!("/v1/admin/banks/{code}"),
-            &body,
-        )
-        .await
-        .map_err(|e| format!("registering bank {code}: {e}"))?;
-    }
-    let results: Vec<DemoResult<()>> = futures::stream::iter(people)
-        .map(|p| async move {
-            let body = json!({"bank_code": p.bank, "account": p.account, "name": p.name, "merchant": false, "mcc": null});
-            put_admin(http, switch, token, &format!("/v1/admin/vpas/{}", p.vpa), &body)
-                .await
-                .map_err(|e| format!("registering VPA {}: {e}", p.vpa))
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
 
 /// Waits (bounded) until the switch runs no saga and has none waiting, as seen
 /// twice in a row. `Err` says what is still going on.
@@ -671,7 +405,8 @@ struct Ledger {
 
 async fn read_ledgers(http: &reqwest::Client, bank_urls: &[String]) -> DemoResult<Vec<Ledger>> {
     let mut ledgers = Vec::new();
-    for ((code, _, _), url) in BANKS.iter().zip(bank_urls) {
+    for (bank, url) in BANKS.iter().zip(bank_urls) {
+        let code = bank.code;
         let what = format!("reading {code}'s balances ({url}/admin/balances)");
         let bank = BankClient::new(http.clone(), url, Duration::from_secs(30));
         let balances = match bank.balances().await {
@@ -694,11 +429,12 @@ async fn read_ledgers(http: &reqwest::Client, bank_urls: &[String]) -> DemoResul
 
 /// Differences between the ledgers found and the demo's seed (a database
 /// seeded by something else): the demo still runs, but says so.
-fn seed_warnings(ledgers: &[Ledger], people: &[Person]) -> Vec<String> {
+fn seed_warnings(ledgers: &[Ledger], people: &[Account]) -> Vec<String> {
     let mut warnings = Vec::new();
-    for ((code, _, _), ledger) in BANKS.iter().zip(ledgers) {
+    for (bank, ledger) in BANKS.iter().zip(ledgers) {
+        let code = bank.code;
         let mut odd = Vec::new();
-        for p in people.iter().filter(|p| p.bank == *code) {
+        for p in people.iter().filter(|p| p.bank().code == code) {
             let want = if p.kind == Kind::Frozen {
                 "FROZEN"
             } else {
@@ -715,7 +451,7 @@ fn seed_warnings(ledgers: &[Ledger], people: &[Person]) -> Vec<String> {
                     odd.push(format!("{} is not poor", p.account))
                 }
                 Some((balance, _))
-                    if p.kind == Kind::Rich && *balance < *AMOUNT_PAISE.end() * 10 =>
+                    if p.kind == Kind::Ordinary && *balance < *AMOUNT_PAISE.end() * 10 =>
                 {
                     odd.push(format!("{} is nearly empty", p.account))
                 }
@@ -746,13 +482,13 @@ struct Plan {
     note: &'static str,
 }
 
-fn plan(people: &[Person], n: usize) -> Vec<Plan> {
+fn plan(people: &[Account], n: usize) -> Vec<Plan> {
     let of = |kind: Kind| -> Vec<usize> {
         (0..people.len())
             .filter(|&i| people[i].kind == kind)
             .collect()
     };
-    let (rich, frozen, poor) = (of(Kind::Rich), of(Kind::Frozen), of(Kind::Poor));
+    let (rich, frozen, poor) = (of(Kind::Ordinary), of(Kind::Frozen), of(Kind::Poor));
     let rich_pairs = Pairs::new(rich.len()).expect("the demo has many rich people");
     let mut rng = rand::rng();
     (0..n)
@@ -803,7 +539,7 @@ fn show_progress(counters: &Counters, total: usize, elapsed: Duration, tty: bool
 struct Ctx<'a> {
     http: &'a reqwest::Client,
     switch_url: &'a str,
-    people: &'a [Person],
+    people: &'a [Account],
     progress: Counters,
     /// HTTP errors by kind, e.g. `POST 503 SWITCH_BUSY`, `GET timeout`.
     errors: Kinds,
@@ -927,7 +663,7 @@ impl Summary {
         concurrency: usize,
         before: &[Ledger],
         after: &[Ledger],
-        people: &[Person],
+        people: &[Account],
     ) -> Summary {
         let count = |s: Status| outcomes.iter().filter(|o| o.end == End::Seen(s)).count();
         let mut not_accepted = BTreeMap::new();
@@ -943,16 +679,17 @@ impl Summary {
             if o.end == End::Seen(Status::Success) {
                 let (payer, payee) = (&people[o.plan.payer], &people[o.plan.payee]);
                 *expected
-                    .entry((payer.bank, payer.account.as_str()))
+                    .entry((payer.bank().code, payer.account.as_str()))
                     .or_default() -= o.plan.amount_paise;
                 *expected
-                    .entry((payee.bank, payee.account.as_str()))
+                    .entry((payee.bank().code, payee.account.as_str()))
                     .or_default() += o.plan.amount_paise;
             }
         }
         let mut mismatches = Vec::new();
         let mut accounts_checked = 0;
-        for (((code, _, _), b), a) in BANKS.iter().zip(before).zip(after) {
+        for ((bank, b), a) in BANKS.iter().zip(before).zip(after) {
+            let code = &bank.code;
             let names: std::collections::BTreeSet<&String> =
                 b.accounts.keys().chain(a.accounts.keys()).collect();
             for account in names {
@@ -980,7 +717,7 @@ impl Summary {
             .and_then(|o| o.txn_id.clone());
         let sample_vpa = people
             .iter()
-            .find(|p| p.kind == Kind::Rich && p.bank == BANKS[1].0)
+            .find(|p| p.kind == Kind::Ordinary && p.bank == 1)
             .map_or_else(|| "user001@icici".into(), |p| p.vpa.clone());
         Summary {
             sent: outcomes.len(),
@@ -999,7 +736,7 @@ impl Summary {
             totals: BANKS
                 .iter()
                 .zip(before.iter().zip(after))
-                .map(|((code, _, _), (b, a))| (*code, b.total, a.total))
+                .map(|(bank, (b, a))| (bank.code, b.total, a.total))
                 .collect(),
             mismatches,
             accounts_checked,
@@ -1253,8 +990,11 @@ fn how_to_look(switch: &str, bank_urls: &[String], summary: &Summary, dir: &Path
         format!("  curl -s {switch}/v1/ops/banks"),
         format!("  curl -s {switch}/readyz"),
     ];
-    for ((code, _, _), url) in BANKS.iter().zip(bank_urls) {
-        lines.push(format!("  curl -s {url}/admin/balances      # {code}"));
+    for (bank, url) in BANKS.iter().zip(bank_urls) {
+        lines.push(format!(
+            "  curl -s {url}/admin/balances      # {}",
+            bank.code
+        ));
     }
     lines.push(format!("Logs: {}", dir.display()));
     lines.join("\n")

@@ -16,6 +16,8 @@
 //! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
 //! - `contest`  — the Rinha final test as data and arithmetic (schedule, checks, score).
+//! - `rig`      — one local deployment (banks, switch, databases) for `demo`, `bench` and `chaos/`.
+//! - `bench`    — `upi-switch bench`: load at several rates, CPU per saga for every component.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -24,6 +26,7 @@
 pub mod actors;
 pub mod adapters;
 pub mod banksim;
+pub mod bench;
 pub mod cli;
 pub mod contest;
 pub mod demo;
@@ -34,6 +37,7 @@ pub mod loadgen;
 pub mod merchant;
 pub mod metrics;
 pub mod processor_sim;
+pub mod rig;
 pub mod saga;
 pub mod serve;
 pub mod telemetry;

@@ -1,7 +1,13 @@
 //! The `upi-switch` binary: parse the command line, then run one mode.
 //! Every failure ends as one line on stderr and a non-zero exit code.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use std::process::ExitCode;
+use upi_switch::cli::{Cli, Command, RigCommand};
+use upi_switch::rig::{self, RigError};
+use upi_switch::{
+    adapters::pg, banksim, bench, demo, loadgen, processor_sim, serve, telemetry, verify,
+};
 
 /// mimalloc instead of the system allocator: the switch allocates small,
 /// short-lived buffers on many threads, where glibc's malloc spent 14% of
@@ -9,15 +15,16 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::process::ExitCode;
-use upi_switch::cli::{Cli, Command};
-use upi_switch::{adapters::pg, banksim, demo, loadgen, processor_sim, serve, telemetry, verify};
-
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The demo writes its logs to a file of its own: its terminal is for progress and the summary.
-    if !matches!(cli.command, Command::Demo(_)) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The demo and the bench write their logs to files of their own: their
+    // terminal is for progress and the summary.
+    if !matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         telemetry::init(cli.log_format);
     }
     let result: Result<(), String> = match cli.command {
@@ -32,7 +39,22 @@ async fn main() -> ExitCode {
             migrate(&args.database_url, schema).await
         }
         Command::Serve(args) => serve::run(args.switch).await.map_err(|e| e.to_string()),
-        Command::Demo(args) => demo::run(args, cli.log_format).await,
+        Command::Demo(args) => {
+            // The switch flags given to the demo go on to the switch it starts.
+            let serve_args = matches
+                .subcommand_matches("demo")
+                .map(|m| upi_switch::cli::given_switch_args(m, demo::RIG_SETS))
+                .unwrap_or_default();
+            demo::run(args, serve_args, cli.log_format).await
+        }
+        Command::Rig(args) => {
+            let result = match args.command {
+                RigCommand::Up(up) => rig::cmd::up(up).await,
+                RigCommand::Down(down) => rig::cmd::down(down),
+            };
+            return rig_exit(result);
+        }
+        Command::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
         Command::Verify(args) => {
             return match verify::run(args).await {
                 Ok(verify::Verdict::Clean) => ExitCode::SUCCESS,
@@ -50,6 +72,20 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("upi-switch: error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// 0 done; 2 a wrong command line; 1 anything else (one line on stderr).
+fn rig_exit(result: Result<(), RigError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("upi-switch: error: {e}");
+            match e {
+                RigError::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

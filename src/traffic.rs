@@ -8,7 +8,7 @@
 use crate::domain::Paise;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,15 +95,33 @@ pub fn problem_code(body: &Value) -> &str {
 // Sending a payment and following it
 // ---------------------------------------------------------------------------
 
-/// The body of `POST /v1/transactions` for a P2P payment.
-pub fn payment_body(payer: &str, payee: &str, amount: Paise, note: &str) -> Value {
-    json!({
-        "type": "P2P",
-        "payer_vpa": payer,
-        "payee_vpa": payee,
-        "amount": amount.to_rupees(),
-        "note": note,
-    })
+/// The body of `POST /v1/transactions` for a P2P payment (serialised by
+/// whoever sends it: no JSON tree is built on the way).
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    payer_vpa: &'a str,
+    payee_vpa: &'a str,
+    /// Rupees as exact decimal text (`"150.75"`).
+    amount: String,
+    note: &'a str,
+}
+
+/// The body of a P2P payment of `amount` from `payer` to `payee`.
+pub fn payment_body<'a>(
+    payer: &'a str,
+    payee: &'a str,
+    amount: Paise,
+    note: &'a str,
+) -> PaymentBody<'a> {
+    PaymentBody {
+        kind: "P2P",
+        payer_vpa: payer,
+        payee_vpa: payee,
+        amount: amount.to_rupees(),
+        note,
+    }
 }
 
 /// The switch took the payment (`200`/`202` with a `txn_id`).
@@ -143,7 +161,7 @@ pub async fn post_payment(
     http: &reqwest::Client,
     switch_url: &str,
     key: &str,
-    body: &Value,
+    body: &PaymentBody<'_>,
     timeout: Option<Duration>,
 ) -> Result<Accepted, SendError> {
     let mut request = http
@@ -430,6 +448,20 @@ impl Kinds {
 // Process
 // ---------------------------------------------------------------------------
 
+/// User + system CPU this process has used so far, all threads (`getrusage`).
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// Resolves on Ctrl-C or SIGTERM with the signal's name.
 pub async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
@@ -535,8 +567,10 @@ mod tests {
 
     #[test]
     fn payment_body_has_exact_rupees() {
-        let body = payment_body("a@x", "b@y", Paise(150), "n");
+        let body = serde_json::to_value(payment_body("a@x", "b@y", Paise(150), "n")).unwrap();
         assert_eq!(body["amount"], "1.50");
         assert_eq!(body["type"], "P2P");
+        assert_eq!(body["payer_vpa"], "a@x");
+        assert_eq!(body["note"], "n");
     }
 }

@@ -1,5 +1,5 @@
-//! `upi-switch demo` end to end: the real binary starts two bank simulators as
-//! its children and the switch in-process, sends payments, and prints a
+//! `upi-switch demo` end to end: the real binary starts two bank simulators and
+//! the switch as its children (the rig), sends payments, and prints a
 //! summary whose lines this test reads. Every end state must show up and the
 //! money check must pass.
 
@@ -152,6 +152,18 @@ fn demo_sends_payments_and_money_is_conserved() {
         );
         // --exit: no invitation to look around.
         assert!(!out.contains("Ctrl-C stops it"), "{context}");
+        remove_logs(&run.stderr);
+    }
+}
+
+/// Removes the directory the demo named on `upi-switch demo: logs in DIR`.
+fn remove_logs(stderr: &str) {
+    if let Some(dir) = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("upi-switch demo: logs in "))
+        .filter(|d| d.contains("upi-switch-demo-"))
+    {
+        let _ = std::fs::remove_dir_all(dir.trim());
     }
 }
 
@@ -188,4 +200,5 @@ fn demo_with_postgres_down_ends_in_one_clear_line() {
         errors[0]
     );
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    remove_logs(&run.stderr);
 }

@@ -147,9 +147,10 @@ impl BankClient {
     /// The URL of a movement endpoint (parsed once; a bad base URL fails
     /// here, before anything is sent, as "not delivered").
     fn url(&self, pick: fn(&MovementUrls) -> &reqwest::Url) -> Result<reqwest::Url, Unknown> {
-        self.urls.as_deref().map(|u| pick(u).clone()).ok_or_else(|| {
-            Unknown::NotDelivered(format!("{} is not a usable URL", self.base_url))
-        })
+        self.urls
+            .as_deref()
+            .map(|u| pick(u).clone())
+            .ok_or_else(|| Unknown::NotDelivered(format!("{} is not a usable URL", self.base_url)))
     }
 
     async fn movement(&self, path: &str, kind: OpKind, req: &MoveRequest) -> MoveOutcome {

@@ -15,10 +15,18 @@
 //! omission), and late sends are counted with their lag. Arrivals still
 //! waiting for a slot when the duration ends are never sent (`unsent`).
 //!
+//! With `--no-follow` it only posts (the switch's database has the outcomes):
+//! the load `bench` uses, cheap enough that the rig measures the switch and
+//! not its client. The whole run is one thread: the scheduler batches its
+//! wakes (`schedule::pace`) and the posts go through [`wire`], a small HTTP/1.1
+//! client; the status polls use reqwest.
+//!
 //! The measuring and reporting is pure and lives in [`report`]; the pieces it
-//! shares with the demo (posting, following, histograms) in `crate::traffic`.
+//! shares with the demo (payment body, following, histograms) in `crate::traffic`.
 
 pub mod report;
+mod schedule;
+pub mod wire;
 
 use crate::cli::{LoadgenArgs, Pairing};
 use crate::domain::{MAX_WIRE_PAISE, Paise, Vpa};
@@ -27,14 +35,14 @@ use crate::traffic::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use report::{ErrorsReport, Latencies, Lateness, Report, RunArgs, Schedule, ScheduleReport};
+use schedule::{Sending, send_all};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
 /// Shortest `--poll-wait`: a shorter one would poll a pending transaction in a busy loop.
@@ -61,10 +69,10 @@ pub enum LoadgenError {
     Client(#[from] reqwest::Error),
     #[error("the switch at {url} does not answer GET /healthz: {why}")]
     Unreachable { url: String, why: String },
-    #[error("the scheduler thread failed: {0}")]
-    Scheduler(String),
     #[error("cannot write the report {path}: {why}")]
     Report { path: PathBuf, why: String },
+    #[error("cannot run the load thread: {0}")]
+    Runtime(String),
     #[error("the run had {0} (--fail-on-errors)")]
     Failed(String),
 }
@@ -139,6 +147,8 @@ struct Config {
     poll: Poll,
     drain_timeout: Duration,
     note: String,
+    /// Follow each payment to its end (else only post).
+    follow: bool,
 }
 
 impl Config {
@@ -201,6 +211,7 @@ impl Config {
                 pause: POLL_PAUSE,
             },
             drain_timeout: args.drain_timeout,
+            follow: !args.no_follow,
         })
     }
 
@@ -235,6 +246,7 @@ impl Config {
             poll_wait_ms: ms(self.poll.wait),
             drain_timeout_ms: ms(self.drain_timeout),
             fail_on_errors: args.fail_on_errors,
+            follow: self.follow,
         }
     }
 }
@@ -254,7 +266,10 @@ struct Tally {
 /// What every payment task shares.
 struct Shared {
     cfg: Config,
+    /// Status polls (`?wait=`), the preflight.
     http: reqwest::Client,
+    /// Posts: the lean client.
+    posts: wire::Pool,
     /// When the drain ends: following stops here.
     drain_deadline: Instant,
     counters: Counters,
@@ -274,10 +289,37 @@ impl Shared {
 }
 
 /// Runs a load test as `args` say; prints the summary, writes the report.
+/// The whole run happens on one thread with a single-threaded runtime of its
+/// own (so the scheduler's pace, `schedule::pace`, is the only clock that wakes it
+/// while it sends); the caller's runtime only waits for the result.
 pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("loadgen".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(run_here(args)),
+                Err(e) => Err(LoadgenError::Runtime(e.to_string())),
+            };
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| LoadgenError::Runtime(e.to_string()))?;
+    result
+        .await
+        .unwrap_or_else(|_| Err(LoadgenError::Runtime("the load thread panicked".into())))
+}
+
+async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let cfg = Config::new(&args)?;
     let http = traffic::http_client(cfg.request_timeout, cfg.concurrency)?;
     preflight(&http, &cfg.switch).await?;
+    let endpoint = wire::Endpoint::resolve(&cfg.switch)
+        .await
+        .map_err(LoadgenError::Usage)?;
+    let posts = wire::Pool::new(endpoint, cfg.concurrency, cfg.request_timeout);
     let run_args = cfg.run_args(&args);
 
     let (stop_tx, stop) = watch::channel(None::<&'static str>);
@@ -306,6 +348,7 @@ pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
         drain_deadline: t0 + cfg.schedule.duration() + cfg.drain_timeout,
         cfg,
         http,
+        posts,
         counters: Counters::default(),
         tally: Mutex::new(Tally {
             lateness: Lateness::new(late_threshold),
@@ -323,14 +366,7 @@ pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     });
     let bar = progress_bar(show, shared.cfg.schedule.arrivals());
     let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
-    let scheduler = {
-        let (shared, runtime) = (shared.clone(), Handle::current());
-        tokio::task::spawn_blocking(move || send_all(shared, t0, runtime))
-    };
-    let mut sending = match scheduler.await {
-        Ok(sending) => sending,
-        Err(e) => return Err(LoadgenError::Scheduler(e.to_string())),
-    };
+    let mut sending = send_all(shared.clone(), t0).await;
     bar.set_prefix("draining");
     let hard_stop = shared.drain_deadline + shared.cfg.request_timeout;
     let abandoned = drain(&mut sending.tasks, hard_stop).await;
@@ -382,110 +418,48 @@ async fn preflight(http: &reqwest::Client, switch: &str) -> Result<(), LoadgenEr
         })
 }
 
-/// The sending phase as it went.
-struct Sending {
-    tasks: JoinSet<()>,
-    /// Arrivals handed to a payment task.
-    sent: u64,
-    /// How long sends went out: the duration, unless a signal cut it short.
-    window: Duration,
-    unsent: u64,
-    interrupted: Option<String>,
-}
-
-/// Longest single sleep of the scheduler, so that a signal is noticed soon.
-const SLEEP_SLICE: Duration = Duration::from_millis(100);
-
-/// The scheduler, on a thread of its own (the OS sleeps to the microsecond;
-/// tokio's timer only to the millisecond): waits for each arrival's intended
-/// time, then for a free slot, and hands the arrival to a payment task on the
-/// runtime, until the schedule or the duration ends or a signal comes.
-fn send_all(shared: Arc<Shared>, t0: Instant, runtime: Handle) -> Sending {
-    let schedule = shared.cfg.schedule;
-    let arrivals = schedule.arrivals();
-    let end = t0 + schedule.duration();
-    let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
-    let mut stop = shared.stop.clone();
-    let mut out = Sending {
-        tasks: JoinSet::new(),
-        sent: 0,
-        window: schedule.duration(),
-        unsent: 0,
-        interrupted: None,
-    };
-    let signalled =
-        |stop: &watch::Receiver<Option<&'static str>>| stop.borrow().map(str::to_string);
-    for i in 0..arrivals {
-        let intended = t0 + schedule.offset(i);
-        loop {
-            out.interrupted = signalled(&stop);
-            let left = intended.saturating_duration_since(Instant::now());
-            if left.is_zero() || out.interrupted.is_some() {
-                break;
-            }
-            std::thread::sleep(left.min(SLEEP_SLICE));
-        }
-        // A slot for this arrival, unless the duration ends (or a signal comes) first.
-        let slot = match (&out.interrupted, slots.clone().try_acquire_owned()) {
-            (Some(_), _) => None,
-            (None, Ok(permit)) => Some(permit),
-            (None, Err(_)) => runtime.block_on(async {
-                tokio::select! {
-                    slot = tokio::time::timeout_at(end.into(), slots.clone().acquire_owned()) => {
-                        slot.ok().and_then(Result::ok)
-                    }
-                    signal = stop.wait_for(Option::is_some) => {
-                        out.interrupted = signal.ok().and_then(|s| *s).map(str::to_string);
-                        None
-                    }
-                }
-            }),
-        };
-        let Some(permit) = slot.filter(|_| Instant::now() < end) else {
-            out.unsent = arrivals - i;
-            if out.interrupted.is_some() {
-                out.window = t0.elapsed().min(schedule.duration());
-            }
-            break;
-        };
-        out.sent += 1;
-        out.tasks
-            .spawn_on(pay(shared.clone(), i, intended, permit), &runtime);
-        // Finished tasks leave the set at once: it holds at most --concurrency.
-        while out.tasks.try_join_next().is_some() {}
-    }
-    out
-}
-
 /// One arrival: post the payment, then follow it until terminal or the drain deadline.
 async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemaphorePermit) {
     let sent_at = Instant::now();
     Counters::bump(&shared.counters.sent);
-    shared.tally(|t| {
-        let lag = sent_at.saturating_duration_since(intended);
-        t.lateness.record(lag);
-        t.lag.record(lag);
-    });
+    let lag = sent_at.saturating_duration_since(intended);
     let cfg = &shared.cfg;
     let (payer, payee) = cfg.pair(i);
     let key = format!("{}-{i}", cfg.run_id);
     let body = traffic::payment_body(payer.as_str(), payee.as_str(), cfg.amount(i), &cfg.note);
-    let accepted = match traffic::post_payment(&shared.http, &cfg.switch, &key, &body, None).await {
+    // A struct of strings always serialises; were it not to, the switch would answer 400.
+    let json = serde_json::to_string(&body).unwrap_or_default();
+    let request = wire::request(shared.posts.endpoint(), &key, &json);
+    let posted = shared.posts.post(&request).await;
+    let accepted_at = Instant::now();
+    let accepted = match posted {
         Ok(a) => a,
         Err(e) => {
             Counters::bump(&shared.counters.errors);
             shared.send_errors.add(e.to_string());
+            shared.tally(|t| {
+                t.lateness.record(lag);
+                t.lag.record(lag);
+            });
             return;
         }
     };
-    let accepted_at = Instant::now();
     Counters::bump(&shared.counters.accepted);
     shared.tally(|t| {
+        t.lateness.record(lag);
+        t.lag.record(lag);
         t.accept
             .record(accepted_at.saturating_duration_since(intended));
         t.accept_service
             .record(accepted_at.saturating_duration_since(sent_at));
+        if !cfg.follow {
+            // Only posted: the answer's status is all this run knows.
+            count_status(&mut t.statuses, accepted.status);
+        }
     });
+    if !cfg.follow {
+        return;
+    }
     // Even a transaction decided at once is asked for once: its reason.
     let mut stop = shared.stop.clone();
     let followed = tokio::select! {
@@ -516,10 +490,18 @@ async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemapho
             t.end_to_end
                 .record(done.saturating_duration_since(intended));
         }
-        *t.statuses
-            .entry(followed.status.as_str().to_string())
-            .or_default() += 1;
+        count_status(&mut t.statuses, followed.status);
     });
+}
+
+/// One more of `status` (no allocation once the status is in the map).
+fn count_status(statuses: &mut BTreeMap<String, u64>, status: Status) {
+    match statuses.get_mut(status.as_str()) {
+        Some(n) => *n += 1,
+        None => {
+            statuses.insert(status.as_str().to_string(), 1);
+        }
+    }
 }
 
 /// Waits for the payment tasks, which end by the drain deadline on their own;
@@ -595,6 +577,8 @@ fn build_report(
             end_to_end: tally.end_to_end.summary(),
         },
         abandoned,
+        process_cpu_s: traffic::process_cpu().as_secs_f64(),
+        cpu_us_per_send: 0.0,
         warnings: Vec::new(),
     }
     .finish()

@@ -132,6 +132,8 @@ pub struct RunArgs {
     pub poll_wait_ms: u64,
     pub drain_timeout_ms: u64,
     pub fail_on_errors: bool,
+    /// Payments followed to their end (`false`: `--no-follow`, only posted).
+    pub follow: bool,
 }
 
 /// How the sends kept to the schedule.
@@ -217,6 +219,10 @@ pub struct Report {
     pub latency_ms: Latencies,
     /// Tasks still running at the hard stop after the drain (should be none).
     pub abandoned: u64,
+    /// User + system CPU of this process over the whole run, in seconds.
+    pub process_cpu_s: f64,
+    /// `process_cpu_s / sent`, in microseconds: what the load costs the machine per payment.
+    pub cpu_us_per_send: f64,
     pub warnings: Vec<String>,
 }
 
@@ -234,11 +240,20 @@ impl Report {
             .filter(|s| s.is_terminal())
             .filter_map(|s| self.statuses.get(s.as_str()))
             .sum();
+        self.cpu_us_per_send = if self.schedule.sent == 0 {
+            0.0
+        } else {
+            self.process_cpu_s * 1e6 / self.schedule.sent as f64
+        };
         self.warnings = warnings(&self);
         self
     }
 
+    /// Accepted transactions not seen terminal (none when they were not followed).
     pub fn pending(&self) -> u64 {
+        if !self.args.follow {
+            return 0;
+        }
         self.statuses.get("PENDING").copied().unwrap_or(0)
     }
 
@@ -284,10 +299,20 @@ impl Report {
                 format!("{} {n}", st.as_str())
             })
             .collect();
-        row(
-            "terminal",
-            format!("{}  {}", self.terminal, statuses.join("  ")),
-        );
+        if a.follow {
+            row(
+                "terminal",
+                format!("{}  {}", self.terminal, statuses.join("  ")),
+            );
+        } else {
+            row(
+                "answered",
+                format!(
+                    "{}  (not followed: --no-follow; the switch's database has the outcomes)",
+                    statuses.join("  ")
+                ),
+            );
+        }
         if !self.reasons.is_empty() {
             let reasons: Vec<String> = self
                 .reasons
@@ -321,6 +346,10 @@ impl Report {
                 d.count, d.p50_ms, d.p90_ms, d.p99_ms, d.p99_9_ms, d.max_ms
             ));
         }
+        out.push(format!(
+            "{:<12}{:.2} s of CPU = {:.1} µs per send",
+            "cpu", self.process_cpu_s, self.cpu_us_per_send
+        ));
         if let Some(signal) = &self.interrupted {
             out.push(format!("stopped early by {signal}"));
         }
@@ -488,6 +517,7 @@ mod tests {
                 poll_wait_ms: 1000,
                 drain_timeout_ms: 5000,
                 fail_on_errors: false,
+                follow: true,
             },
             schedule: ScheduleReport {
                 asked_rate: 10.0,
@@ -518,9 +548,24 @@ mod tests {
                 end_to_end: zero,
             },
             abandoned: 0,
+            process_cpu_s: 0.5,
+            cpu_us_per_send: 0.0,
             warnings: vec![],
         }
         .finish()
+    }
+
+    #[test]
+    fn cpu_per_send_and_an_unfollowed_run_has_nothing_pending() {
+        let r = report(100, 100, 0, 30);
+        assert_eq!(r.cpu_us_per_send, 5000.0);
+        assert!(r.warnings.iter().any(|w| w.contains("PENDING")));
+        let mut posted = report(100, 100, 0, 30);
+        posted.args.follow = false;
+        let posted = posted.finish();
+        assert_eq!(posted.pending(), 0);
+        assert!(posted.warnings.is_empty(), "{:?}", posted.warnings);
+        assert!(posted.render().contains("not followed"));
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! What a bench runs against: the rig it started, or a running deployment
+//! recorded in a state directory (`rig up --dir`, `chaos/up.sh`): the
+//! switch's URL and databases, the pids of the switch and the banks, every
+//! bank endpoint, and the ordinary VPAs to pay between.
+
+use super::BenchError;
+use super::sampler::Pids;
+use crate::rig::Rig;
+use crate::rig::layout::{self, BANKS};
+use crate::rig::state::StateDir;
+use std::path::PathBuf;
+
+/// What the bench runs against.
+pub struct Target {
+    pub switch_url: String,
+    pub switch_db: String,
+    pub switch_db_name: String,
+    pub bank_db_name: String,
+    /// `postgres://…/postgres`: the sampler's connection.
+    pub admin_db: String,
+    pub pids: Pids,
+    pub bank_endpoints: Vec<String>,
+    pub vpas_file: PathBuf,
+    pub bin: String,
+}
+
+pub fn from_rig(rig: &Rig, dir: &std::path::Path) -> Result<Target, BenchError> {
+    let pid = |name: &str| {
+        rig.pid(name)
+            .ok_or_else(|| BenchError::Run(format!("the rig has no {name}")))
+    };
+    let tsv = std::fs::read_to_string(dir.join("vpas.tsv"))
+        .map_err(|e| BenchError::Run(format!("vpas.tsv: {e}")))?;
+    Ok(Target {
+        switch_url: rig.switch_url.clone(),
+        switch_db: rig.switch_db.clone(),
+        switch_db_name: rig.switch_db_name.clone(),
+        bank_db_name: rig.bank_db_name.clone(),
+        admin_db: format!("{}/postgres", rig.pg),
+        pids: Pids {
+            switch: pid("switch")?,
+            banks: vec![pid("bank-hdfc")?, pid("bank-icici")?],
+        },
+        bank_endpoints: rig.banks.iter().flat_map(|b| b.urls.clone()).collect(),
+        vpas_file: ordinary_vpas_file(&tsv, dir)?,
+        bin: rig.cfg.bin.display().to_string(),
+    })
+}
+
+/// A running deployment recorded by `rig up --dir` (chaos/up.sh).
+pub fn from_state(state: &std::path::Path, dir: &std::path::Path) -> Result<Target, BenchError> {
+    let st = StateDir::new(state);
+    let env = st.read_env().map_err(|e| {
+        BenchError::Usage(format!(
+            "--target {}: no deployment.env ({e})",
+            st.dir.display()
+        ))
+    })?;
+    let var = |k: &str| {
+        env.get(k)
+            .cloned()
+            .ok_or_else(|| BenchError::Usage(format!("{} has no {k}", st.env_file().display())))
+    };
+    let pid = |name: &str| {
+        st.pid(name)
+            .filter(|p| crate::rig::process::alive(*p))
+            .ok_or_else(|| {
+                BenchError::Usage(format!("{name} of {} is not running", st.dir.display()))
+            })
+    };
+    let mut banks = Vec::new();
+    let mut endpoints = Vec::new();
+    for bank in BANKS {
+        banks.push(pid(&format!("bank-{}", bank.psp))?);
+        endpoints.extend(
+            var(&format!("BANK_{}_URLS", bank.code))?
+                .split_whitespace()
+                .map(str::to_string),
+        );
+    }
+    let tsv = std::fs::read_to_string(st.dir.join("vpas.tsv"))
+        .map_err(|e| BenchError::Usage(format!("{}/vpas.tsv: {e}", st.dir.display())))?;
+    Ok(Target {
+        switch_url: var("SWITCH_URL")?,
+        switch_db: var("SWITCH_DB")?,
+        switch_db_name: var("SWITCH_DB_NAME")?,
+        bank_db_name: var("BANK_DB_NAME")?,
+        admin_db: format!("{}/postgres", var("PG")?),
+        pids: Pids {
+            switch: pid("switch")?,
+            banks,
+        },
+        bank_endpoints: endpoints,
+        vpas_file: ordinary_vpas_file(&tsv, dir)?,
+        bin: var("BIN")?,
+    })
+}
+
+/// The ordinary VPAs (no frozen or poor account: every saga moves money) as a `--vpas` file.
+fn ordinary_vpas_file(tsv: &str, dir: &std::path::Path) -> Result<PathBuf, BenchError> {
+    let vpas = layout::ordinary_vpas(tsv);
+    if vpas.len() < 2 {
+        return Err(BenchError::Usage(
+            "the deployment has fewer than two ordinary VPAs".into(),
+        ));
+    }
+    let path = dir.join("bench-vpas.txt");
+    std::fs::write(&path, vpas.join("\n") + "\n")
+        .map_err(|e| BenchError::Run(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}

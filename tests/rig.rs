@@ -1,0 +1,389 @@
+//! The rig from the outside: `upi-switch rig up` records a detached deployment
+//! exactly as `chaos/lib.sh` reads it and `rig down` takes all of it away
+//! (processes and databases); a start that fails leaves nothing behind; and
+//! `upi-switch bench` runs end to end and reports every component. Real
+//! Postgres, Redis and RabbitMQ; fresh databases; ports picked free.
+
+mod common;
+
+use common::{BIN, PG_BASE};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A fresh state directory, stopped (`rig down --purge`) and removed when dropped.
+struct StateDir(PathBuf);
+
+impl StateDir {
+    fn new(what: &str) -> StateDir {
+        let dir = std::env::temp_dir().join(format!(
+            "upi-rig-test-{what}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        StateDir(dir)
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = rig(&["down", "--purge", "--dir", &self.0.display().to_string()]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn upi(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run upi-switch")
+}
+
+fn rig(args: &[&str]) -> Output {
+    let mut all = vec!["rig"];
+    all.extend_from_slice(args);
+    upi(&all)
+}
+
+fn context(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `KEY=value` lines of deployment.env (values here are bare or single-quoted).
+fn env_of(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join("deployment.env"))
+        .expect("deployment.env")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// (pgid, sid) of a process.
+fn group_and_session(pid: u32) -> (u32, u32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect(")")
+        .1
+        .split_whitespace()
+        .collect();
+    (f[2].parse().expect("pgid"), f[3].parse().expect("sid"))
+}
+
+/// Live processes whose command line mentions `text`.
+fn processes_naming(text: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+async fn databases_named(prefix: &str) -> Vec<String> {
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{PG_BASE}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{prefix}%")],
+        )
+        .await
+        .expect("pg_database")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn prefix(what: &str) -> String {
+    format!(
+        "t_{what}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+#[tokio::test]
+async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
+    let dir = StateDir::new("up");
+    let d = dir.0.display().to_string();
+    let db_prefix = prefix("rig");
+    let up = rig(&[
+        "up",
+        "--dir",
+        &d,
+        "--db-prefix",
+        &db_prefix,
+        "--accounts",
+        "4",
+        "--frozen",
+        "1",
+        "--poor",
+        "1",
+    ]);
+    let ctx = context(&up);
+    assert_eq!(up.status.code(), Some(0), "{ctx}");
+
+    let env = env_of(&dir.0);
+    for key in [
+        "BIN",
+        "PG",
+        "SWITCH_DB_NAME",
+        "BANK_DB_NAME",
+        "SWITCH_PORT",
+        "SWITCH_URL",
+        "HDFC_PORT",
+        "HDFC_PORT2",
+        "ICICI_PORT",
+        "BANK_HDFC_URLS",
+        "BANK_ICICI_URLS",
+        "EXPECTED_TOTAL_PAISE",
+        "SWITCH_DB",
+        "BANK_DB",
+        "BANKS",
+        "SERVICES",
+        "VPAS_FILE",
+    ] {
+        assert!(
+            env.get(key).is_some_and(|v| !v.is_empty()),
+            "no {key}: {ctx}"
+        );
+    }
+    assert_eq!(env["SERVICES"], "switch bank-hdfc bank-icici");
+    assert_eq!(
+        env["EXPECTED_TOTAL_PAISE"],
+        (2 * (3 * 10_000_000 + 100)).to_string()
+    );
+    assert_eq!(
+        env["BANK_HDFC_URLS"].split_whitespace().count(),
+        2,
+        "HDFC has two endpoints"
+    );
+    for file in [
+        "vpas.txt",
+        "vpas.tsv",
+        "accounts-hdfc.json",
+        "accounts-icici.json",
+    ] {
+        assert!(dir.path(file).is_file(), "no {file}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path("vpas.tsv"))
+            .unwrap()
+            .lines()
+            .count(),
+        8
+    );
+    let mut pids = Vec::new();
+    for name in ["switch", "bank-hdfc", "bank-icici"] {
+        let pid: u32 = std::fs::read_to_string(dir.path(&format!("run/{name}.pid")))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        assert!(alive(pid), "{name} is not running");
+        // Its own session and process group, so `kill -- -PID` reaches just it.
+        assert_eq!(group_and_session(pid), (pid, pid), "{name}");
+        // The recorded command line is the process's, byte for byte (restarts reuse it).
+        let recorded = std::fs::read(dir.path(&format!("run/{name}.cmd"))).expect("cmd");
+        assert_eq!(
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+            recorded,
+            "{name}"
+        );
+        assert!(dir.path(&format!("run/{name}.env")).is_file());
+        assert!(dir.path(&format!("logs/{name}.log")).is_file());
+        pids.push(pid);
+    }
+    let http = common::http();
+    let (status, banks) =
+        common::get_json(&http, &format!("{}/v1/ops/banks", env["SWITCH_URL"])).await;
+    assert_eq!(status, 200);
+    let health: Vec<&str> = banks["banks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["health"].as_str().unwrap())
+        .collect();
+    assert_eq!(health, ["UP", "UP"], "{banks}");
+    assert_eq!(databases_named(&db_prefix).await.len(), 2);
+
+    // A second `up` on the same directory is refused (exit 2) and changes nothing.
+    let again = rig(&["up", "--dir", &d, "--db-prefix", &db_prefix]);
+    assert_eq!(again.status.code(), Some(2), "{}", context(&again));
+    assert!(pids.iter().all(|p| alive(*p)));
+
+    let down = rig(&["down", "--dir", &d]);
+    assert_eq!(down.status.code(), Some(0), "{}", context(&down));
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "a service survived rig down"
+    );
+    assert!(
+        databases_named(&db_prefix).await.is_empty(),
+        "a database survived rig down"
+    );
+    assert!(!dir.path("deployment.env").exists() && !dir.path("run").exists());
+    assert!(
+        dir.path("logs/switch.log").is_file(),
+        "logs are kept without --purge"
+    );
+    // Twice is harmless.
+    assert_eq!(rig(&["down", "--dir", &d]).status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_rig_that_cannot_start_leaves_nothing_behind() {
+    let dir = StateDir::new("fail");
+    let d = dir.0.display().to_string();
+    let db_prefix = prefix("rigfail");
+    // The banks start, then the switch refuses its command line.
+    let up = rig(&[
+        "up",
+        "--dir",
+        &d,
+        "--db-prefix",
+        &db_prefix,
+        "--",
+        "--no-such-flag",
+    ]);
+    let ctx = context(&up);
+    assert_eq!(up.status.code(), Some(1), "{ctx}");
+    assert!(
+        String::from_utf8_lossy(&up.stderr).contains("switch did not start"),
+        "{ctx}"
+    );
+    assert!(processes_naming(&d).is_empty(), "processes left: {ctx}");
+    assert!(
+        databases_named(&db_prefix).await.is_empty(),
+        "databases left: {ctx}"
+    );
+    assert!(!dir.path("deployment.env").exists(), "{ctx}");
+}
+
+#[tokio::test]
+async fn bench_runs_end_to_end_and_reports_every_component() {
+    let json = std::env::temp_dir().join(format!("bench-{}.json", uuid::Uuid::new_v4().simple()));
+    let db_prefix = prefix("bench");
+    let out = upi(&[
+        "bench",
+        "--rates",
+        "40",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--rss-rate",
+        "40",
+        "--rss-duration",
+        "2s",
+        "--rss-bank-latency-ms",
+        "300",
+        "--accounts",
+        "4",
+        "--quiet",
+        "--db-prefix",
+        &db_prefix,
+        "--json",
+        &json.display().to_string(),
+    ]);
+    let ctx = context(&out);
+    let report: Value = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(out.status.code(), Some(0), "{ctx}");
+    let phase = &report["phases"][0];
+    assert_eq!(phase["rate_asked"], 40.0, "{report:#}");
+    assert_eq!(phase["sends_asked"], 80, "{report:#}");
+    assert_eq!(phase["every_send_out"], true, "{report:#}");
+    assert_eq!(phase["terminal"], phase["accepted"], "{report:#}");
+    assert!(phase["terminal"].as_u64().unwrap_or(0) > 0, "{report:#}");
+    for key in [
+        "switch",
+        "switch_pg_backends",
+        "rabbitmq",
+        "redis",
+        "banks",
+        "banks_pg_backends",
+        "pg_shared",
+        "loadgen",
+        "bench",
+    ] {
+        assert!(
+            phase["cpu_us_per_saga"][key].is_number(),
+            "no cpu_us_per_saga.{key}: {report:#}"
+        );
+    }
+    // Every saga costs the switch and its database something.
+    assert!(
+        phase["cpu_us_per_saga"]["switch"].as_f64().unwrap() > 0.0,
+        "{report:#}"
+    );
+    for key in [
+        "switch_side_us_per_saga",
+        "box_us_per_saga",
+        "switch_voluntary_ctxt_per_saga",
+        "switch_involuntary_ctxt_per_saga",
+        "terminal_rate",
+    ] {
+        assert!(phase[key].is_number(), "no {key}: {report:#}");
+    }
+    for p in ["p50", "p90", "p99", "max"] {
+        assert!(
+            phase["accept_ms"][p].as_f64().unwrap_or(0.0) > 0.0,
+            "{report:#}"
+        );
+    }
+    assert!(
+        phase["accept_to_terminal_ms"]["p99"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{report:#}"
+    );
+    assert!(
+        report["rss"]["in_flight"].as_u64().unwrap_or(0) > 0,
+        "{report:#}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("switch-side") && table.contains("RSS per in-flight saga"),
+        "{ctx}"
+    );
+    // The rig went away with its databases and its state directory.
+    assert!(databases_named(&db_prefix).await.is_empty(), "{ctx}");
+    let dbs = report["databases"].as_array().expect("databases");
+    assert!(
+        dbs.iter()
+            .all(|d| d.as_str().is_some_and(|d| d.starts_with(&db_prefix)))
+    );
+    assert!(processes_naming(&db_prefix).is_empty(), "{ctx}");
+}
