@@ -461,6 +461,10 @@ pub struct RigLayoutArgs {
     /// Every bank request takes this many ms plus 0..this of jitter (bank-sim flags, so it survives restarts).
     #[arg(long, default_value_t = 0)]
     pub bank_latency: u64,
+    /// Register the banks' endpoints with `"http2": true`: the switch then
+    /// reaches each over one HTTP/2 (cleartext) connection.
+    #[arg(long)]
+    pub bank_http2: bool,
     /// The switch's Postgres pool.
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: usize,

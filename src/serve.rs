@@ -92,6 +92,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let health = HealthBoard::default();
     let banks = BankRouter::new(SupervisorConfig {
         http: BankClient::http_client(),
+        http2: BankClient::http2_client(),
         call_timeout: bank_timeout,
         adapter: AdapterConfig {
             breaker: BreakerConfig {

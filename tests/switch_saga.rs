@@ -434,3 +434,37 @@ async fn switch_killed_while_a_large_batch_commits_leaves_each_payment_once() {
     }
     assert_ledgers_agree(&world, &txns, before).await;
 }
+
+/// Endpoints registered with `"http2": true` are reached over HTTP/2
+/// (cleartext, prior knowledge: a bank that spoke only HTTP/1.1 would fail
+/// every call), all the calls to one endpoint sharing its connection; the
+/// registration shows the flag, and money moves exactly as over HTTP/1.1.
+#[tokio::test]
+async fn banks_registered_as_http2_are_paid_over_http2() {
+    let world = World::start(FAST, &[], &[]).await;
+    let before = total(&world).await;
+    for (code, url) in [("HDFC", &world.hdfc.url), ("ICICI", &world.icici.url)] {
+        let (status, body) = put_json(
+            &world.http,
+            &format!("{}/v1/admin/banks/{code}", world.switch.url),
+            &serde_json::json!({"name": code, "endpoints": [{"url": url, "priority": 0, "http2": true}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["endpoints"][0]["http2"], true, "{body}");
+    }
+    let mut txns = Vec::new();
+    let sends = (0..20).map(|_| world.pay("alice@hdfc", "bob@icici", "1.25", Some(10_000)));
+    for (status, txn) in futures::future::join_all(sends).await {
+        assert_eq!(status, 200, "{txn}");
+        assert_eq!(txn["status"], "SUCCESS", "{txn}");
+        txns.push(txn);
+    }
+    let (frozen_status, reversed) = world
+        .pay("alice@hdfc", "carol@icici", "2.00", Some(10_000))
+        .await;
+    assert_eq!(frozen_status, 200, "{reversed}");
+    assert_eq!(reversed["status"], "REVERSED");
+    txns.push(reversed);
+    assert_ledgers_agree(&world, &txns, before).await;
+}

@@ -27,6 +27,8 @@ const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct SupervisorConfig {
     pub http: reqwest::Client,
+    /// The client of endpoints registered with `"http2": true`.
+    pub http2: reqwest::Client,
     pub call_timeout: Duration,
     pub adapter: AdapterConfig,
     pub probe_every: Duration,
@@ -80,6 +82,7 @@ impl HealthBoard {
 struct Slot {
     url: String,
     priority: i32,
+    http2: bool,
     mode: Mode,
     adapter: Option<(Addr<PspAdapterActor>, Arbiter)>,
     /// Last snapshot, for routing between probes.
@@ -140,6 +143,7 @@ impl BankHealthSupervisor {
             .map(|e| Slot {
                 url: e.url,
                 priority: e.priority,
+                http2: e.http2,
                 mode: Mode::Auto,
                 adapter: None,
                 last: None,
@@ -149,7 +153,12 @@ impl BankHealthSupervisor {
 
     fn spawn(&self, slot: &Slot) -> (Addr<PspAdapterActor>, Arbiter) {
         let arbiter = Arbiter::new();
-        let client = BankClient::new(self.cfg.http.clone(), &slot.url, self.cfg.call_timeout);
+        let http = if slot.http2 {
+            &self.cfg.http2
+        } else {
+            &self.cfg.http
+        };
+        let client = BankClient::new(http.clone(), &slot.url, self.cfg.call_timeout);
         let (priority, cfg, mode) = (slot.priority, self.cfg.adapter, slot.mode);
         let addr = PspAdapterActor::start_in_arbiter(&arbiter.handle(), move |_| {
             PspAdapterActor::new(client, priority, cfg, mode)

@@ -121,15 +121,30 @@ impl BankClient {
     /// endpoints). It follows no redirect and retries nothing on its own: a
     /// bank call is resent only by the saga, which knows whether it may be.
     pub fn http_client() -> reqwest::Client {
+        Self::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    }
+
+    /// The same for endpoints that speak HTTP/2 over cleartext (prior
+    /// knowledge): one connection per endpoint carries every call as a
+    /// stream, so calls in flight cost a stream each, not a connection.
+    pub fn http2_client() -> reqwest::Client {
+        Self::builder()
+            .http2_prior_knowledge()
+            .http2_adaptive_window(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(1_000))
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .retry(reqwest::retry::never())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
     }
 
     pub fn base_url(&self) -> &str {

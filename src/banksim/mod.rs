@@ -122,7 +122,8 @@ pub async fn run(args: BankSimArgs) -> Result<(), BankSimError> {
                 .default_service(web::to(http::not_found))
         })
         .workers(args.workers.max(1))
-        .bind(addr)
+        // HTTP/1.1, and HTTP/2 over cleartext for clients that know to use it.
+        .bind_auto_h2c(addr)
         .map_err(|e| BankSimError::Bind {
             addr: addr.to_string(),
             reason: e.to_string(),

@@ -92,6 +92,10 @@ pub struct RigConfig {
     pub switch_listen: SocketAddr,
     /// Latency (and as much jitter) every bank request gets, in ms.
     pub bank_latency_ms: u64,
+    /// Register the bank endpoints as speaking HTTP/2 (cleartext, prior
+    /// knowledge; the bank simulator does), so the switch multiplexes its
+    /// calls over one connection per endpoint.
+    pub bank_http2: bool,
     pub db_pool_size: Option<usize>,
     pub admin_token: Option<String>,
     /// More flags of `serve`.
@@ -128,6 +132,7 @@ impl RigConfig {
             bank_port: 0,
             switch_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             bank_latency_ms: l.bank_latency,
+            bank_http2: l.bank_http2,
             db_pool_size: Some(l.db_pool_size),
             admin_token: None,
             serve_args: l.serve_args.clone(),

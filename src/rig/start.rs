@@ -323,7 +323,7 @@ impl Rig {
                 .urls
                 .iter()
                 .enumerate()
-                .map(|(i, url)| json!({"url": url, "priority": i}))
+                .map(|(i, url)| json!({"url": url, "priority": i, "http2": self.cfg.bank_http2}))
                 .collect();
             let body = json!({"name": bank.name, "endpoints": endpoints});
             self.put_admin(http, &format!("/v1/admin/banks/{}", bank.code), &body)

@@ -39,6 +39,11 @@ use uuid::Uuid;
 pub struct BankEndpoint {
     pub url: String,
     pub priority: i32,
+    /// The endpoint speaks HTTP/2 over cleartext TCP (prior knowledge): all
+    /// calls share one connection as streams, instead of a connection per
+    /// call in flight. Off unless the registration says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
