@@ -563,6 +563,15 @@ pub struct BenchArgs {
     /// instead of only posting.
     #[arg(long)]
     pub loadgen_follow: bool,
+    /// Instead of payments: the "Rinha de Backend 2025" final test against
+    /// merchant forwarding (two payment processors, users ramping up, ten
+    /// phases of processor faults, a consistency check every 10 s) for
+    /// --duration (the contest ran 300s), with its score.
+    #[arg(long)]
+    pub merchant: bool,
+    /// --merchant: virtual users at the end of the ramp (the contest: 603).
+    #[arg(long, default_value_t = 603)]
+    pub merchant_users: u32,
     #[command(flatten)]
     pub layout: RigLayoutArgs,
 }

@@ -155,6 +155,7 @@ pub async fn run(args: DemoArgs, serve_args: Vec<String>, log_format: LogFormat)
         switch_listen: args.switch.listen,
         bank_latency_ms: 0,
         bank_http2: false,
+        processors: false,
         db_pool_size: None,
         admin_token: args.switch.admin_token.clone(),
         serve_args,

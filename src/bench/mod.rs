@@ -17,6 +17,7 @@
 
 pub mod load;
 pub mod measure;
+pub mod merchant;
 pub mod procfs;
 pub mod sampler;
 pub mod target;
@@ -102,6 +103,16 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    if args.merchant {
+        let result = tokio::select! {
+            r = merchant::run(&args, &dir) => r,
+            name = &mut signal => Err(BenchError::Interrupted(name)),
+        };
+        if result.is_ok() && !args.keep && args.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return result;
+    }
     let mut rig = None;
     let result = tokio::select! {
         r = bench(&args, &dir, &mut rig) => r,

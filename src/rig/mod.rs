@@ -92,6 +92,9 @@ pub struct RigConfig {
     pub switch_listen: SocketAddr,
     /// Latency (and as much jitter) every bank request gets, in ms.
     pub bank_latency_ms: u64,
+    /// Also start the two payment processors of merchant forwarding (the
+    /// bench's merchant run), and point the switch at them.
+    pub processors: bool,
     /// Register the bank endpoints as speaking HTTP/2 (cleartext, prior
     /// knowledge; the bank simulator does), so the switch multiplexes its
     /// calls over one connection per endpoint.
@@ -133,6 +136,7 @@ impl RigConfig {
             switch_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             bank_latency_ms: l.bank_latency,
             bank_http2: l.bank_http2,
+            processors: false,
             db_pool_size: Some(l.db_pool_size),
             admin_token: None,
             serve_args: l.serve_args.clone(),
@@ -141,6 +145,15 @@ impl RigConfig {
         })
     }
 }
+
+/// The processors a rig may start: (service name, fee, the switch's flag).
+/// Fees of the contest's final round: default 7%, fallback 10%.
+pub const PROCESSORS: [(&str, &str, &str); 2] = [
+    ("processor-default", "0.07", "--processor-default-url"),
+    ("processor-fallback", "0.10", "--processor-fallback-url"),
+];
+/// The processors' admin token (`X-Rinha-Token`).
+pub const PROCESSOR_TOKEN: &str = "123";
 
 /// A bank of a running rig and its endpoints (primary first).
 #[derive(Debug, Clone)]
@@ -163,6 +176,8 @@ pub struct Rig {
     /// PostgreSQL server URL without a database.
     pub pg: String,
     pub expected_total_paise: i64,
+    /// The payment processors' URLs (default, fallback) when started.
+    pub processors: Vec<String>,
     /// (service name, child), in start order.
     children: Vec<(String, Child)>,
     /// Databases created here, dropped at teardown.
@@ -199,6 +214,9 @@ impl Rig {
         rig.migrate(&st).await?;
         let http = crate::traffic::http_client(Duration::from_secs(10), REGISTER_CONCURRENCY)?;
         rig.start_banks(&st, &seeds, &http).await?;
+        if rig.cfg.processors {
+            rig.start_processors(&st, &http).await?;
+        }
         rig.start_switch(&st, &http).await?;
         rig.register(&http).await?;
         rig.wait_banks_up(&http).await?;
@@ -279,6 +297,7 @@ impl Rig {
             bank_db_name,
             pg,
             expected_total_paise: layout::total_paise(&cfg.accounts),
+            processors: Vec::new(),
             children: Vec::new(),
             fresh,
             released: false,

@@ -6,10 +6,13 @@
 
 use super::layout::BANKS;
 use super::process::{self, Mode, Service};
-use super::{REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, io, state};
+use super::{
+    PROCESSOR_TOKEN, PROCESSORS, REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, free_ports, io,
+    state,
+};
 use crate::traffic::transport_text;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -196,6 +199,54 @@ impl Rig {
         Ok(())
     }
 
+    /// The two payment processors of merchant forwarding (simulators with
+    /// the contest's final-round fees), before the switch, which is pointed
+    /// at them.
+    pub(super) async fn start_processors(
+        &mut self,
+        st: &state::StateDir,
+        http: &reqwest::Client,
+    ) -> Result<(), RigError> {
+        let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 2)?;
+        let mut urls = Vec::new();
+        for ((name, fee, flag), port) in PROCESSORS.iter().zip(ports) {
+            let argv = vec![
+                self.cfg.bin.display().to_string(),
+                "processor-sim".into(),
+                "--port".into(),
+                port.to_string(),
+                "--fee".into(),
+                fee.to_string(),
+                "--token".into(),
+                PROCESSOR_TOKEN.into(),
+            ];
+            let env = self.service_env();
+            self.spawn(
+                st,
+                Service {
+                    name: name.to_string(),
+                    argv,
+                    env,
+                },
+            )?;
+            let url = format!("http://127.0.0.1:{port}");
+            let summary = format!("{url}/admin/payments-summary");
+            self.wait_http_with(
+                st,
+                name,
+                &summary,
+                &[("X-Rinha-Token", PROCESSOR_TOKEN)],
+                http,
+            )
+            .await?;
+            self.cfg.serve_args.extend([flag.to_string(), url.clone()]);
+            urls.push(url);
+        }
+        self.say(&format!("processors up: {}", urls.join(" ")));
+        self.processors = urls;
+        Ok(())
+    }
+
     pub(super) async fn start_switch(
         &mut self,
         st: &state::StateDir,
@@ -251,6 +302,18 @@ impl Rig {
         url: &str,
         http: &reqwest::Client,
     ) -> Result<(), RigError> {
+        self.wait_http_with(st, service, url, &[], http).await
+    }
+
+    /// [`Self::wait_http`] with request headers (an admin token, say).
+    pub(super) async fn wait_http_with(
+        &mut self,
+        st: &state::StateDir,
+        service: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        http: &reqwest::Client,
+    ) -> Result<(), RigError> {
         let deadline = Instant::now() + START_LIMIT;
         let log = st.log_file(service);
         let why_from_log = |fallback: String| {
@@ -260,12 +323,11 @@ impl Rig {
                 .unwrap_or(fallback)
         };
         loop {
-            let answered = http
-                .get(url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let mut request = http.get(url).timeout(Duration::from_secs(2));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let answered = request.send().await.is_ok_and(|r| r.status().is_success());
             if answered {
                 return Ok(());
             }
