@@ -149,6 +149,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     // supervisor and the forwarder, which resumes unfinished merchant payments.
     let merchant = crate::merchant::start(
         store.pool.clone(),
+        writer.clone(),
         crate::merchant::MerchantConfig::from_switch(cfg),
         &metrics.registry,
     )

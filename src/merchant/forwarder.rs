@@ -20,10 +20,12 @@
 
 use super::adapter::{Lookup, Post};
 use super::client::{LookupOutcome, PostOutcome};
+use super::flow_batch::{Accept, Announce, Release};
 use super::policy::{self, ProcessorId, Situation, Step};
 use super::store::{Claimed, MerchantStore};
 use super::supervisor::{ProcessorSupervisor, View};
 use super::{MerchantConfig, MerchantMetrics};
+use crate::actors::checkpoint_writer::CheckpointWriter;
 use actix::prelude::*;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::HashSet;
@@ -35,12 +37,16 @@ use uuid::Uuid;
 const BATCH: usize = 256;
 /// Steps (sends, lookups) one claim may take before the payment is handed back.
 const MAX_STEPS: usize = 6;
+/// Least time between the starts of two claims.
+const CLAIM_GAP: Duration = Duration::from_millis(5);
 /// How often Postgres is looked at when nothing woke the forwarder.
 pub const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// What every flow needs.
 pub struct FlowDeps {
     pub store: MerchantStore,
+    /// Group commit of the flows' fenced writes (announce, accept, release).
+    pub writer: CheckpointWriter,
     pub supervisor: Addr<ProcessorSupervisor>,
     pub cfg: MerchantConfig,
     pub metrics: MerchantMetrics,
@@ -62,6 +68,9 @@ pub struct Forwarder {
     again: bool,
     /// Failed claims in a row (for quiet logging while Postgres is away).
     claim_failures: u64,
+    /// When the last claim started, and whether a later one is scheduled.
+    last_claim: Option<Instant>,
+    claim_later: bool,
 }
 
 impl Forwarder {
@@ -72,6 +81,8 @@ impl Forwarder {
             claiming: false,
             again: false,
             claim_failures: 0,
+            last_claim: None,
+            claim_later: false,
         }
     }
 
@@ -80,6 +91,22 @@ impl Forwarder {
             self.again = true;
             return;
         }
+        // Batch, don't react: at most one claim per CLAIM_GAP, so a burst of
+        // new payments is claimed together rather than one query each.
+        if let Some(last) = self.last_claim {
+            let since = last.elapsed();
+            if since < CLAIM_GAP {
+                if !self.claim_later {
+                    self.claim_later = true;
+                    ctx.run_later(CLAIM_GAP - since, |act, ctx| {
+                        act.claim_later = false;
+                        act.claim(ctx);
+                    });
+                }
+                return;
+            }
+        }
+        self.last_claim = Some(Instant::now());
         let free = self
             .deps
             .cfg
@@ -231,8 +258,15 @@ pub async fn forward(deps: Arc<FlowDeps>, mut c: Claimed) -> FlowEnd {
             Step::Send(p) => {
                 let sent_at = Utc::now();
                 let fresh = c.requested_at[p.index()].unwrap_or_else(now_ms_utc);
-                let requested_at = match deps.store.announce(&c, p, fresh, sent_at, cfg.lease).await
-                {
+                let announce = Announce {
+                    id: c.id,
+                    claim: c.claim,
+                    p,
+                    requested_at: fresh,
+                    sent_at,
+                    lease: cfg.lease,
+                };
+                let requested_at = match deps.writer.announce(announce).await {
                     Ok(Some(at)) => at,
                     Ok(None) => return FlowEnd::Abandoned,
                     Err(e) => {
@@ -346,7 +380,13 @@ async fn record_acceptance(
     requested_at: DateTime<Utc>,
 ) -> FlowEnd {
     for attempt in 0..4u32 {
-        match deps.store.accept(c, p, requested_at).await {
+        let accept = Accept {
+            id: c.id,
+            claim: c.claim,
+            p,
+            requested_at,
+        };
+        match deps.writer.accept(accept).await {
             Ok(true) => return FlowEnd::Accepted(p),
             Ok(false) => {
                 tracing::warn!(payment = %c.id, processor = p.as_str(), "accepted, but the claim was lost before it was recorded");
@@ -370,17 +410,15 @@ async fn hand_back(
     last_error: Option<String>,
 ) -> FlowEnd {
     deps.metrics.holds.inc();
-    match deps
-        .store
-        .release(
-            c,
-            maybe_at,
-            unanswered,
-            Duration::from_millis(after_ms),
-            last_error.as_deref(),
-        )
-        .await
-    {
+    let release = Release {
+        id: c.id,
+        claim: c.claim,
+        maybe_at,
+        unanswered_since: unanswered,
+        after: Duration::from_millis(after_ms),
+        last_error,
+    };
+    match deps.writer.release(release).await {
         Ok(true) => FlowEnd::Held,
         Ok(false) => FlowEnd::Abandoned,
         Err(e) => {

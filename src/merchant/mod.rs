@@ -20,6 +20,7 @@
 
 pub mod adapter;
 pub mod client;
+pub mod flow_batch;
 pub mod forwarder;
 pub mod http;
 pub mod policy;
@@ -214,6 +215,7 @@ impl MerchantHandle {
 /// every unfinished merchant payment in Postgres. The schema must be migrated.
 pub async fn start(
     pool: Pool,
+    writer: crate::actors::checkpoint_writer::CheckpointWriter,
     cfg: MerchantConfig,
     registry: &Registry,
 ) -> Result<MerchantHandle, MerchantError> {
@@ -224,6 +226,7 @@ pub async fn start(
     let supervisor = supervisor::ProcessorSupervisor::new(cfg.clone(), metrics.clone()).start();
     let deps = Arc::new(forwarder::FlowDeps {
         store,
+        writer,
         supervisor: supervisor.clone(),
         cfg: cfg.clone(),
         metrics,

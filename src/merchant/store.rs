@@ -134,6 +134,9 @@ impl MerchantStore {
 
     /// Claims up to `limit` unfinished payments that are due and unclaimed (or whose
     /// lease ran out), oldest due first, skipping rows other forwarders are claiming.
+    /// The claimed rows are updated through the primary key (`= ANY(ARRAY(…))`):
+    /// written as a join, the update was planned without statistics
+    /// (autovacuum off) as a scan of the whole table on every claim.
     pub async fn claim(
         &self,
         claim: Uuid,
@@ -146,14 +149,14 @@ impl MerchantStore {
             .prepare_cached(
                 "UPDATE merchant_payments p
                  SET claim = $1, lease_until = now() + make_interval(secs => $2)
-                 FROM (SELECT correlation_id FROM merchant_payments
+                 WHERE p.correlation_id = ANY(ARRAY(
+                       SELECT correlation_id FROM merchant_payments
                        WHERE state <> 'ACCEPTED' AND next_attempt_at <= now()
                          AND (claim IS NULL OR lease_until < now())
                          AND correlation_id <> ALL($3)
                        ORDER BY next_attempt_at
                        LIMIT $4
-                       FOR UPDATE SKIP LOCKED) due
-                 WHERE p.correlation_id = due.correlation_id
+                       FOR UPDATE SKIP LOCKED))
                  RETURNING p.correlation_id, p.amount_cents, p.state, p.processor,
                            p.default_requested_at, p.fallback_requested_at,
                            p.unanswered_since, p.holds",
@@ -186,109 +189,5 @@ impl MerchantStore {
                 })
             })
             .collect()
-    }
-
-    /// Announces a send to `p` before it leaves: the payment is SENDING there, the
-    /// send is unanswered as of `sent_at`, and `p`'s requestedAt is fixed (the one
-    /// already chosen, else `requested_at`). Returns the requestedAt to send, or
-    /// `None` when the claim is lost (nothing may be sent then).
-    pub async fn announce(
-        &self,
-        c: &Claimed,
-        p: ProcessorId,
-        requested_at: DateTime<Utc>,
-        sent_at: DateTime<Utc>,
-        lease: Duration,
-    ) -> Result<Option<DateTime<Utc>>, MerchantStoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE merchant_payments
-                 SET state = 'SENDING', processor = $3,
-                     default_requested_at = CASE WHEN $3 = 'default'
-                         THEN coalesce(default_requested_at, $4) ELSE default_requested_at END,
-                     fallback_requested_at = CASE WHEN $3 = 'fallback'
-                         THEN coalesce(fallback_requested_at, $4) ELSE fallback_requested_at END,
-                     attempts = attempts + 1, unanswered_since = $5,
-                     lease_until = now() + make_interval(secs => $6)
-                 WHERE correlation_id = $1 AND claim = $2 AND state <> 'ACCEPTED'
-                 RETURNING CASE WHEN $3 = 'default'
-                     THEN default_requested_at ELSE fallback_requested_at END",
-            )
-            .await?;
-        let row = client
-            .query_opt(
-                &stmt,
-                &[
-                    &c.id,
-                    &c.claim,
-                    &p.as_str(),
-                    &requested_at,
-                    &sent_at,
-                    &secs(lease),
-                ],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    /// `p` has the payment, counted by `requested_at`. Final. `false` = claim lost.
-    pub async fn accept(
-        &self,
-        c: &Claimed,
-        p: ProcessorId,
-        requested_at: DateTime<Utc>,
-    ) -> Result<bool, MerchantStoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE merchant_payments
-                 SET state = 'ACCEPTED', processor = $3, requested_at = $4, accepted_at = now(),
-                     claim = NULL, lease_until = NULL, unanswered_since = NULL, last_error = NULL
-                 WHERE correlation_id = $1 AND claim = $2 AND state <> 'ACCEPTED'",
-            )
-            .await?;
-        let n = client
-            .execute(&stmt, &[&c.id, &c.claim, &p.as_str(), &requested_at])
-            .await?;
-        Ok(n == 1)
-    }
-
-    /// Gives an unfinished payment back, due again after `after`, with what is
-    /// known now: where an outcome is unknown (if anywhere) and since when.
-    pub async fn release(
-        &self,
-        c: &Claimed,
-        maybe_at: Option<ProcessorId>,
-        unanswered_since: Option<DateTime<Utc>>,
-        after: Duration,
-        last_error: Option<&str>,
-    ) -> Result<bool, MerchantStoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE merchant_payments
-                 SET claim = NULL, lease_until = NULL, holds = holds + 1,
-                     next_attempt_at = now() + make_interval(secs => $3),
-                     state = CASE WHEN $4::text IS NULL THEN 'PENDING' ELSE 'SENDING' END,
-                     processor = $4::text, unanswered_since = $5,
-                     last_error = coalesce($6, last_error)
-                 WHERE correlation_id = $1 AND claim = $2 AND state <> 'ACCEPTED'",
-            )
-            .await?;
-        let n = client
-            .execute(
-                &stmt,
-                &[
-                    &c.id,
-                    &c.claim,
-                    &secs(after),
-                    &maybe_at.map(ProcessorId::as_str),
-                    &unanswered_since,
-                    &last_error,
-                ],
-            )
-            .await?;
-        Ok(n == 1)
     }
 }

@@ -1,9 +1,14 @@
-//! `CheckpointWriter`: group commit of everything sagas write. The accept
-//! path (`POST /v1/transactions`) hands it new transactions, saga actors hand
-//! it checkpoints, merchant forwarding (`POST /payments`) the payments it
-//! receives; it writes whatever queued while its previous commit ran as
-//! ONE statement (`adapters::store::batch`) on a connection of its own, and
+//! `CheckpointWriter`: group commit of everything the switch writes on its
+//! hot paths. The accept path (`POST /v1/transactions`) hands it new
+//! transactions, saga actors hand it checkpoints, merchant forwarding the
+//! payments it receives (`POST /payments`) and its fenced writes (announce,
+//! accept, release); it writes whatever queued while its previous commit ran
+//! as one statement per kind (`adapters::store::batch` for the sagas',
+//! `merchant::flow_batch` for forwarding's) on a connection of its own, and
 //! answers each caller only once that statement has committed.
+//!
+//! Layout: this file (the handle, the loop, commits and splits), `jobs`
+//! (the kinds of job, which statement writes each, and the answers).
 //!
 //! It is an actor in the Tokio sense: it owns its connection and prepared
 //! statement, callers hold a cloneable handle and get their answer through a
@@ -26,11 +31,16 @@
 //!   a saga retries with the same expected version and is fenced if the batch
 //!   did commit; a client retries with the same idempotency key).
 
+mod jobs;
+
 use crate::adapters::pg::{DbError, DbUrl};
-use crate::adapters::store::batch::{self, Columns, Written};
+use crate::adapters::store::batch;
 use crate::adapters::store::{
     CheckpointError, CheckpointWrite, Created, NewTxn, Store, StoreError,
 };
+use crate::merchant::flow_batch::{self, Accept, Announce, Release};
+use chrono::{DateTime, Utc};
+use jobs::{CreateOutcome, Job, answer, write};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -72,55 +82,6 @@ pub enum WriteError {
 impl From<WriteError> for StoreError {
     fn from(e: WriteError) -> Self {
         StoreError::Db(DbError::Pool(e.to_string()))
-    }
-}
-
-/// What a create did inside the writer (the lookup of an existing key is the
-/// caller's: the writer never reads on behalf of one job).
-enum CreateOutcome {
-    Inserted,
-    KeyTaken,
-}
-
-enum Job {
-    Create {
-        new: NewTxn,
-        reply: oneshot::Sender<Result<CreateOutcome, WriteError>>,
-    },
-    Checkpoint {
-        write: CheckpointWrite,
-        reply: oneshot::Sender<Result<i32, CheckpointError>>,
-    },
-    /// A merchant payment received; answers whether this job inserted it.
-    Receive {
-        correlation_id: Uuid,
-        amount_cents: i64,
-        reply: oneshot::Sender<Result<bool, WriteError>>,
-    },
-}
-
-impl Job {
-    /// The row this job writes: at most one job per row in a statement.
-    fn row(&self) -> (bool, Uuid) {
-        match self {
-            Job::Create { new, .. } => (true, new.saga.txn_id),
-            Job::Checkpoint { write, .. } => (true, write.saga.txn_id),
-            Job::Receive { correlation_id, .. } => (false, *correlation_id),
-        }
-    }
-
-    fn fail(self, e: &WriteError) {
-        match self {
-            Job::Create { reply, .. } => {
-                let _ = reply.send(Err(e.clone()));
-            }
-            Job::Receive { reply, .. } => {
-                let _ = reply.send(Err(e.clone()));
-            }
-            Job::Checkpoint { reply, .. } => {
-                let _ = reply.send(Err(CheckpointError::Db(e.clone().into())));
-            }
-        }
     }
 }
 
@@ -256,37 +217,75 @@ impl CheckpointWriter {
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
+    /// Announces a merchant send durably before it leaves; the requestedAt
+    /// to send, or `None` when the claim was lost (nothing may be sent).
+    pub async fn announce(&self, announce: Announce) -> Result<Option<DateTime<Utc>>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.wait_offer(Job::Announce { announce, reply }).await?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Records that a processor has a merchant payment (final); `false` when
+    /// the claim was lost.
+    pub async fn accept(&self, accept: Accept) -> Result<bool, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.wait_offer(Job::Accept { accept, reply }).await?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Hands a merchant payment back, due again later; `false` when the claim
+    /// was lost.
+    pub async fn release(&self, release: Release) -> Result<bool, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.wait_offer(Job::Release { release, reply }).await?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Queues a job of the switch's own work: waits for room when the queue
+    /// is full (the caller's own deadlines bound the wait).
+    async fn wait_offer(&self, job: Job) -> Result<(), WriteError> {
+        self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
+        self.count_queued();
+        Ok(())
+    }
+
     /// Makes a checkpoint durable; returns the new version. Waits for room in
     /// the queue when it is full (the saga's retry deadline bounds the wait).
     pub async fn save(&self, write: CheckpointWrite) -> Result<i32, CheckpointError> {
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Job::Checkpoint { write, reply })
-            .await
-            .is_err()
-        {
-            return Err(CheckpointError::Db(WriteError::Stopped.into()));
+        if let Err(e) = self.wait_offer(Job::Checkpoint { write, reply }).await {
+            return Err(CheckpointError::Db(e.into()));
         }
-        self.count_queued();
         rx.await
             .unwrap_or_else(|_| Err(CheckpointError::Db(WriteError::Stopped.into())))
     }
 }
 
-/// The connection and its prepared statement.
+/// The connection and its prepared statements.
 struct Session {
     client: tokio_postgres::Client,
+    /// The sagas' statement (creates, checkpoints, merchant payments received).
     statement: tokio_postgres::Statement,
+    /// Merchant forwarding's fenced writes (announce, accept, release).
+    flows: tokio_postgres::Statement,
 }
 
 async fn open(db: &DbUrl) -> Result<Session, DbError> {
     let client = db.connect().await?;
     // A batch statement is large but simple: JIT compilation would cost more
-    // than it saves.
-    client.batch_execute("SET jit = off").await?;
+    // than it saves. Its rows are found by their keys: with seq scans priced
+    // out, its plans use the keys whatever the tables' sizes were when they
+    // were planned (see `pg::FRESH_PLANS` for the pool's answer).
+    client
+        .batch_execute("SET jit = off; SET enable_seqscan = off")
+        .await?;
     let statement = client.prepare(batch::SQL).await?;
-    Ok(Session { client, statement })
+    let flows = client.prepare(flow_batch::SQL).await?;
+    Ok(Session {
+        client,
+        statement,
+        flows,
+    })
 }
 
 async fn run(
@@ -361,8 +360,22 @@ async fn run(
     }
 }
 
-/// Writes `jobs` and answers each; splits a statement that fails whole.
+/// Writes `jobs` and answers each: one statement per kind present (the
+/// sagas' and merchant forwarding's), each committed on its own.
 async fn commit(s: &Session, jobs: &mut Vec<Job>, metrics: &WriterMetrics) {
+    let (mut flows, mut sagas): (Vec<Job>, Vec<Job>) = jobs
+        .drain(..)
+        .partition(|j| j.statement() == jobs::Statement::Flows);
+    for group in [&mut sagas, &mut flows] {
+        if !group.is_empty() {
+            commit_group(s, group, metrics).await;
+        }
+    }
+}
+
+/// Writes `jobs` (one statement's kind) and answers each; splits a
+/// statement that fails whole.
+async fn commit_group(s: &Session, jobs: &mut Vec<Job>, metrics: &WriterMetrics) {
     let started = Instant::now();
     let result = write(s, jobs).await;
     metrics
@@ -390,55 +403,6 @@ async fn commit(s: &Session, jobs: &mut Vec<Job>, metrics: &WriterMetrics) {
             }
         }
         Err(e) => fail_all(jobs, &e),
-    }
-}
-
-async fn write(s: &Session, jobs: &[Job]) -> Result<Written, tokio_postgres::Error> {
-    let mut columns = Columns::default();
-    for job in jobs {
-        match job {
-            Job::Create { new, .. } => columns.create(new),
-            Job::Checkpoint { write, .. } => columns.checkpoint(write),
-            Job::Receive {
-                correlation_id,
-                amount_cents,
-                ..
-            } => columns.merchant_payment(*correlation_id, *amount_cents),
-        }
-    }
-    batch::write(&s.client, &s.statement, &columns).await
-}
-
-fn answer(jobs: impl Iterator<Item = Job>, written: &Written) {
-    let created: HashSet<Uuid> = written.created.iter().copied().collect();
-    let updated: HashSet<Uuid> = written.updated.iter().copied().collect();
-    let received: HashSet<Uuid> = written.received.iter().copied().collect();
-    for job in jobs {
-        match job {
-            Job::Create { new, reply } => {
-                let outcome = if created.contains(&new.saga.txn_id) {
-                    CreateOutcome::Inserted
-                } else {
-                    CreateOutcome::KeyTaken
-                };
-                let _ = reply.send(Ok(outcome));
-            }
-            Job::Checkpoint { write, reply } => {
-                let result = if updated.contains(&write.saga.txn_id) {
-                    Ok(write.expected_version + 1)
-                } else {
-                    Err(CheckpointError::VersionConflict(write.expected_version))
-                };
-                let _ = reply.send(result);
-            }
-            Job::Receive {
-                correlation_id,
-                reply,
-                ..
-            } => {
-                let _ = reply.send(Ok(received.contains(&correlation_id)));
-            }
-        }
     }
 }
 
