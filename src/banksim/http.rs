@@ -5,7 +5,8 @@
 
 use super::faults::{self, Endpoint, FaultPatch, Faults, Gate};
 use super::ledger::{Reply, Request};
-use super::store::{BankStore, WriteError, Writer};
+use super::store::BankStore;
+use super::writer::{WriteError, Writer};
 use crate::adapters::bank_api::{
     AccountBalance, AccountView, Balances, ErrorBody, FeedPage, MoveRequest, ReverseRequest,
 };
