@@ -8,8 +8,10 @@
 //! accounts and health; malformed input (400, nothing changes); 50 concurrent
 //! copies of one debit (money moves once); durability across `kill -9` in the
 //! middle of a stream of movements (no applied op lost, money conserved, the
-//! feed continues); the fault injection of `/admin/faults` and `--down`; and
-//! the switch's `BankClient` against a live simulator.
+//! feed continues); the fault injection of `/admin/faults` and `--down`; the
+//! switch's `BankClient` against a live simulator; and, driving the single
+//! writer directly (module `writer`), what one batch may hold, replays after
+//! the writer restarts, and plans that stay key lookups without statistics.
 
 mod common;
 
@@ -1868,4 +1870,248 @@ async fn bank_client_folds_answers_into_outcomes() {
         InquiryOutcome::Unknown(Unknown::NotDelivered(_))
     ));
     assert!(!fresh.health().await);
+}
+
+// ---------------------------------------------------------------------------
+// 6. The single writer: its batches and its plans
+// ---------------------------------------------------------------------------
+
+mod writer {
+    //! The writer driven directly (no HTTP), so a test decides what lands in
+    //! one batch: on the test's single-threaded runtime, requests submitted
+    //! together by `join!` are all queued before the writer task runs again.
+
+    use super::TestDb;
+    use upi_switch::adapters::bank_api::{
+        DeclineCode, MoveAnswer, MoveRequest, OpStatus, ReverseAnswer, ReverseRequest,
+    };
+    use upi_switch::adapters::pg::{self, DbUrl, Schema};
+    use upi_switch::banksim::ledger::{Reply, Request};
+    use upi_switch::banksim::sql;
+    use upi_switch::banksim::store::{BankStore, SeedAccount};
+    use upi_switch::banksim::writer::{StartError, Writer};
+
+    pub const CODE: &str = "HDFC";
+    /// One transaction for every op here: a replay must repeat it exactly.
+    const TXN: &str = "7f2c1d4e-8a3b-4c5d-9e6f-0a1b2c3d4e5f";
+
+    /// A migrated database with `accounts` accounts ACC001.. of ₹1,000 at HDFC.
+    pub async fn seeded_bank(db: &TestDb, accounts: usize) -> BankStore {
+        let pool = pg::prepare(&db.url, Schema::Bank, 2)
+            .await
+            .expect("migrate");
+        let store = BankStore {
+            pool,
+            code: CODE.into(),
+        };
+        let seeds: Vec<SeedAccount> = (1..=accounts)
+            .map(|i| SeedAccount {
+                account: format!("ACC{i:03}"),
+                name: format!("Customer {i}"),
+                balance_paise: 100_000,
+                status: "ACTIVE".into(),
+            })
+            .collect();
+        store.seed_if_empty(&seeds).await.expect("seed");
+        store
+    }
+
+    /// Starts the bank's writer, waiting while a previous one's session ends.
+    pub async fn start_writer(db: &TestDb) -> Writer {
+        let url = DbUrl::parse(&db.url).expect("url");
+        for _ in 0..100 {
+            match Writer::start(url.clone(), CODE.into()).await {
+                Ok(writer) => return writer,
+                Err(StartError::AlreadyServed(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("writer: {e}"),
+            }
+        }
+        panic!("the previous writer never let go of the bank");
+    }
+
+    pub fn debit(op_id: &str, amount_paise: i64) -> Request {
+        Request::Debit(MoveRequest {
+            op_id: op_id.into(),
+            txn_id: TXN.into(),
+            account: "ACC001".into(),
+            amount_paise,
+        })
+    }
+
+    pub fn reverse(op_id: &str, original_op_id: &str, amount_paise: i64) -> Request {
+        Request::Reverse(ReverseRequest {
+            op_id: op_id.into(),
+            original_op_id: original_op_id.into(),
+            txn_id: TXN.into(),
+            amount_paise,
+        })
+    }
+
+    pub fn moved(reply: &Reply) -> &MoveAnswer {
+        match reply {
+            Reply::Moved(answer) => answer,
+            other => panic!("not a debit/credit answer: {other:?}"),
+        }
+    }
+
+    pub fn reversed(reply: &Reply) -> &ReverseAnswer {
+        match reply {
+            Reply::Reversed(answer) => answer,
+            other => panic!("not a reverse answer: {other:?}"),
+        }
+    }
+
+    /// (op_id, seq, status) of every row of the bank, by op id.
+    pub async fn rows(db: &TestDb) -> Vec<(String, Option<i64>, String)> {
+        let client = db.client().await;
+        client
+            .query(
+                "SELECT op_id, seq, status FROM bank_ops WHERE bank_code = $1 ORDER BY op_id",
+                &[&CODE],
+            )
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    pub async fn balance(store: &BankStore) -> i64 {
+        store
+            .account("ACC001")
+            .await
+            .expect("read")
+            .expect("ACC001")
+            .balance_paise
+    }
+
+    #[tokio::test]
+    async fn one_batch_holds_a_debit_and_its_reverse_in_either_order() {
+        let db = TestDb::new("bs_wbatch");
+        let store = seeded_bank(&db, 1).await;
+        let writer = start_writer(&db).await;
+
+        // Debit first: applied, then undone, in the same commit.
+        let (d, r) = tokio::join!(
+            writer.submit(debit("d1", 500)),
+            writer.submit(reverse("r1", "d1", 500))
+        );
+        let (d, r) = (d.expect("d1"), r.expect("r1"));
+        assert_eq!(moved(&d).status, OpStatus::Applied);
+        assert_eq!(reversed(&r).status, OpStatus::Reversed);
+
+        // Reverse first: a tombstone, so the debit behind it is declined.
+        let (r, d) = tokio::join!(
+            writer.submit(reverse("r2", "d2", 700)),
+            writer.submit(debit("d2", 700))
+        );
+        let (r, d) = (r.expect("r2"), d.expect("d2"));
+        assert_eq!(reversed(&r).status, OpStatus::Noop);
+        assert_eq!(moved(&d).code, Some(DeclineCode::AlreadyReversed));
+
+        assert_eq!(balance(&store).await, 100_000, "no money moved in the end");
+        assert_eq!(
+            rows(&db).await,
+            vec![
+                ("d1".into(), Some(1), "REVERSED".into()),
+                ("d2".into(), Some(4), "DECLINED".into()),
+                ("r1".into(), Some(2), "APPLIED".into()),
+                ("r2".into(), Some(3), "NOOP".into()),
+            ],
+            "one row per op, seqs gap-free in the order applied"
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_after_the_writer_restarts_are_answered_from_the_database() {
+        let db = TestDb::new("bs_wreplay");
+        let store = seeded_bank(&db, 1).await;
+        let writer = start_writer(&db).await;
+        let first_debit = writer.submit(debit("d1", 300)).await.expect("d1");
+        let first_reverse = writer
+            .submit(reverse("r9", "d9", 40))
+            .await
+            .expect("fence d9");
+        drop(writer);
+
+        let writer = start_writer(&db).await;
+        let (d, r, late) = tokio::join!(
+            writer.submit(debit("d1", 300)),
+            writer.submit(reverse("r9", "d9", 40)),
+            writer.submit(debit("d9", 40))
+        );
+        assert_eq!(d.expect("replay d1"), first_debit);
+        assert_eq!(r.expect("replay r9"), first_reverse);
+        assert_eq!(
+            moved(&late.expect("d9")).code,
+            Some(DeclineCode::AlreadyReversed)
+        );
+        assert_eq!(balance(&store).await, 100_000 - 300, "d1 moved money once");
+    }
+
+    /// The plan of each statement, as the writer's session makes it.
+    async fn plans(client: &tokio_postgres::Client, name: &str) -> (String, String) {
+        client
+            .batch_execute(&format!(
+                "PREPARE {name}_read(text, text[]) AS {};
+                 PREPARE {name}_persist AS {}",
+                sql::read_ops_sql(),
+                sql::PERSIST_SQL
+            ))
+            .await
+            .expect("prepare");
+        let explain = |sql: String| async move {
+            let rows = client.query(&sql, &[]).await.expect("explain");
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let empties = vec!["'{}'"; 16].join(", ");
+        (
+            explain(format!("EXPLAIN EXECUTE {name}_read('HDFC', '{{d1,d2}}')")).await,
+            explain(format!("EXPLAIN EXECUTE {name}_persist('HDFC', {empties})")).await,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_writer_plans_key_lookups_with_or_without_statistics() {
+        let db = TestDb::new("bs_wplan");
+        let _store = seeded_bank(&db, 200).await;
+        let writer = start_writer(&db).await;
+        for i in 0..50 {
+            writer
+                .submit(debit(&format!("d{i}"), 1))
+                .await
+                .expect("debit");
+        }
+        let client = db.client().await;
+        client.batch_execute(sql::SESSION).await.expect("session");
+        for (name, analyze) in [("bare", ""), ("analyzed", "ANALYZE")] {
+            client.batch_execute(analyze).await.expect("analyze");
+            let (read, persist) = plans(&client, name).await;
+            assert!(
+                read.contains("Index Scan using bank_ops_pkey")
+                    && read.contains("Index Cond: ((bank_code = $1) AND (op_id = w.op_id))"),
+                "{name}: read_ops is one primary-key lookup per op id:\n{read}"
+            );
+            assert!(
+                persist.contains("Conflict Arbiter Indexes: bank_accounts_pkey")
+                    && persist.contains("Conflict Arbiter Indexes: bank_ops_pkey"),
+                "{name}: persist resolves conflicts by key:\n{persist}"
+            );
+            for plan in [&read, &persist] {
+                assert!(
+                    !plan.contains("Seq Scan") && !plan.contains("Bitmap"),
+                    "{name}: no scan of a table:\n{plan}"
+                );
+            }
+            assert!(
+                !persist.contains("Scan on bank_") && !persist.contains("Index Scan"),
+                "{name}: persist reads no table:\n{persist}"
+            );
+        }
+    }
 }

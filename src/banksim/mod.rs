@@ -3,13 +3,15 @@
 //! It is a test and demo tool beside the switch, not part of it: the switch
 //! only ever reaches it through `adapters::bank_client`, like any other bank.
 //!
-//! Layout: `ledger` (pure rules), `writer` (the single writer that batches),
+//! Layout: `ledger` (pure rules), `writer` (the single writer that batches:
+//! queue, group commit, reload), `sql` (the writer's prepared statements),
 //! `store` (seeding and the read side), `faults` (fault settings and gate),
 //! `http` (routes).
 
 pub mod faults;
 pub mod http;
 pub mod ledger;
+pub mod sql;
 pub mod store;
 pub mod writer;
 

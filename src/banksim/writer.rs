@@ -2,33 +2,57 @@
 //!
 //! It owns the bank: it holds a session advisory lock on the bank code (so a
 //! second process for the same bank refuses to start), keeps the accounts in
-//! memory, takes requests from a bounded queue in batches, applies them with
-//! the pure `ledger::apply`, and persists each batch with one atomic statement.
-//! Replies are sent only after that statement returns, so every `200`/`422`/
-//! tombstone is durable before it leaves. If the statement fails, every request
-//! of the batch gets `Unavailable` (the outcome is unknown to the caller, which
-//! is exactly what a `503` means) and the writer reloads its state from Postgres.
+//! memory, takes requests from a bounded queue in batches, applies them in
+//! arrival order with the pure `ledger::apply`, and persists each batch with
+//! one statement (`sql`).
+//!
+//! Group commit without a timer: a batch is whatever queued while the last
+//! one committed (at most `BATCH_MAX`); an idle writer commits a lone request
+//! at once. A batch costs two round trips of prepared statements: the rows of
+//! its op ids that exist, then the write.
+//!
+//! What does not happen: no reply leaves before its batch is committed, so
+//! every `200`/`422`/tombstone is durable before it is answered. If the
+//! statement fails, every request of the batch gets `Unavailable` (the outcome
+//! is unknown to the caller, which is exactly what a `503` means), and the
+//! writer drops its connection and reloads everything from Postgres, since
+//! its memory may be ahead of the database. A request refused by a full queue
+//! was never applied.
 
-use super::ledger::{self, Changes, Ledger, Reply, Request};
-use super::store::{ACCOUNT_COLUMNS, OP_COLUMNS, ms_to_time, row_to_account, row_to_op};
-use crate::adapters::bank_api::OpKind;
+use super::ledger::{self, Ledger, OpRow, Reply, Request};
+use super::sql::{self, Statements};
+use super::store::{ACCOUNT_COLUMNS, row_to_account, row_to_op};
 use crate::adapters::pg::{DbError, DbUrl};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most requests applied in one batch (one Postgres round trip).
 pub const BATCH_MAX: usize = 512;
-/// Bound of the writer's queue; a full queue answers `503` at once.
+/// Bound of the writer's queue; a full queue answers `429` at once.
 pub const QUEUE_MAX: usize = 8192;
+/// Longest pause between two attempts to reopen the ledger.
+const MAX_REOPEN_PAUSE_MS: u64 = 2_000;
 
-/// Why the writer could not give a definitive answer. The HTTP layer maps it to 503.
+/// Why the writer could not give a definitive answer. The HTTP layer maps it
+/// to `429` (busy) or `503`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("the ledger is busy (queue full)")]
     Busy,
     #[error("the ledger could not commit: {0}")]
     Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "bank {0} is already being served by another process on this database (stop it first, or use another --code or --database-url)"
+    )]
+    AlreadyServed(String),
 }
 
 struct Job {
@@ -44,28 +68,21 @@ pub struct Writer {
     pub healthy: watch::Receiver<bool>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(
-        "bank {0} is already being served by another process on this database (stop it first, or use another --code or --database-url)"
-    )]
-    AlreadyServed(String),
-}
-
 impl Writer {
     /// Connects, takes the bank's lock and loads the ledger, then spawns the
     /// writer task. Fails at once when another process owns the bank.
     pub async fn start(db: DbUrl, code: String) -> Result<Writer, StartError> {
-        let (client, ledger) = open(&db, &code).await?;
+        let bank = open(&db, &code).await?;
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let (health_tx, healthy) = watch::channel(true);
-        tokio::spawn(run(db, code, client, ledger, rx, health_tx));
+        tokio::spawn(run(db, code, bank, rx, health_tx));
         Ok(Writer { tx, healthy })
     }
 
-    /// Submits a request and waits for its durable answer.
+    /// Submits a request and waits for its durable answer. The request is
+    /// queued before the first `await`: once this future has been polled, the
+    /// request is applied (or refused as a whole batch) whether or not anyone
+    /// still waits for the answer.
     pub async fn submit(&self, request: Request) -> Result<Reply, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -76,19 +93,20 @@ impl Writer {
     }
 }
 
-async fn open(db: &DbUrl, code: &str) -> Result<(tokio_postgres::Client, Ledger), StartError> {
+/// Everything the writer holds while it owns the bank.
+struct Bank {
+    client: tokio_postgres::Client,
+    statements: Statements,
+    ledger: Ledger,
+}
+
+async fn open(db: &DbUrl, code: &str) -> Result<Bank, StartError> {
     let client = db.connect().await?;
-    let locked: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtext('upi-bank-sim'), hashtext($1))",
-            &[&code],
-        )
-        .await
-        .map_err(DbError::from)?
-        .get(0);
-    if !locked {
+    let lock = "SELECT pg_try_advisory_lock(hashtext('upi-bank-sim'), hashtext($1))";
+    if !scalar::<bool>(&client, lock, code).await? {
         return Err(StartError::AlreadyServed(code.to_string()));
     }
+    let statements = Statements::prepare(&client).await.map_err(DbError::from)?;
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM bank_accounts WHERE bank_code = $1");
     let rows = client.query(&sql, &[&code]).await.map_err(DbError::from)?;
     let accounts = rows
@@ -98,36 +116,42 @@ async fn open(db: &DbUrl, code: &str) -> Result<(tokio_postgres::Client, Ledger)
             (account.account.clone(), account)
         })
         .collect();
-    let max_seq: i64 = client
-        .query_one(
-            "SELECT COALESCE(MAX(seq), 0) FROM bank_ops WHERE bank_code = $1",
-            &[&code],
-        )
-        .await
-        .map_err(DbError::from)?
-        .get(0);
-    Ok((client, Ledger::new(accounts, max_seq + 1)))
+    let max_seq = "SELECT COALESCE(MAX(seq), 0) FROM bank_ops WHERE bank_code = $1";
+    let max_seq: i64 = scalar(&client, max_seq, code).await?;
+    Ok(Bank {
+        client,
+        statements,
+        ledger: Ledger::new(accounts, max_seq + 1),
+    })
+}
+
+/// The one value of a one-row query about the bank `code`.
+async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    code: &str,
+) -> Result<T, DbError> {
+    Ok(client.query_one(sql, &[&code]).await?.try_get(0)?)
 }
 
 async fn run(
     db: DbUrl,
     code: String,
-    client: tokio_postgres::Client,
-    ledger: Ledger,
+    bank: Bank,
     mut rx: mpsc::Receiver<Job>,
     health: watch::Sender<bool>,
 ) {
-    let mut state = Some((client, ledger));
+    let mut state = Some(bank);
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     loop {
-        let Some((client, ledger)) = state.as_mut() else {
+        let Some(bank) = state.as_mut() else {
             state = Some(reopen(&db, &code, &mut rx, &health).await);
             continue;
         };
         if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
             return; // every handle dropped: shutting down
         }
-        match apply_batch(client, &code, ledger, &batch).await {
+        match apply_batch(bank, &code, &batch).await {
             Ok(replies) => {
                 for (job, reply) in batch.drain(..).zip(replies) {
                     let _ = job.reply.send(Ok(reply));
@@ -138,8 +162,8 @@ async fn run(
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Unavailable(e.to_string())));
                 }
-                // The in-memory ledger may be ahead of the database: drop both the
-                // connection (releasing the lock) and the ledger, then reload.
+                // The in-memory ledger may be ahead of the database: drop the
+                // connection (releasing the lock), the ledger and the index.
                 state = None;
             }
         }
@@ -152,14 +176,14 @@ async fn reopen(
     code: &str,
     rx: &mut mpsc::Receiver<Job>,
     health: &watch::Sender<bool>,
-) -> (tokio_postgres::Client, Ledger) {
+) -> Bank {
     let _ = health.send(false);
     let mut backoff_ms = 50;
     loop {
         match open(db, code).await {
-            Ok(opened) => {
+            Ok(bank) => {
                 let _ = health.send(true);
-                return opened;
+                return bank;
             }
             Err(e) => {
                 tracing::warn!(bank = %code, error = %e, "writer cannot reopen the ledger yet");
@@ -168,86 +192,79 @@ async fn reopen(
                     let _ = job.reply.send(Err(WriteError::Unavailable(e.to_string())));
                 }
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(2_000);
+                backoff_ms = (backoff_ms * 2).min(MAX_REOPEN_PAUSE_MS);
             }
         }
     }
 }
 
-async fn apply_batch(
-    client: &tokio_postgres::Client,
-    code: &str,
-    ledger: &mut Ledger,
-    batch: &[Job],
-) -> Result<Vec<Reply>, DbError> {
-    let mut ids: Vec<&str> = batch
-        .iter()
-        .flat_map(|j| j.request.touched_op_ids())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let sql = format!("SELECT {OP_COLUMNS} FROM bank_ops WHERE bank_code = $1 AND op_id = ANY($2)");
-    let rows = client.query(&sql, &[&code, &ids]).await?;
-    ledger.ops = rows.iter().map(|r| (r.get(0), row_to_op(r))).collect();
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error("the batch statement wrote {written:?}, expected {expected:?}")]
+    Miscount {
+        written: sql::Written,
+        expected: sql::Written,
+    },
+}
+
+async fn apply_batch(bank: &mut Bank, code: &str, batch: &[Job]) -> Result<Vec<Reply>, BatchError> {
+    let found = load_existing(bank, code, batch).await?;
     let now_ms = Utc::now().timestamp_millis();
     let replies: Vec<Reply> = batch
         .iter()
-        .map(|job| ledger::apply(ledger, &job.request, now_ms))
+        .map(|job| ledger::apply(&mut bank.ledger, &job.request, now_ms))
         .collect();
-    let changes = ledger.take_dirty();
-    if !changes.ops.is_empty() || !changes.accounts.is_empty() {
-        persist(client, code, &changes).await?;
+    let changes = bank.ledger.take_dirty();
+    if changes.ops.is_empty() && changes.accounts.is_empty() {
+        return Ok(replies);
+    }
+    let is_new = |op: &OpRow| !found.contains(op.op_id.as_str());
+    let expected = sql::Written {
+        new_ops: changes.ops.iter().filter(|o| is_new(o)).count() as i64,
+        old_ops: changes.ops.iter().filter(|o| !is_new(o)).count() as i64,
+        accounts: changes.accounts.len() as i64,
+    };
+    let written = sql::persist(
+        &bank.client,
+        &bank.statements.persist,
+        code,
+        &changes,
+        is_new,
+    )
+    .await?;
+    if written != expected {
+        // Committed, yet not what this writer meant: its memory cannot be trusted.
+        return Err(BatchError::Miscount { written, expected });
     }
     Ok(replies)
 }
 
-async fn persist(client: &tokio_postgres::Client, code: &str, c: &Changes) -> Result<(), DbError> {
-    let op_ids: Vec<&str> = c.ops.iter().map(|o| o.op_id.as_str()).collect();
-    let seqs: Vec<Option<i64>> = c.ops.iter().map(|o| o.seq).collect();
-    let kinds: Vec<Option<&str>> = c.ops.iter().map(|o| o.kind.map(OpKind::as_str)).collect();
-    let statuses: Vec<&str> = c.ops.iter().map(|o| o.status.as_str()).collect();
-    let answers: Vec<&str> = c.ops.iter().map(|o| o.answer.as_str()).collect();
-    let accounts: Vec<Option<&str>> = c.ops.iter().map(|o| o.account.as_deref()).collect();
-    let amounts: Vec<i64> = c.ops.iter().map(|o| o.amount_paise).collect();
-    let txns: Vec<Option<&str>> = c.ops.iter().map(|o| o.txn_id.as_deref()).collect();
-    let codes: Vec<Option<&str>> = c
-        .ops
+/// Makes the ledger's working set the rows of this batch's op ids that
+/// exist. Returns the ids found.
+async fn load_existing(
+    bank: &mut Bank,
+    code: &str,
+    batch: &[Job],
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    bank.ledger.ops.clear();
+    let mut maybe: Vec<&str> = batch
         .iter()
-        .map(|o| o.code.as_ref().map(|d| d.as_str()))
+        .flat_map(|job| job.request.touched_op_ids())
         .collect();
-    let originals: Vec<Option<&str>> = c.ops.iter().map(|o| o.original_op_id.as_deref()).collect();
-    let ats: Vec<DateTime<Utc>> = c.ops.iter().map(|o| ms_to_time(o.at_ms)).collect();
-    let acc_ids: Vec<&str> = c.accounts.iter().map(|a| a.account.as_str()).collect();
-    let balances: Vec<i64> = c.accounts.iter().map(|a| a.balance_paise).collect();
-    // One statement = one atomic, durable transaction for the whole batch.
-    let row = client
-        .query_one(
-            "WITH o AS (
-                INSERT INTO bank_ops (bank_code, op_id, seq, kind, status, answer, account,
-                                      amount_paise, txn_id, code, original_op_id, at)
-                SELECT $1::text, * FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[],
-                       $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::text[],
-                       $12::timestamptz[])
-                ON CONFLICT (bank_code, op_id) DO UPDATE SET
-                    seq = EXCLUDED.seq, kind = EXCLUDED.kind, status = EXCLUDED.status,
-                    answer = EXCLUDED.answer, account = EXCLUDED.account, txn_id = EXCLUDED.txn_id,
-                    code = EXCLUDED.code, at = EXCLUDED.at
-                RETURNING 1
-             ), a AS (
-                UPDATE bank_accounts t SET balance_paise = u.bal
-                FROM UNNEST($13::text[], $14::int8[]) AS u(account, bal)
-                WHERE t.bank_code = $1 AND t.account = u.account
-                RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM a)",
-            &[
-                &code, &op_ids, &seqs, &kinds, &statuses, &answers, &accounts, &amounts, &txns,
-                &codes, &originals, &ats, &acc_ids, &balances,
-            ],
-        )
+    maybe.sort_unstable();
+    maybe.dedup();
+    let rows = bank
+        .client
+        .query(&bank.statements.read_ops, &[&code, &maybe])
         .await?;
-    let (ops_written, accounts_written): (i64, i64) = (row.get(0), row.get(1));
-    debug_assert_eq!(ops_written as usize, c.ops.len());
-    debug_assert_eq!(accounts_written as usize, c.accounts.len());
-    Ok(())
+    let mut found = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        let op = row_to_op(row);
+        found.insert(op.op_id.clone());
+        bank.ledger.ops.insert(op.op_id.clone(), op);
+    }
+    Ok(found)
 }
