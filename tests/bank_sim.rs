@@ -1391,6 +1391,44 @@ async fn kill9_mid_stream_loses_no_applied_op_and_conserves_money() {
     );
 }
 
+#[tokio::test]
+async fn replays_after_kill9_and_restart_are_answered_from_the_database() {
+    let db = TestDb::new("bs_replay");
+    let (mut bank, _file) = start_with_accounts(&db);
+    let c = http();
+    let t = new_txn();
+    let sent: Vec<(&str, Value)> = vec![
+        ("debit", mv("d1", &t, "ACC001", 1_000)),
+        ("credit", mv("c1", &t, "ACC002", 2_000)),
+        ("debit", mv("d2", &t, "ACC002", 999_999)),
+        ("reverse", rev("r1", "c1", &t, 2_000)),
+        ("reverse", rev("r2", "x1", &t, 300)),
+    ];
+    let mut answers = Vec::new();
+    for (path, body) in &sent {
+        answers.push(post_json(&c, &format!("{}/v1/{path}", bank.url), body).await);
+    }
+    let before = snapshot(&c, &bank).await;
+
+    bank.restart();
+    let c = http(); // no pooled connection to the dead process
+    for ((path, body), answer) in sent.iter().zip(&answers) {
+        let again = post_json(&c, &format!("{}/v1/{path}", bank.url), body).await;
+        assert_eq!(&again, answer, "{path} {body} after the restart");
+    }
+    assert_eq!(
+        snapshot(&c, &bank).await,
+        before,
+        "the replays changed nothing"
+    );
+    let (s, b) = debit(&c, &bank, &mv("x1", &t, "ACC001", 300)).await;
+    assert_eq!(
+        (s, b),
+        (422, declined("x1", "ALREADY_REVERSED")),
+        "the tombstone survived too"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 5. Fault injection
 // ---------------------------------------------------------------------------
@@ -1889,7 +1927,7 @@ mod writer {
     use upi_switch::banksim::ledger::{Reply, Request};
     use upi_switch::banksim::sql;
     use upi_switch::banksim::store::{BankStore, SeedAccount};
-    use upi_switch::banksim::writer::{StartError, Writer};
+    use upi_switch::banksim::writer::{StartError, WriteError, Writer};
 
     pub const CODE: &str = "HDFC";
     /// One transaction for every op here: a replay must repeat it exactly.
@@ -1914,6 +1952,14 @@ mod writer {
             .collect();
         store.seed_if_empty(&seeds).await.expect("seed");
         store
+    }
+
+    /// A fresh database with `accounts` accounts and the bank's writer on it.
+    pub async fn started(prefix: &str, accounts: usize) -> (TestDb, BankStore, Writer) {
+        let db = TestDb::new(prefix);
+        let store = seeded_bank(&db, accounts).await;
+        let writer = start_writer(&db).await;
+        (db, store, writer)
     }
 
     /// Starts the bank's writer, waiting while a previous one's session ends.
@@ -1989,9 +2035,7 @@ mod writer {
 
     #[tokio::test]
     async fn one_batch_holds_a_debit_and_its_reverse_in_either_order() {
-        let db = TestDb::new("bs_wbatch");
-        let store = seeded_bank(&db, 1).await;
-        let writer = start_writer(&db).await;
+        let (db, store, writer) = started("bs_wbatch", 1).await;
 
         // Debit first: applied, then undone, in the same commit.
         let (d, r) = tokio::join!(
@@ -2026,9 +2070,7 @@ mod writer {
 
     #[tokio::test]
     async fn replays_after_the_writer_restarts_are_answered_from_the_database() {
-        let db = TestDb::new("bs_wreplay");
-        let store = seeded_bank(&db, 1).await;
-        let writer = start_writer(&db).await;
+        let (db, store, writer) = started("bs_wreplay", 1).await;
         let first_debit = writer.submit(debit("d1", 300)).await.expect("d1");
         let first_reverse = writer
             .submit(reverse("r9", "d9", 40))
@@ -2049,6 +2091,71 @@ mod writer {
             Some(DeclineCode::AlreadyReversed)
         );
         assert_eq!(balance(&store).await, 100_000 - 300, "d1 moved money once");
+    }
+
+    #[tokio::test]
+    async fn an_op_id_the_index_holds_but_the_database_lacks_is_a_new_op() {
+        let (db, store, writer) = started("bs_wghost", 1).await;
+        writer
+            .submit(reverse("r1", "d1", 500))
+            .await
+            .expect("fence d1");
+        // The tombstone goes behind the writer's back; its index still holds d1.
+        let client = db.client().await;
+        let gone = client
+            .execute("DELETE FROM bank_ops WHERE op_id = 'd1'", &[])
+            .await
+            .expect("delete");
+        assert_eq!(gone, 1);
+
+        let d = writer.submit(debit("d1", 500)).await.expect("d1");
+        assert_eq!(
+            moved(&d).status,
+            OpStatus::Applied,
+            "maybe present, read, absent: new"
+        );
+        assert_eq!(balance(&store).await, 100_000 - 500);
+        assert_eq!(
+            writer.submit(debit("d1", 500)).await.expect("replay"),
+            d,
+            "and from now on it is a replay"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_op_the_index_does_not_know_is_never_written_over() {
+        let (db, store, writer) = started("bs_wrogue", 1).await;
+        // A tombstone for d7 written behind the writer's back: its index lacks it.
+        let client = db.client().await;
+        client
+            .execute(
+                "INSERT INTO bank_ops (bank_code, op_id, status, answer, amount_paise, txn_id,
+                                       code, at)
+                 VALUES ('HDFC', 'd7', 'DECLINED', 'DECLINED', 500, $1, 'ALREADY_REVERSED', now())",
+                &[&TXN],
+            )
+            .await
+            .expect("insert");
+
+        // The writer takes d7 for new; its plain INSERT fails the batch, not the row.
+        let refused = writer.submit(debit("d7", 500)).await;
+        assert!(
+            matches!(refused, Err(WriteError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert_eq!(balance(&store).await, 100_000, "nothing moved");
+
+        // Reloaded from the database, it now answers from the tombstone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let answer = loop {
+            match writer.submit(debit("d7", 500)).await {
+                Ok(reply) => break reply,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(moved(&answer).code, Some(DeclineCode::AlreadyReversed));
+        assert_eq!(balance(&store).await, 100_000);
     }
 
     /// The plan of each statement, as the writer's session makes it.
@@ -2078,9 +2185,7 @@ mod writer {
 
     #[tokio::test]
     async fn the_writer_plans_key_lookups_with_or_without_statistics() {
-        let db = TestDb::new("bs_wplan");
-        let _store = seeded_bank(&db, 200).await;
-        let writer = start_writer(&db).await;
+        let (db, _store, writer) = started("bs_wplan", 200).await;
         for i in 0..50 {
             writer
                 .submit(debit(&format!("d{i}"), 1))

@@ -4,13 +4,15 @@
 //! only ever reaches it through `adapters::bank_client`, like any other bank.
 //!
 //! Layout: `ledger` (pure rules), `writer` (the single writer that batches:
-//! queue, group commit, reload), `sql` (the writer's prepared statements),
-//! `store` (seeding and the read side), `faults` (fault settings and gate),
-//! `http` (routes).
+//! queue, group commit, reload), `op_index` (which op ids may exist, so a
+//! batch of new ops reads nothing first), `sql` (the writer's prepared
+//! statements), `store` (seeding and the read side), `faults` (fault settings
+//! and gate), `http` (routes).
 
 pub mod faults;
 pub mod http;
 pub mod ledger;
+pub mod op_index;
 pub mod sql;
 pub mod store;
 pub mod writer;

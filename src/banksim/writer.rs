@@ -1,15 +1,15 @@
 //! The **single writer** of one bank: the only code that moves money.
 //!
 //! It owns the bank: it holds a session advisory lock on the bank code (so a
-//! second process for the same bank refuses to start), keeps the accounts in
-//! memory, takes requests from a bounded queue in batches, applies them in
-//! arrival order with the pure `ledger::apply`, and persists each batch with
-//! one statement (`sql`).
+//! second process for the same bank refuses to start), keeps the accounts and
+//! an index of the bank's op ids (`OpIndex`) in memory, takes requests from a
+//! bounded queue in batches, applies them in arrival order with the pure
+//! `ledger::apply`, and persists each batch with one statement (`sql`).
 //!
 //! Group commit without a timer: a batch is whatever queued while the last
 //! one committed (at most `BATCH_MAX`); an idle writer commits a lone request
-//! at once. A batch costs two round trips of prepared statements: the rows of
-//! its op ids that exist, then the write.
+//! at once. A batch costs one round trip, plus one read first only when the
+//! index says one of its op ids may already exist (a retry, a reversal).
 //!
 //! What does not happen: no reply leaves before its batch is committed, so
 //! every `200`/`422`/tombstone is durable before it is answered. If the
@@ -20,10 +20,12 @@
 //! was never applied.
 
 use super::ledger::{self, Ledger, OpRow, Reply, Request};
+use super::op_index::OpIndex;
 use super::sql::{self, Statements};
 use super::store::{ACCOUNT_COLUMNS, row_to_account, row_to_op};
 use crate::adapters::pg::{DbError, DbUrl};
 use chrono::Utc;
+use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -98,6 +100,7 @@ struct Bank {
     client: tokio_postgres::Client,
     statements: Statements,
     ledger: Ledger,
+    index: OpIndex,
 }
 
 async fn open(db: &DbUrl, code: &str) -> Result<Bank, StartError> {
@@ -106,7 +109,6 @@ async fn open(db: &DbUrl, code: &str) -> Result<Bank, StartError> {
     if !scalar::<bool>(&client, lock, code).await? {
         return Err(StartError::AlreadyServed(code.to_string()));
     }
-    let statements = Statements::prepare(&client).await.map_err(DbError::from)?;
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM bank_accounts WHERE bank_code = $1");
     let rows = client.query(&sql, &[&code]).await.map_err(DbError::from)?;
     let accounts = rows
@@ -118,10 +120,15 @@ async fn open(db: &DbUrl, code: &str) -> Result<Bank, StartError> {
         .collect();
     let max_seq = "SELECT COALESCE(MAX(seq), 0) FROM bank_ops WHERE bank_code = $1";
     let max_seq: i64 = scalar(&client, max_seq, code).await?;
+    let index = load_index(&client, code).await.map_err(DbError::from)?;
+    tracing::info!(bank = %code, ops = index.len(), "ledger loaded");
+    // Last: the session settings it makes are for the writer's statements.
+    let statements = Statements::prepare(&client).await.map_err(DbError::from)?;
     Ok(Bank {
         client,
         statements,
         ledger: Ledger::new(accounts, max_seq + 1),
+        index,
     })
 }
 
@@ -132,6 +139,25 @@ async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
     code: &str,
 ) -> Result<T, DbError> {
     Ok(client.query_one(sql, &[&code]).await?.try_get(0)?)
+}
+
+/// Every op id of the bank, streamed (not collected) into a fresh index.
+async fn load_index(
+    client: &tokio_postgres::Client,
+    code: &str,
+) -> Result<OpIndex, tokio_postgres::Error> {
+    let mut index = OpIndex::default();
+    let rows = client
+        .query_raw(
+            "SELECT op_id FROM bank_ops WHERE bank_code = $1",
+            std::iter::once(code),
+        )
+        .await?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.next().await {
+        index.insert(row?.try_get::<_, &str>(0)?);
+    }
+    Ok(index)
 }
 
 async fn run(
@@ -211,7 +237,7 @@ enum BatchError {
 }
 
 async fn apply_batch(bank: &mut Bank, code: &str, batch: &[Job]) -> Result<Vec<Reply>, BatchError> {
-    let found = load_existing(bank, code, batch).await?;
+    let found = load_maybe_present(bank, code, batch).await?;
     let now_ms = Utc::now().timestamp_millis();
     let replies: Vec<Reply> = batch
         .iter()
@@ -239,12 +265,15 @@ async fn apply_batch(bank: &mut Bank, code: &str, batch: &[Job]) -> Result<Vec<R
         // Committed, yet not what this writer meant: its memory cannot be trusted.
         return Err(BatchError::Miscount { written, expected });
     }
+    for op in changes.ops.iter().filter(|o| is_new(o)) {
+        bank.index.insert(&op.op_id);
+    }
     Ok(replies)
 }
 
-/// Makes the ledger's working set the rows of this batch's op ids that
-/// exist. Returns the ids found.
-async fn load_existing(
+/// Makes the ledger's working set the rows of this batch's op ids that exist,
+/// reading only the ids the index cannot rule out. Returns the ids found.
+async fn load_maybe_present(
     bank: &mut Bank,
     code: &str,
     batch: &[Job],
@@ -253,7 +282,11 @@ async fn load_existing(
     let mut maybe: Vec<&str> = batch
         .iter()
         .flat_map(|job| job.request.touched_op_ids())
+        .filter(|id| bank.index.may_contain(id))
         .collect();
+    if maybe.is_empty() {
+        return Ok(HashSet::new());
+    }
     maybe.sort_unstable();
     maybe.dedup();
     let rows = bank
