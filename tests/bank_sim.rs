@@ -8,7 +8,8 @@
 //! accounts and health; malformed input (400, nothing changes); 50 concurrent
 //! copies of one debit (money moves once); durability across `kill -9` in the
 //! middle of a stream of movements (no applied op lost, money conserved, the
-//! feed continues); the fault injection of `/admin/faults` and `--down`; the
+//! feed continues); a movement whose client leaves at once is still applied;
+//! the fault injection of `/admin/faults` and `--down`; the
 //! switch's `BankClient` against a live simulator; and, driving the single
 //! writer directly (module `writer`), what one batch may hold, replays after
 //! the writer restarts, and plans that stay key lookups without statistics.
@@ -1599,6 +1600,27 @@ async fn fault_down_refuses_every_v1_endpoint() {
         (200, json!({"status": "UP"}))
     );
     assert_eq!(debit(&c, &bank, &mv("d1", &t, "ACC001", 100)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_movement_is_applied_even_if_its_client_leaves_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new("bs_leave");
+    let bank = seeded(&db, &[]);
+    let c = http();
+    let body = mv("d1", &new_txn(), "ACC001", 10).to_string();
+    let request = format!(
+        "POST /v1/debit HTTP/1.1\r\nHost: bank\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = bank.url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    drop(socket); // gone before any answer
+
+    wait_for_status(&c, &bank, "d1", "APPLIED", Duration::from_secs(10)).await;
+    assert_eq!(balance(&c, &bank, "ACC001").await, 100_000 - 10);
 }
 
 #[tokio::test]
