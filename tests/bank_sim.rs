@@ -2180,14 +2180,16 @@ mod writer {
         assert_eq!(balance(&store).await, 100_000);
     }
 
-    /// The plan of each statement, as the writer's session makes it.
-    async fn plans(client: &tokio_postgres::Client, name: &str) -> (String, String) {
+    /// The plans of the read and of both writes, as the writer's session makes them.
+    async fn plans(client: &tokio_postgres::Client, name: &str) -> [String; 3] {
         client
             .batch_execute(&format!(
                 "PREPARE {name}_read(text, text[]) AS {};
-                 PREPARE {name}_persist AS {}",
+                 PREPARE {name}_new AS {};
+                 PREPARE {name}_any AS {}",
                 sql::read_ops_sql(),
-                sql::PERSIST_SQL
+                sql::persist_new_sql(),
+                sql::persist_any_sql()
             ))
             .await
             .expect("prepare");
@@ -2198,11 +2200,20 @@ mod writer {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        let empties = vec!["'{}'"; 16].join(", ");
-        (
+        let empties = |n| vec!["'{}'"; n].join(", ");
+        [
             explain(format!("EXPLAIN EXECUTE {name}_read('HDFC', '{{d1,d2}}')")).await,
-            explain(format!("EXPLAIN EXECUTE {name}_persist('HDFC', {empties})")).await,
-        )
+            explain(format!(
+                "EXPLAIN EXECUTE {name}_new('HDFC', {})",
+                empties(15)
+            ))
+            .await,
+            explain(format!(
+                "EXPLAIN EXECUTE {name}_any('HDFC', {})",
+                empties(16)
+            ))
+            .await,
+        ]
     }
 
     #[tokio::test]
@@ -2218,27 +2229,25 @@ mod writer {
         client.batch_execute(sql::SESSION).await.expect("session");
         for (name, analyze) in [("bare", ""), ("analyzed", "ANALYZE")] {
             client.batch_execute(analyze).await.expect("analyze");
-            let (read, persist) = plans(&client, name).await;
+            let [read, new, any] = plans(&client, name).await;
             assert!(
                 read.contains("Index Scan using bank_ops_pkey")
-                    && read.contains("Index Cond: ((bank_code = $1) AND (op_id = w.op_id))"),
+                    && read.contains("Index Cond: ((bank_code = $1) AND (op_id = w.op_id))")
+                    && !read.contains("Seq Scan")
+                    && !read.contains("Bitmap"),
                 "{name}: read_ops is one primary-key lookup per op id:\n{read}"
             );
-            assert!(
-                persist.contains("Conflict Arbiter Indexes: bank_accounts_pkey")
-                    && persist.contains("Conflict Arbiter Indexes: bank_ops_pkey"),
-                "{name}: persist resolves conflicts by key:\n{persist}"
-            );
-            for plan in [&read, &persist] {
+            for (plan, arbiters) in [(&new, 1), (&any, 2)] {
+                assert_eq!(
+                    plan.matches("Conflict Arbiter Indexes: bank_").count(),
+                    arbiters,
+                    "{name}: conflicts resolved by key:\n{plan}"
+                );
                 assert!(
-                    !plan.contains("Seq Scan") && !plan.contains("Bitmap"),
-                    "{name}: no scan of a table:\n{plan}"
+                    !plan.contains("Scan on bank_") && !plan.contains("Index Scan"),
+                    "{name}: a write reads no table:\n{plan}"
                 );
             }
-            assert!(
-                !persist.contains("Scan on bank_") && !persist.contains("Index Scan"),
-                "{name}: persist reads no table:\n{persist}"
-            );
         }
     }
 }

@@ -6,12 +6,14 @@
 //!   `OpIndex` cannot rule out). A per-id primary-key lookup: the `LATERAL`
 //!   subquery with `OFFSET 0` cannot be flattened into a join, so it runs
 //!   once per id as a full-key equality on the unique index.
-//! - `persist`: ONE statement = one atomic, durable transaction per batch.
-//!   New ops by a plain `INSERT` (a duplicate key fails the whole batch: no
-//!   op is ever written over by mistake); ops that already existed (reversed,
-//!   or a tombstone that became a declined op) and the changed balances by
-//!   `INSERT … ON CONFLICT DO UPDATE`, whose conflict check is the executor
-//!   probing the primary key for each row, not a plan the planner picks.
+//! - `persist_new` / `persist_any`: ONE statement = one atomic, durable
+//!   transaction per batch. New ops by a plain `INSERT` (a duplicate key
+//!   fails the whole batch: no op is ever written over by mistake); ops that
+//!   already existed (reversed, or a tombstone that became a declined op) and
+//!   the changed balances by `INSERT … ON CONFLICT DO UPDATE`, whose conflict
+//!   check is the executor probing the primary key for each row, not a plan
+//!   the planner picks. A batch of new ops only (almost every batch) uses
+//!   `persist_new`, which leaves out the part for existing ops.
 //!
 //! The session is set to plan once (`force_generic_plan`), and never to
 //! choose a sequential or bitmap scan, so a plan made while a table was tiny
@@ -21,6 +23,7 @@ use super::ledger::{Account, Changes, OpRow};
 use super::store::{OP_COLUMNS, ms_to_time};
 use crate::adapters::bank_api::OpKind;
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Error, Statement};
 
 /// Settings of the writer's own session (its connection runs nothing else).
@@ -43,53 +46,68 @@ pub fn read_ops_sql() -> String {
     )
 }
 
-/// The batch statement; answers (new ops, existing ops, accounts) written.
-pub const PERSIST_SQL: &str = "WITH u AS (
-        SELECT * FROM UNNEST($2::bool[], $3::text[], $4::int8[], $5::text[], $6::text[],
-               $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[],
-               $13::timestamptz[])
-            AS u(is_new, op_id, seq, kind, status, answer, account, amount_paise, txn_id,
-                 code, original_op_id, at)
-     ), new_ops AS (
-        INSERT INTO bank_ops (bank_code, op_id, seq, kind, status, answer, account,
-                              amount_paise, txn_id, code, original_op_id, at)
-        SELECT $1::text, op_id, seq, kind, status, answer, account, amount_paise, txn_id,
-               code, original_op_id, at
-        FROM u WHERE is_new
-        RETURNING 1
-     ), old_ops AS (
-        INSERT INTO bank_ops (bank_code, op_id, seq, kind, status, answer, account,
-                              amount_paise, txn_id, code, original_op_id, at)
-        SELECT $1::text, op_id, seq, kind, status, answer, account, amount_paise, txn_id,
-               code, original_op_id, at
-        FROM u WHERE NOT is_new
-        ON CONFLICT (bank_code, op_id) DO UPDATE SET
-            seq = EXCLUDED.seq, kind = EXCLUDED.kind, status = EXCLUDED.status,
-            answer = EXCLUDED.answer, account = EXCLUDED.account, txn_id = EXCLUDED.txn_id,
-            code = EXCLUDED.code, at = EXCLUDED.at
-        RETURNING 1
-     ), accounts AS (
+const OPS_INTO: &str = "INSERT INTO bank_ops (bank_code, op_id, seq, kind, status, answer,
+     account, amount_paise, txn_id, code, original_op_id, at)";
+
+/// `$2`..`$12`: the ops, one array per column in `OPS_INTO`'s order after the bank code.
+const OPS_ARRAYS: &str = "$2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
+     $7::text[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::timestamptz[]";
+
+/// `$13`..`$16`: the changed accounts (account, name, status, balance).
+const ACCOUNTS_CTE: &str = "accounts AS (
         INSERT INTO bank_accounts (bank_code, account, name, status, balance_paise)
-        SELECT $1::text, * FROM UNNEST($14::text[], $15::text[], $16::text[], $17::int8[])
+        SELECT $1::text, * FROM UNNEST($13::text[], $14::text[], $15::text[], $16::int8[])
         ON CONFLICT (bank_code, account) DO UPDATE SET balance_paise = EXCLUDED.balance_paise
         RETURNING 1
-     )
-     SELECT (SELECT count(*) FROM new_ops), (SELECT count(*) FROM old_ops),
-            (SELECT count(*) FROM accounts)";
+     )";
+
+/// The batch statement when every op is new (almost every batch): answers
+/// (new ops, 0, accounts) written.
+pub fn persist_new_sql() -> String {
+    format!(
+        "WITH new_ops AS ({OPS_INTO} SELECT $1::text, * FROM UNNEST({OPS_ARRAYS}) RETURNING 1),
+         {ACCOUNTS_CTE}
+         SELECT (SELECT count(*) FROM new_ops), 0::int8, (SELECT count(*) FROM accounts)"
+    )
+}
+
+/// The batch statement when some ops existed before it (`$17`: is each op
+/// new?): answers (new ops, existing ops, accounts) written.
+pub fn persist_any_sql() -> String {
+    let columns = "op_id, seq, kind, status, answer, account, amount_paise, txn_id, code,
+                   original_op_id, at";
+    format!(
+        "WITH u AS (SELECT * FROM UNNEST($17::bool[], {OPS_ARRAYS}) AS u(is_new, {columns})),
+         new_ops AS ({OPS_INTO} SELECT $1::text, {columns} FROM u WHERE is_new RETURNING 1),
+         old_ops AS (
+            {OPS_INTO} SELECT $1::text, {columns} FROM u WHERE NOT is_new
+            ON CONFLICT (bank_code, op_id) DO UPDATE SET
+                seq = EXCLUDED.seq, kind = EXCLUDED.kind, status = EXCLUDED.status,
+                answer = EXCLUDED.answer, account = EXCLUDED.account, txn_id = EXCLUDED.txn_id,
+                code = EXCLUDED.code, at = EXCLUDED.at
+            RETURNING 1
+         ),
+         {ACCOUNTS_CTE}
+         SELECT (SELECT count(*) FROM new_ops), (SELECT count(*) FROM old_ops),
+                (SELECT count(*) FROM accounts)"
+    )
+}
 
 /// The writer's statements, prepared on its connection.
 pub struct Statements {
     pub read_ops: Statement,
-    pub persist: Statement,
+    pub persist_new: Statement,
+    pub persist_any: Statement,
 }
 
 impl Statements {
-    /// Sets up the session and prepares both statements.
+    /// Sets up the session and prepares the statements.
     pub async fn prepare(client: &Client) -> Result<Statements, Error> {
         client.batch_execute(SESSION).await?;
         Ok(Statements {
             read_ops: client.prepare(&read_ops_sql()).await?,
-            persist: client.prepare(PERSIST_SQL).await?,
+            persist_new: client.prepare(&persist_new_sql()).await?,
+            persist_any: client.prepare(&persist_any_sql()).await?,
         })
     }
 }
@@ -106,7 +124,7 @@ pub struct Written {
 /// the op's row did not exist before this batch.
 pub async fn persist(
     client: &Client,
-    statement: &Statement,
+    statements: &Statements,
     code: &str,
     changes: &Changes,
     is_new: impl Fn(&OpRow) -> bool,
@@ -132,34 +150,36 @@ pub async fn persist(
     let names: Vec<&str> = accs.iter().map(|a| a.name.as_str()).collect();
     let acc_statuses: Vec<&str> = accs.iter().map(account_status).collect();
     let balances: Vec<i64> = accs.iter().map(|a| a.balance_paise).collect();
-    let row = client
-        .query_one(
-            statement,
-            &[
-                &code,
-                &news,
-                &op_ids,
-                &seqs,
-                &kinds,
-                &statuses,
-                &answers,
-                &accounts,
-                &amounts,
-                &txns,
-                &codes,
-                &originals,
-                &ats,
-                &acc_ids,
-                &names,
-                &acc_statuses,
-                &balances,
-            ],
-        )
-        .await?;
+    let params: [&(dyn ToSql + Sync); 17] = [
+        &code,
+        &op_ids,
+        &seqs,
+        &kinds,
+        &statuses,
+        &answers,
+        &accounts,
+        &amounts,
+        &txns,
+        &codes,
+        &originals,
+        &ats,
+        &acc_ids,
+        &names,
+        &acc_statuses,
+        &balances,
+        &news,
+    ];
+    let row = if news.iter().all(|new| *new) {
+        client
+            .query_one(&statements.persist_new, &params[..16])
+            .await?
+    } else {
+        client.query_one(&statements.persist_any, &params).await?
+    };
     Ok(Written {
-        new_ops: row.get(0),
-        old_ops: row.get(1),
-        accounts: row.get(2),
+        new_ops: row.try_get(0)?,
+        old_ops: row.try_get(1)?,
+        accounts: row.try_get(2)?,
     })
 }
 

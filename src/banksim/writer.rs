@@ -253,14 +253,7 @@ async fn apply_batch(bank: &mut Bank, code: &str, batch: &[Job]) -> Result<Vec<R
         old_ops: changes.ops.iter().filter(|o| !is_new(o)).count() as i64,
         accounts: changes.accounts.len() as i64,
     };
-    let written = sql::persist(
-        &bank.client,
-        &bank.statements.persist,
-        code,
-        &changes,
-        is_new,
-    )
-    .await?;
+    let written = sql::persist(&bank.client, &bank.statements, code, &changes, is_new).await?;
     if written != expected {
         // Committed, yet not what this writer meant: its memory cannot be trusted.
         return Err(BatchError::Miscount { written, expected });
