@@ -2162,7 +2162,7 @@ mod writer {
         // The writer takes d7 for new; its plain INSERT fails the batch, not the row.
         let refused = writer.submit(debit("d7", 500)).await;
         assert!(
-            matches!(refused, Err(WriteError::Unavailable(_))),
+            matches!(&refused, Err(WriteError::Unavailable(why)) if why.contains("duplicate key")),
             "{refused:?}"
         );
         assert_eq!(balance(&store).await, 100_000, "nothing moved");

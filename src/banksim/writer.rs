@@ -23,7 +23,7 @@ use super::ledger::{self, Ledger, OpRow, Reply, Request};
 use super::op_index::OpIndex;
 use super::sql::{self, Statements};
 use super::store::{ACCOUNT_COLUMNS, row_to_account, row_to_op};
-use crate::adapters::pg::{DbError, DbUrl};
+use crate::adapters::pg::{DbError, DbUrl, pg_message};
 use chrono::Utc;
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -227,7 +227,7 @@ async fn reopen(
 /// Why a batch was not committed.
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
-    #[error(transparent)]
+    #[error("database error: {}", pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("the batch statement wrote {written:?}, expected {expected:?}")]
     Miscount {
