@@ -8,8 +8,11 @@
 //! accounts and health; malformed input (400, nothing changes); 50 concurrent
 //! copies of one debit (money moves once); durability across `kill -9` in the
 //! middle of a stream of movements (no applied op lost, money conserved, the
-//! feed continues); the fault injection of `/admin/faults` and `--down`; and
-//! the switch's `BankClient` against a live simulator.
+//! feed continues); a movement whose client leaves at once is still applied;
+//! the fault injection of `/admin/faults` and `--down`; the
+//! switch's `BankClient` against a live simulator; and, driving the single
+//! writer directly (module `writer`), what one batch may hold, replays after
+//! the writer restarts, and plans that stay key lookups without statistics.
 
 mod common;
 
@@ -1389,6 +1392,44 @@ async fn kill9_mid_stream_loses_no_applied_op_and_conserves_money() {
     );
 }
 
+#[tokio::test]
+async fn replays_after_kill9_and_restart_are_answered_from_the_database() {
+    let db = TestDb::new("bs_replay");
+    let (mut bank, _file) = start_with_accounts(&db);
+    let c = http();
+    let t = new_txn();
+    let sent: Vec<(&str, Value)> = vec![
+        ("debit", mv("d1", &t, "ACC001", 1_000)),
+        ("credit", mv("c1", &t, "ACC002", 2_000)),
+        ("debit", mv("d2", &t, "ACC002", 999_999)),
+        ("reverse", rev("r1", "c1", &t, 2_000)),
+        ("reverse", rev("r2", "x1", &t, 300)),
+    ];
+    let mut answers = Vec::new();
+    for (path, body) in &sent {
+        answers.push(post_json(&c, &format!("{}/v1/{path}", bank.url), body).await);
+    }
+    let before = snapshot(&c, &bank).await;
+
+    bank.restart();
+    let c = http(); // no pooled connection to the dead process
+    for ((path, body), answer) in sent.iter().zip(&answers) {
+        let again = post_json(&c, &format!("{}/v1/{path}", bank.url), body).await;
+        assert_eq!(&again, answer, "{path} {body} after the restart");
+    }
+    assert_eq!(
+        snapshot(&c, &bank).await,
+        before,
+        "the replays changed nothing"
+    );
+    let (s, b) = debit(&c, &bank, &mv("x1", &t, "ACC001", 300)).await;
+    assert_eq!(
+        (s, b),
+        (422, declined("x1", "ALREADY_REVERSED")),
+        "the tombstone survived too"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 5. Fault injection
 // ---------------------------------------------------------------------------
@@ -1559,6 +1600,27 @@ async fn fault_down_refuses_every_v1_endpoint() {
         (200, json!({"status": "UP"}))
     );
     assert_eq!(debit(&c, &bank, &mv("d1", &t, "ACC001", 100)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_movement_is_applied_even_if_its_client_leaves_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new("bs_leave");
+    let bank = seeded(&db, &[]);
+    let c = http();
+    let body = mv("d1", &new_txn(), "ACC001", 10).to_string();
+    let request = format!(
+        "POST /v1/debit HTTP/1.1\r\nHost: bank\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = bank.url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    drop(socket); // gone before any answer
+
+    wait_for_status(&c, &bank, "d1", "APPLIED", Duration::from_secs(10)).await;
+    assert_eq!(balance(&c, &bank, "ACC001").await, 100_000 - 10);
 }
 
 #[tokio::test]
@@ -1868,4 +1930,324 @@ async fn bank_client_folds_answers_into_outcomes() {
         InquiryOutcome::Unknown(Unknown::NotDelivered(_))
     ));
     assert!(!fresh.health().await);
+}
+
+// ---------------------------------------------------------------------------
+// 6. The single writer: its batches and its plans
+// ---------------------------------------------------------------------------
+
+mod writer {
+    //! The writer driven directly (no HTTP), so a test decides what lands in
+    //! one batch: on the test's single-threaded runtime, requests submitted
+    //! together by `join!` are all queued before the writer task runs again.
+
+    use super::TestDb;
+    use upi_switch::adapters::bank_api::{
+        DeclineCode, MoveAnswer, MoveRequest, OpStatus, ReverseAnswer, ReverseRequest,
+    };
+    use upi_switch::adapters::pg::{self, DbUrl, Schema};
+    use upi_switch::banksim::ledger::{Reply, Request};
+    use upi_switch::banksim::sql;
+    use upi_switch::banksim::store::{BankStore, SeedAccount};
+    use upi_switch::banksim::writer::{StartError, WriteError, Writer};
+
+    pub const CODE: &str = "HDFC";
+    /// One transaction for every op here: a replay must repeat it exactly.
+    const TXN: &str = "7f2c1d4e-8a3b-4c5d-9e6f-0a1b2c3d4e5f";
+
+    /// A migrated database with `accounts` accounts ACC001.. of ₹1,000 at HDFC.
+    pub async fn seeded_bank(db: &TestDb, accounts: usize) -> BankStore {
+        let pool = pg::prepare(&db.url, Schema::Bank, 2)
+            .await
+            .expect("migrate");
+        let store = BankStore {
+            pool,
+            code: CODE.into(),
+        };
+        let seeds: Vec<SeedAccount> = (1..=accounts)
+            .map(|i| SeedAccount {
+                account: format!("ACC{i:03}"),
+                name: format!("Customer {i}"),
+                balance_paise: 100_000,
+                status: "ACTIVE".into(),
+            })
+            .collect();
+        store.seed_if_empty(&seeds).await.expect("seed");
+        store
+    }
+
+    /// A fresh database with `accounts` accounts and the bank's writer on it.
+    pub async fn started(prefix: &str, accounts: usize) -> (TestDb, BankStore, Writer) {
+        let db = TestDb::new(prefix);
+        let store = seeded_bank(&db, accounts).await;
+        let writer = start_writer(&db).await;
+        (db, store, writer)
+    }
+
+    /// Starts the bank's writer, waiting while a previous one's session ends.
+    pub async fn start_writer(db: &TestDb) -> Writer {
+        let url = DbUrl::parse(&db.url).expect("url");
+        for _ in 0..100 {
+            match Writer::start(url.clone(), CODE.into()).await {
+                Ok(writer) => return writer,
+                Err(StartError::AlreadyServed(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("writer: {e}"),
+            }
+        }
+        panic!("the previous writer never let go of the bank");
+    }
+
+    pub fn debit(op_id: &str, amount_paise: i64) -> Request {
+        Request::Debit(MoveRequest {
+            op_id: op_id.into(),
+            txn_id: TXN.into(),
+            account: "ACC001".into(),
+            amount_paise,
+        })
+    }
+
+    pub fn reverse(op_id: &str, original_op_id: &str, amount_paise: i64) -> Request {
+        Request::Reverse(ReverseRequest {
+            op_id: op_id.into(),
+            original_op_id: original_op_id.into(),
+            txn_id: TXN.into(),
+            amount_paise,
+        })
+    }
+
+    pub fn moved(reply: &Reply) -> &MoveAnswer {
+        match reply {
+            Reply::Moved(answer) => answer,
+            other => panic!("not a debit/credit answer: {other:?}"),
+        }
+    }
+
+    pub fn reversed(reply: &Reply) -> &ReverseAnswer {
+        match reply {
+            Reply::Reversed(answer) => answer,
+            other => panic!("not a reverse answer: {other:?}"),
+        }
+    }
+
+    /// (op_id, seq, status) of every row of the bank, by op id.
+    pub async fn rows(db: &TestDb) -> Vec<(String, Option<i64>, String)> {
+        let client = db.client().await;
+        client
+            .query(
+                "SELECT op_id, seq, status FROM bank_ops WHERE bank_code = $1 ORDER BY op_id",
+                &[&CODE],
+            )
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    pub async fn balance(store: &BankStore) -> i64 {
+        store
+            .account("ACC001")
+            .await
+            .expect("read")
+            .expect("ACC001")
+            .balance_paise
+    }
+
+    #[tokio::test]
+    async fn one_batch_holds_a_debit_and_its_reverse_in_either_order() {
+        let (db, store, writer) = started("bs_wbatch", 1).await;
+
+        // Debit first: applied, then undone, in the same commit.
+        let (d, r) = tokio::join!(
+            writer.submit(debit("d1", 500)),
+            writer.submit(reverse("r1", "d1", 500))
+        );
+        let (d, r) = (d.expect("d1"), r.expect("r1"));
+        assert_eq!(moved(&d).status, OpStatus::Applied);
+        assert_eq!(reversed(&r).status, OpStatus::Reversed);
+
+        // Reverse first: a tombstone, so the debit behind it is declined.
+        let (r, d) = tokio::join!(
+            writer.submit(reverse("r2", "d2", 700)),
+            writer.submit(debit("d2", 700))
+        );
+        let (r, d) = (r.expect("r2"), d.expect("d2"));
+        assert_eq!(reversed(&r).status, OpStatus::Noop);
+        assert_eq!(moved(&d).code, Some(DeclineCode::AlreadyReversed));
+
+        assert_eq!(balance(&store).await, 100_000, "no money moved in the end");
+        assert_eq!(
+            rows(&db).await,
+            vec![
+                ("d1".into(), Some(1), "REVERSED".into()),
+                ("d2".into(), Some(4), "DECLINED".into()),
+                ("r1".into(), Some(2), "APPLIED".into()),
+                ("r2".into(), Some(3), "NOOP".into()),
+            ],
+            "one row per op, seqs gap-free in the order applied"
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_after_the_writer_restarts_are_answered_from_the_database() {
+        let (db, store, writer) = started("bs_wreplay", 1).await;
+        let first_debit = writer.submit(debit("d1", 300)).await.expect("d1");
+        let first_reverse = writer
+            .submit(reverse("r9", "d9", 40))
+            .await
+            .expect("fence d9");
+        drop(writer);
+
+        let writer = start_writer(&db).await;
+        let (d, r, late) = tokio::join!(
+            writer.submit(debit("d1", 300)),
+            writer.submit(reverse("r9", "d9", 40)),
+            writer.submit(debit("d9", 40))
+        );
+        assert_eq!(d.expect("replay d1"), first_debit);
+        assert_eq!(r.expect("replay r9"), first_reverse);
+        assert_eq!(
+            moved(&late.expect("d9")).code,
+            Some(DeclineCode::AlreadyReversed)
+        );
+        assert_eq!(balance(&store).await, 100_000 - 300, "d1 moved money once");
+    }
+
+    #[tokio::test]
+    async fn an_op_id_the_index_holds_but_the_database_lacks_is_a_new_op() {
+        let (db, store, writer) = started("bs_wghost", 1).await;
+        writer
+            .submit(reverse("r1", "d1", 500))
+            .await
+            .expect("fence d1");
+        // The tombstone goes behind the writer's back; its index still holds d1.
+        let client = db.client().await;
+        let gone = client
+            .execute("DELETE FROM bank_ops WHERE op_id = 'd1'", &[])
+            .await
+            .expect("delete");
+        assert_eq!(gone, 1);
+
+        let d = writer.submit(debit("d1", 500)).await.expect("d1");
+        assert_eq!(
+            moved(&d).status,
+            OpStatus::Applied,
+            "maybe present, read, absent: new"
+        );
+        assert_eq!(balance(&store).await, 100_000 - 500);
+        assert_eq!(
+            writer.submit(debit("d1", 500)).await.expect("replay"),
+            d,
+            "and from now on it is a replay"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_op_the_index_does_not_know_is_never_written_over() {
+        let (db, store, writer) = started("bs_wrogue", 1).await;
+        // A tombstone for d7 written behind the writer's back: its index lacks it.
+        let client = db.client().await;
+        client
+            .execute(
+                "INSERT INTO bank_ops (bank_code, op_id, status, answer, amount_paise, txn_id,
+                                       code, at)
+                 VALUES ('HDFC', 'd7', 'DECLINED', 'DECLINED', 500, $1, 'ALREADY_REVERSED', now())",
+                &[&TXN],
+            )
+            .await
+            .expect("insert");
+
+        // The writer takes d7 for new; its plain INSERT fails the batch, not the row.
+        let refused = writer.submit(debit("d7", 500)).await;
+        assert!(
+            matches!(&refused, Err(WriteError::Unavailable(why)) if why.contains("duplicate key")),
+            "{refused:?}"
+        );
+        assert_eq!(balance(&store).await, 100_000, "nothing moved");
+
+        // Reloaded from the database, it now answers from the tombstone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let answer = loop {
+            match writer.submit(debit("d7", 500)).await {
+                Ok(reply) => break reply,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(moved(&answer).code, Some(DeclineCode::AlreadyReversed));
+        assert_eq!(balance(&store).await, 100_000);
+    }
+
+    /// The plans of the read and of both writes, as the writer's session makes them.
+    async fn plans(client: &tokio_postgres::Client, name: &str) -> [String; 3] {
+        client
+            .batch_execute(&format!(
+                "PREPARE {name}_read(text, text[]) AS {};
+                 PREPARE {name}_new AS {};
+                 PREPARE {name}_any AS {}",
+                sql::read_ops_sql(),
+                sql::persist_new_sql(),
+                sql::persist_any_sql()
+            ))
+            .await
+            .expect("prepare");
+        let explain = |sql: String| async move {
+            let rows = client.query(&sql, &[]).await.expect("explain");
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let empties = |n| vec!["'{}'"; n].join(", ");
+        [
+            explain(format!("EXPLAIN EXECUTE {name}_read('HDFC', '{{d1,d2}}')")).await,
+            explain(format!(
+                "EXPLAIN EXECUTE {name}_new('HDFC', {})",
+                empties(15)
+            ))
+            .await,
+            explain(format!(
+                "EXPLAIN EXECUTE {name}_any('HDFC', {})",
+                empties(16)
+            ))
+            .await,
+        ]
+    }
+
+    #[tokio::test]
+    async fn the_writer_plans_key_lookups_with_or_without_statistics() {
+        let (db, _store, writer) = started("bs_wplan", 200).await;
+        for i in 0..50 {
+            writer
+                .submit(debit(&format!("d{i}"), 1))
+                .await
+                .expect("debit");
+        }
+        let client = db.client().await;
+        client.batch_execute(sql::SESSION).await.expect("session");
+        for (name, analyze) in [("bare", ""), ("analyzed", "ANALYZE")] {
+            client.batch_execute(analyze).await.expect("analyze");
+            let [read, new, any] = plans(&client, name).await;
+            assert!(
+                read.contains("Index Scan using bank_ops_pkey")
+                    && read.contains("Index Cond: ((bank_code = $1) AND (op_id = w.op_id))")
+                    && !read.contains("Seq Scan")
+                    && !read.contains("Bitmap"),
+                "{name}: read_ops is one primary-key lookup per op id:\n{read}"
+            );
+            for (plan, arbiters) in [(&new, 1), (&any, 2)] {
+                assert_eq!(
+                    plan.matches("Conflict Arbiter Indexes: bank_").count(),
+                    arbiters,
+                    "{name}: conflicts resolved by key:\n{plan}"
+                );
+                assert!(
+                    !plan.contains("Scan on bank_") && !plan.contains("Index Scan"),
+                    "{name}: a write reads no table:\n{plan}"
+                );
+            }
+        }
+    }
 }

@@ -80,6 +80,11 @@ impl Faults {
         Ok(())
     }
 
+    /// Whether `gate` may hold a money movement before it reaches the writer.
+    pub fn delays_movements(&self) -> bool {
+        self.latency_ms > 0 || self.jitter_ms > 0 || self.hang
+    }
+
     pub fn patched(&self, p: FaultPatch) -> Faults {
         Faults {
             latency_ms: p.latency_ms.unwrap_or(self.latency_ms),
@@ -118,6 +123,13 @@ fn roll(rate: f64) -> bool {
 /// after the movement is applied, by `lose_reply`.
 pub async fn gate(faults: &watch::Receiver<Faults>, endpoint: Endpoint) -> Gate {
     let now = faults.borrow().clone();
+    gate_as(faults, now, endpoint).await
+}
+
+/// `gate` with the settings `now` read when the request arrived (a hang set
+/// during its latency still holds it). Without latency, jitter or hang in
+/// `now` it finishes without waiting (`Faults::delays_movements`).
+pub async fn gate_as(faults: &watch::Receiver<Faults>, now: Faults, endpoint: Endpoint) -> Gate {
     if now.down {
         return Gate::Refuse("BANK_DOWN");
     }
@@ -130,13 +142,15 @@ pub async fn gate(faults: &watch::Receiver<Faults>, endpoint: Endpoint) -> Gate 
         0
     };
     let delay = now.latency_ms + jitter;
+    let mut hang = now.hang;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        hang = faults.borrow().hang;
     }
     if roll(now.error_rate) {
         return Gate::Refuse("INJECTED_ERROR");
     }
-    if endpoint == Endpoint::Movement && faults.borrow().hang {
+    if endpoint == Endpoint::Movement && hang {
         let mut rx = faults.clone();
         let released = tokio::time::timeout(
             Duration::from_millis(now.max_hang_ms),

@@ -5,10 +5,13 @@
 
 use super::faults::{self, Endpoint, FaultPatch, Faults, Gate};
 use super::ledger::{Reply, Request};
-use super::store::{BankStore, WriteError, Writer};
+use super::store::BankStore;
+use super::writer::{WriteError, Writer};
 use crate::adapters::bank_api::{
     AccountBalance, AccountView, Balances, ErrorBody, FeedPage, MoveRequest, ReverseRequest,
 };
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,10 +41,18 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/admin/balances", web::get().to(balances));
 }
 
+/// A JSON answer: the body serialized once into its own buffer, the content
+/// type a static header (no parsing or copying per answer).
 fn json<T: Serialize>(status: u16, body: &T) -> HttpResponse {
-    let code = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(code).json(body)
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut buf = Vec::with_capacity(160);
+    if let Err(e) = serde_json::to_writer(&mut buf, body) {
+        tracing::error!(error = %e, "answer not serializable");
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::build(code)
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(buf)
 }
 
 fn error(status: u16, code: &str, detail: impl Into<String>) -> HttpResponse {
@@ -80,9 +91,12 @@ fn reply_response(reply: Reply) -> HttpResponse {
     }
 }
 
-/// A movement that passed parsing runs to its end on its own task: like a real
-/// bank, once a request has arrived it is processed whether or not the client
-/// is still waiting (that is what makes hangs and timeouts realistic).
+/// A movement that passed parsing runs to its end whether or not the client is
+/// still waiting, like at a real bank (that is what makes hangs and timeouts
+/// realistic). Once it is in the writer's queue it completes anyway, so it
+/// needs a task of its own only while an injected delay (latency, jitter,
+/// hang) holds it before the queue; without one, it is queued on the first
+/// poll of this handler, before anything can cancel it.
 async fn movement(
     state: &BankState,
     body: &[u8],
@@ -92,14 +106,18 @@ async fn movement(
         Ok(r) => r,
         Err(bad) => return bad.response(),
     };
+    let now = state.faults.borrow().clone();
+    if !now.delays_movements() {
+        return process(state, request, now).await;
+    }
     let state = state.clone();
-    let task = actix_web::rt::spawn(async move { process(&state, request).await });
+    let task = actix_web::rt::spawn(async move { process(&state, request, now).await });
     task.await
         .unwrap_or_else(|_| unavailable("the movement task failed"))
 }
 
-async fn process(state: &BankState, request: Request) -> HttpResponse {
-    if let Gate::Refuse(why) = faults::gate(&state.faults, Endpoint::Movement).await {
+async fn process(state: &BankState, request: Request, now: Faults) -> HttpResponse {
+    if let Gate::Refuse(why) = faults::gate_as(&state.faults, now, Endpoint::Movement).await {
         return unavailable(why);
     }
     match state.writer.submit(request).await {

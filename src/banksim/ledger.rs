@@ -71,11 +71,12 @@ pub enum Request {
 impl Request {
     /// The op ids whose rows `apply` may read: the op itself and, for a reverse,
     /// the original.
-    pub fn touched_op_ids(&self) -> Vec<&str> {
-        match self {
-            Request::Debit(m) | Request::Credit(m) => vec![m.op_id.as_str()],
-            Request::Reverse(r) => vec![r.op_id.as_str(), r.original_op_id.as_str()],
-        }
+    pub fn touched_op_ids(&self) -> impl Iterator<Item = &str> {
+        let (op_id, original) = match self {
+            Request::Debit(m) | Request::Credit(m) => (m.op_id.as_str(), None),
+            Request::Reverse(r) => (r.op_id.as_str(), Some(r.original_op_id.as_str())),
+        };
+        std::iter::once(op_id).chain(original)
     }
 }
 

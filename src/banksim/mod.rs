@@ -3,20 +3,27 @@
 //! It is a test and demo tool beside the switch, not part of it: the switch
 //! only ever reaches it through `adapters::bank_client`, like any other bank.
 //!
-//! Layout: `ledger` (pure rules), `store` (Postgres and the single writer),
-//! `faults` (fault settings and gate), `http` (routes).
+//! Layout: `ledger` (pure rules), `writer` (the single writer that batches:
+//! queue, group commit, reload), `op_index` (which op ids may exist, so a
+//! batch of new ops reads nothing first), `sql` (the writer's prepared
+//! statements), `store` (seeding and the read side), `faults` (fault settings
+//! and gate), `http` (routes).
 
 pub mod faults;
 pub mod http;
 pub mod ledger;
+pub mod op_index;
+pub mod sql;
 pub mod store;
+pub mod writer;
 
 use crate::adapters::pg::{self, DbError, DbUrl, Schema};
 use crate::cli::BankSimArgs;
 use crate::domain::BankCode;
 use actix_web::{App, HttpServer, web};
 use std::sync::Arc;
-use store::{BankStore, SeedAccount, StartError, Writer};
+use store::{BankStore, SeedAccount};
+use writer::{StartError, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BankSimError {
