@@ -387,3 +387,64 @@ async fn bench_runs_end_to_end_and_reports_every_component() {
     );
     assert!(processes_naming(&db_prefix).is_empty(), "{ctx}");
 }
+
+/// `bench --merchant` runs the contest's test end to end against a rig with
+/// two payment processors: every payment posted is answered 2xx and ends at
+/// exactly one processor (no lag once forwarding settles), every check
+/// compares the three summaries, and the score adds up. A 12 s run sees the
+/// ten phases of processor faults, each 1.2 s long.
+#[tokio::test]
+async fn bench_merchant_runs_the_contest_and_scores_it() {
+    let json =
+        std::env::temp_dir().join(format!("merchant-{}.json", uuid::Uuid::new_v4().simple()));
+    let db_prefix = prefix("merchant");
+    let out = upi(&[
+        "bench",
+        "--merchant",
+        "--duration",
+        "12s",
+        "--merchant-users",
+        "20",
+        "--accounts",
+        "4",
+        "--quiet",
+        "--db-prefix",
+        &db_prefix,
+        "--json",
+        &json.display().to_string(),
+    ]);
+    let ctx = context(&out);
+    let report: Value = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(out.status.code(), Some(0), "{ctx}");
+    let ok = report["posts_ok"].as_i64().unwrap_or(0);
+    assert!(ok > 20, "{report:#}");
+    assert_eq!(report["posts_failed"], 0, "{report:#}");
+    assert!(report["checks"].as_u64().unwrap_or(0) >= 1, "{report:#}");
+    let processed =
+        report["default"][0].as_i64().unwrap_or(0) + report["fallback"][0].as_i64().unwrap_or(0);
+    assert_eq!(
+        report["lag_after_drain"], 0,
+        "every payment at one processor: {report:#}"
+    );
+    assert_eq!(report["score"]["lag"], ok - processed, "{report:#}");
+    let score = &report["score"];
+    let gross = score["gross"].as_f64().unwrap_or(0.0);
+    assert!(
+        gross > 0.0 && score["fees"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report:#}"
+    );
+    assert!(
+        report["post_latency_ms"]["p99_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report:#}"
+    );
+    assert!(
+        databases_named(&db_prefix).await.is_empty(),
+        "the rig's databases are dropped: {ctx}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("score (the contest's)"), "{ctx}");
+}
