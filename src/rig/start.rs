@@ -385,7 +385,14 @@ impl Rig {
                 .urls
                 .iter()
                 .enumerate()
-                .map(|(i, url)| json!({"url": url, "priority": i, "http2": self.cfg.bank_http2}))
+                .map(|(i, url)| {
+                    // Only when on: a switch of an earlier build (`--bin`) knows no such field.
+                    if self.cfg.bank_http2 {
+                        json!({"url": url, "priority": i, "http2": true})
+                    } else {
+                        json!({"url": url, "priority": i})
+                    }
+                })
                 .collect();
             let body = json!({"name": bank.name, "endpoints": endpoints});
             self.put_admin(http, &format!("/v1/admin/banks/{}", bank.code), &body)
