@@ -179,7 +179,7 @@ pub struct SwitchConfig {
     /// Merchant forwarding: a processor whose oldest call has waited more than
     /// this (ms) and 3× its usual latency is "in doubt" (it may have just
     /// slowed down): new payments go to the other while that one is fast.
-    #[arg(long, env = "PROCESSOR_DOUBT_MS", default_value_t = 300)]
+    #[arg(long, env = "PROCESSOR_DOUBT_MS", default_value_t = 150)]
     pub processor_doubt_ms: u64,
     /// Merchant forwarding: most payments being forwarded at once (more wait in Postgres).
     #[arg(long, env = "MAX_FORWARDS", default_value_t = 256)]
