@@ -166,7 +166,14 @@ impl Actor for OutboxRelay {
                         if started.elapsed() > Duration::from_secs(30) {
                             pause = Duration::from_millis(100);
                         }
-                        tokio::time::sleep(pause).await;
+                        // What waits while the broker is away is what
+                        // operators need to see most: keep the count fresh.
+                        let until = Instant::now() + pause;
+                        while Instant::now() < until {
+                            refresh_lag(&store, &status, &metrics).await;
+                            let left = until.saturating_duration_since(Instant::now());
+                            tokio::time::sleep(left.min(Duration::from_millis(500))).await;
+                        }
                         pause = (pause * 2).min(MAX_PAUSE);
                         if matches!(err, RelayError::Lock(_))
                             || lock.simple_query("SELECT 1").await.is_err()
