@@ -60,6 +60,19 @@ impl Problem {
     }
 }
 
+/// The group-commit writer refusing or failing a client's write: `503`
+/// either way (busy: retry shortly; unavailable: a dependency failed).
+impl From<crate::actors::checkpoint_writer::WriteError> for Problem {
+    fn from(e: crate::actors::checkpoint_writer::WriteError) -> Problem {
+        match e {
+            crate::actors::checkpoint_writer::WriteError::Busy => {
+                Problem::busy("the switch is writing as fast as it can; retry shortly")
+            }
+            other => Problem::unavailable(&other),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)

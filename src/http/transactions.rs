@@ -6,7 +6,6 @@
 
 use super::AppState;
 use super::problem::{Problem, body_bytes, parse_json};
-use crate::actors::checkpoint_writer::WriteError;
 use crate::actors::registry::{Start, Watch};
 use crate::actors::transaction::now_ms;
 use crate::adapters::cache::Admission;
@@ -307,13 +306,7 @@ async fn accept(
             request,
             saga: saga.clone(),
         })
-        .await
-        .map_err(|e| match e {
-            WriteError::Busy => {
-                Problem::busy("the switch is writing as fast as it can; retry shortly")
-            }
-            other => Problem::unavailable(&other),
-        })?;
+        .await?;
     if !matches!(created, Created::New) {
         return replay(state, created, wait_ms).await;
     }

@@ -14,7 +14,6 @@
 
 use super::MerchantHandle;
 use super::store::{MerchantStore, Received};
-use crate::actors::checkpoint_writer::WriteError;
 use crate::domain::{MAX_WIRE_PAISE, Paise};
 use crate::http::AppState;
 use crate::http::problem::{Problem, body_bytes, parse_json};
@@ -98,16 +97,7 @@ async fn receive(
 async fn record(state: &AppState, id: Uuid, amount_cents: i64) -> Result<Received, Problem> {
     // Twice at most: a purge may remove the conflicting row before it is read.
     for _ in 0..2 {
-        let inserted = state
-            .writer
-            .receive(id, amount_cents)
-            .await
-            .map_err(|e| match e {
-                WriteError::Busy => {
-                    Problem::busy("the switch is writing as fast as it can; retry shortly")
-                }
-                other => Problem::unavailable(&other),
-            })?;
+        let inserted = state.writer.receive(id, amount_cents).await?;
         if inserted {
             return Ok(Received::New);
         }
