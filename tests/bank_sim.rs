@@ -9,7 +9,7 @@
 //! copies of one debit (money moves once); durability across `kill -9` in the
 //! middle of a stream of movements (no applied op lost, money conserved, the
 //! feed continues); a movement whose client leaves at once is still applied;
-//! the fault injection of `/admin/faults` and `--down`; the
+//! the fault injection of `/admin/faults` (read, merge, reset) and `--down`; the
 //! switch's `BankClient` against a live simulator; and, driving the single
 //! writer directly (module `writer`), what one batch may hold, replays after
 //! the writer restarts, and plans that stay key lookups without statistics.
@@ -1747,6 +1747,33 @@ async fn flag_down_starts_the_bank_refusing() {
     );
     assert_eq!(inquiry(&c, &bank, "d1").await.0, 404);
     assert_eq!(debit(&c, &bank, &mv("d1", &t, "ACC001", 100)).await.0, 200);
+}
+
+#[tokio::test]
+async fn delete_faults_resets_to_the_faults_the_bank_started_with() {
+    let db = TestDb::new("bs_freset");
+    let bank = seeded(&db, &["--latency-ms", "7"]);
+    let c = http();
+    let url = format!("{}/admin/faults", bank.url);
+    let started = get_json(&c, &url).await.1;
+    assert_eq!(started["latency_ms"], 7, "{started}");
+
+    // PUT merges: a hang set by one patch survives an unrelated patch.
+    set_faults(&c, &bank, json!({"hang": true, "down": true})).await;
+    let merged = set_faults(&c, &bank, json!({"error_rate": 0.5})).await;
+    assert_eq!(
+        (&merged["hang"], &merged["down"]),
+        (&json!(true), &json!(true))
+    );
+
+    // DELETE puts back exactly the start-up faults, and the bank serves again.
+    let resp = c.delete(&url).send().await.expect("DELETE /admin/faults");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body, started);
+    assert_eq!(get_json(&c, &url).await, (200, started));
+    let t = new_txn();
+    assert_eq!(debit(&c, &bank, &mv("r1", &t, "ACC001", 100)).await.0, 200);
 }
 
 // ---------------------------------------------------------------------------

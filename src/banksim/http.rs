@@ -1,7 +1,7 @@
 //! The simulator's HTTP face: Bank API v1 under `/v1` (exactly as the spec page
-//! says) and the admin endpoints under `/admin` (faults, balances) that the spec
-//! does not cover. Handlers parse, pass the fault gate, and hand movements to the
-//! single writer; they never touch balances themselves.
+//! says) and the admin endpoints under `/admin` (faults: read, merge, reset;
+//! balances) that the spec does not cover. Handlers parse, pass the fault gate,
+//! and hand movements to the single writer; they never touch balances themselves.
 
 use super::faults::{self, Endpoint, FaultPatch, Faults, Gate};
 use super::ledger::{Reply, Request};
@@ -25,6 +25,9 @@ pub struct BankState {
     pub writer: Writer,
     pub faults_tx: std::sync::Arc<watch::Sender<Faults>>,
     pub faults: watch::Receiver<Faults>,
+    /// The faults this endpoint started with (its flags): what `DELETE
+    /// /admin/faults` puts back.
+    pub initial_faults: Faults,
 }
 
 /// Routes of the simulator, composed with `App::configure`.
@@ -38,6 +41,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/v1/health", web::get().to(health))
         .route("/admin/faults", web::get().to(get_faults))
         .route("/admin/faults", web::put().to(put_faults))
+        .route("/admin/faults", web::delete().to(reset_faults))
         .route("/admin/balances", web::get().to(balances));
 }
 
@@ -250,6 +254,16 @@ async fn put_faults(state: web::Data<BankState>, body: web::Bytes) -> HttpRespon
         return error(400, "BAD_REQUEST", detail);
     }
     tracing::info!(bank = %state.code, faults = ?next, "faults changed");
+    state.faults_tx.send_replace(next.clone());
+    json(200, &next)
+}
+
+/// Back to the faults the endpoint started with (none unless its flags set
+/// some): a `PUT` merges into the current faults, so this is the way to
+/// clear them all at once.
+async fn reset_faults(state: web::Data<BankState>) -> HttpResponse {
+    let next = state.initial_faults.clone();
+    tracing::info!(bank = %state.code, faults = ?next, "faults reset");
     state.faults_tx.send_replace(next.clone());
     json(200, &next)
 }

@@ -114,6 +114,7 @@ pub async fn run(args: BankSimArgs) -> Result<(), BankSimError> {
     for port in ports {
         let (faults_tx, faults_rx) = tokio::sync::watch::channel(initial.clone());
         let state = http::BankState {
+            initial_faults: initial.clone(),
             code: code.clone(),
             store: store.clone(),
             writer: writer.clone(),
