@@ -498,6 +498,11 @@ pub struct RigUpArgs {
     /// Name of the program in log lines and in the logs' start headers.
     #[arg(long, default_value = "upi-switch rig", hide = true)]
     pub prog: String,
+    /// Also start the two payment processors of merchant forwarding
+    /// (`processor-sim`, fees 7% and 10%, token 123) and point the switch at
+    /// them; `deployment.env` names them.
+    #[arg(long)]
+    pub processors: bool,
     #[command(flatten)]
     pub layout: RigLayoutArgs,
 }

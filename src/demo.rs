@@ -100,7 +100,12 @@ type DemoResult<T> = Result<T, String>;
 
 /// Runs the demo. `serve_args` are the switch flags given on its command line;
 /// `log_format` applies to the log file of this process.
-pub async fn run(args: DemoArgs, serve_args: Vec<String>, log_format: LogFormat) -> DemoResult<()> {
+pub async fn run(
+    args: DemoArgs,
+    serve_args: Vec<String>,
+    databases: DemoDatabases,
+    log_format: LogFormat,
+) -> DemoResult<()> {
     let concurrency = args.concurrency.max(1);
     if args.transactions == 0 {
         return Err("--transactions must be at least 1".into());
@@ -145,9 +150,15 @@ pub async fn run(args: DemoArgs, serve_args: Vec<String>, log_format: LogFormat)
         dir: dir.clone(),
         prog: "upi-switch demo".into(),
         mode: Mode::Attached,
-        databases: Databases::Given {
-            switch: args.switch.database_url.clone(),
-            banks: args.bank_database_url.clone(),
+        databases: match databases {
+            DemoDatabases::Fresh => Databases::Fresh {
+                pg: server_of(&args.switch.database_url),
+                prefix: "upi_demo".into(),
+            },
+            DemoDatabases::Named => Databases::Given {
+                switch: args.switch.database_url.clone(),
+                banks: args.bank_database_url.clone(),
+            },
         },
         accounts: people.clone(),
         hdfc_endpoints: 1,
@@ -174,6 +185,16 @@ pub async fn run(args: DemoArgs, serve_args: Vec<String>, log_format: LogFormat)
     })
     .await?;
     let logs = dir.join("logs");
+    match databases {
+        DemoDatabases::Fresh => eprintln!(
+            "  databases  {}, {}  (fresh; dropped at exit)",
+            rig.switch_db_name, rig.bank_db_name
+        ),
+        DemoDatabases::Named => eprintln!(
+            "  databases  {}, {}  (as named; kept at exit: what earlier runs left in them stays)",
+            rig.switch_db, rig.bank_db
+        ),
+    }
     for bank in &rig.banks {
         eprintln!(
             "  bank {:<5} {}  (log: {}/{}.log)",
@@ -284,6 +305,25 @@ pub async fn run(args: DemoArgs, serve_args: Vec<String>, log_format: LogFormat)
     }
     rig.teardown().map_err(|e| e.to_string())?;
     verdict
+}
+
+/// Which databases the demo runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoDatabases {
+    /// `upi_demo_<random>_switch` and `…_banks`, on the server of the
+    /// (default) switch database URL, dropped at exit.
+    Fresh,
+    /// The URLs given by flag or environment, created if missing and kept.
+    Named,
+}
+
+/// `postgres://user@host:port` of a database URL (its database name dropped).
+fn server_of(url: &str) -> String {
+    let without_query = url.split('?').next().unwrap_or(url);
+    match without_query.rsplit_once('/') {
+        Some((server, _)) if server.contains("://") && !server.ends_with('/') => server.into(),
+        _ => without_query.trim_end_matches('/').into(),
+    }
 }
 
 /// Logs of this process go to a file: the terminal is for the summary.

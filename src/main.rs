@@ -41,11 +41,29 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args.switch).await.map_err(|e| e.to_string()),
         Command::Demo(args) => {
             // The switch flags given to the demo go on to the switch it starts.
-            let serve_args = matches
-                .subcommand_matches("demo")
+            let demo_matches = matches.subcommand_matches("demo");
+            let serve_args = demo_matches
                 .map(|m| upi_switch::cli::given_switch_args(m, demo::RIG_SETS))
                 .unwrap_or_default();
-            demo::run(args, serve_args, cli.log_format).await
+            // Databases named on the command line or in the environment are
+            // used (and kept); else the demo makes fresh ones and drops them.
+            let named = |id: &str| {
+                demo_matches
+                    .and_then(|m| m.value_source(id))
+                    .is_some_and(|s| {
+                        matches!(
+                            s,
+                            clap::parser::ValueSource::CommandLine
+                                | clap::parser::ValueSource::EnvVariable
+                        )
+                    })
+            };
+            let databases = if named("database_url") || named("bank_database_url") {
+                demo::DemoDatabases::Named
+            } else {
+                demo::DemoDatabases::Fresh
+            };
+            demo::run(args, serve_args, databases, cli.log_format).await
         }
         Command::Rig(args) => {
             let result = match args.command {

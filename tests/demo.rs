@@ -23,6 +23,9 @@ struct Run {
 fn run_bounded(args: &[&str]) -> Run {
     let mut child = Command::new(BIN)
         .args(args)
+        // Only what the test names: no database URLs from the environment.
+        .env_remove("DATABASE_URL")
+        .env_remove("BANK_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -152,8 +155,66 @@ fn demo_sends_payments_and_money_is_conserved() {
         );
         // --exit: no invitation to look around.
         assert!(!out.contains("Ctrl-C stops it"), "{context}");
+        assert!(
+            run.stderr.contains("(as named; kept at exit"),
+            "named databases are said to be kept: {context}"
+        );
         remove_logs(&run.stderr);
     }
+}
+
+#[test]
+fn demo_without_database_urls_uses_fresh_databases_and_drops_them() {
+    let redis_prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let run = run_bounded(&[
+        "demo",
+        "--redis-prefix",
+        &redis_prefix,
+        "--transactions",
+        "60",
+        "--concurrency",
+        "8",
+        "--exit",
+        "--listen",
+        "127.0.0.1:0",
+        "--bank-port",
+        "0",
+    ]);
+    let context = format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    assert_eq!(run.code, Some(0), "{context}");
+    assert_eq!(
+        value(&run.stdout, "money conserved"),
+        Some("yes"),
+        "{context}"
+    );
+    // "  databases  upi_demo_<tag>_switch, upi_demo_<tag>_banks  (fresh; dropped at exit)"
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("databases"))
+        .unwrap_or_else(|| panic!("no databases line: {context}"));
+    assert!(line.ends_with("(fresh; dropped at exit)"), "{line}");
+    let names: Vec<&str> = line
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(','))
+        .filter(|w| w.starts_with("upi_demo_"))
+        .collect();
+    assert_eq!(names.len(), 2, "{line}");
+    let tag = names[0]
+        .strip_suffix("_switch")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(names[1], format!("{tag}_banks"), "{line}");
+    let left = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(common::databases_named(tag));
+    assert!(
+        left.is_empty(),
+        "dropped at exit, yet still there: {left:?}"
+    );
+    remove_logs(&run.stderr);
 }
 
 /// Removes the directory the demo named on `upi-switch demo: logs in DIR`.

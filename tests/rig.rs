@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{BIN, PG_BASE};
+use common::BIN;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -104,24 +104,6 @@ fn processes_naming(text: &str) -> Vec<u32> {
         .collect()
 }
 
-async fn databases_named(prefix: &str) -> Vec<String> {
-    let (client, conn) =
-        tokio_postgres::connect(&format!("{PG_BASE}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    tokio::spawn(conn);
-    client
-        .query(
-            "SELECT datname FROM pg_database WHERE datname LIKE $1",
-            &[&format!("{prefix}%")],
-        )
-        .await
-        .expect("pg_database")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 fn prefix(what: &str) -> String {
     format!(
         "t_{what}_{}",
@@ -163,6 +145,8 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
         "ICICI_PORT",
         "BANK_HDFC_URLS",
         "BANK_ICICI_URLS",
+        "BANK_HDFC_URL",
+        "BANK_ICICI_URL",
         "EXPECTED_TOTAL_PAISE",
         "SWITCH_DB",
         "BANK_DB",
@@ -176,6 +160,11 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
         );
     }
     assert_eq!(env["SERVICES"], "switch bank-hdfc bank-icici");
+    assert_eq!(
+        env["PROCESSOR_DEFAULT_URL"], "",
+        "no processors unless asked"
+    );
+    assert!(env["BANK_HDFC_URLS"].starts_with(&env["BANK_HDFC_URL"]));
     assert_eq!(
         env["EXPECTED_TOTAL_PAISE"],
         (2 * (3 * 10_000_000 + 100)).to_string()
@@ -232,7 +221,7 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
         .map(|b| b["health"].as_str().unwrap())
         .collect();
     assert_eq!(health, ["UP", "UP"], "{banks}");
-    assert_eq!(databases_named(&db_prefix).await.len(), 2);
+    assert_eq!(common::databases_named(&db_prefix).await.len(), 2);
 
     // A second `up` on the same directory is refused (exit 2) and changes nothing.
     let again = rig(&["up", "--dir", &d, "--db-prefix", &db_prefix]);
@@ -246,7 +235,7 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
         "a service survived rig down"
     );
     assert!(
-        databases_named(&db_prefix).await.is_empty(),
+        common::databases_named(&db_prefix).await.is_empty(),
         "a database survived rig down"
     );
     assert!(!dir.path("deployment.env").exists() && !dir.path("run").exists());
@@ -281,7 +270,7 @@ async fn a_rig_that_cannot_start_leaves_nothing_behind() {
     );
     assert!(processes_naming(&d).is_empty(), "processes left: {ctx}");
     assert!(
-        databases_named(&db_prefix).await.is_empty(),
+        common::databases_named(&db_prefix).await.is_empty(),
         "databases left: {ctx}"
     );
     assert!(!dir.path("deployment.env").exists(), "{ctx}");
@@ -379,7 +368,10 @@ async fn bench_runs_end_to_end_and_reports_every_component() {
         "{ctx}"
     );
     // The rig went away with its databases and its state directory.
-    assert!(databases_named(&db_prefix).await.is_empty(), "{ctx}");
+    assert!(
+        common::databases_named(&db_prefix).await.is_empty(),
+        "{ctx}"
+    );
     let dbs = report["databases"].as_array().expect("databases");
     assert!(
         dbs.iter()
@@ -442,7 +434,7 @@ async fn bench_merchant_runs_the_contest_and_scores_it() {
         "{report:#}"
     );
     assert!(
-        databases_named(&db_prefix).await.is_empty(),
+        common::databases_named(&db_prefix).await.is_empty(),
         "the rig's databases are dropped: {ctx}"
     );
     let table = String::from_utf8_lossy(&out.stdout);

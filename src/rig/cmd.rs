@@ -37,7 +37,8 @@ pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
         let path = st.dir.join(old);
         let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
     }
-    let cfg = RigConfig::from_layout(l, (20, 2, 2), &st.dir, &args.prog, Mode::Detached)?;
+    let mut cfg = RigConfig::from_layout(l, (20, 2, 2), &st.dir, &args.prog, Mode::Detached)?;
+    cfg.processors = args.processors;
     let started = tokio::select! {
         rig = Rig::start(cfg) => rig,
         signal = shutdown_signal() => Err(RigError::Start(format!("interrupted by {signal}"))),
@@ -72,6 +73,13 @@ pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
         rig.banks[1].urls.join(" "),
         pid("bank-icici")
     );
+    if let [default, fallback] = rig.processors.as_slice() {
+        println!(
+            "processors  default {default}  fallback {fallback}   (pids {}, {})",
+            pid(super::PROCESSORS[0].0),
+            pid(super::PROCESSORS[1].0)
+        );
+    }
     println!("databases   {}  {}", rig.switch_db, rig.bank_db);
     println!(
         "VPAs        {} in {}",

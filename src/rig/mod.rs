@@ -176,7 +176,8 @@ pub struct Rig {
     /// PostgreSQL server URL without a database.
     pub pg: String,
     pub expected_total_paise: i64,
-    /// The payment processors' URLs (default, fallback) when started.
+    /// The payment processors' URLs (default, fallback) when asked for
+    /// (ports chosen before anything starts, so `deployment.env` names them).
     pub processors: Vec<String>,
     /// (service name, child), in start order.
     children: Vec<(String, Child)>,
@@ -286,6 +287,14 @@ impl Rig {
                 urls: vec![url(bank_ports[cfg.hdfc_endpoints])],
             },
         ];
+        let processors = if cfg.processors {
+            free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), PROCESSORS.len())?
+                .into_iter()
+                .map(url)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let switch_addr = reachable(SocketAddr::new(cfg.switch_listen.ip(), switch_port));
         Ok(Rig {
             switch_url: format!("http://{switch_addr}"),
@@ -297,7 +306,7 @@ impl Rig {
             bank_db_name,
             pg,
             expected_total_paise: layout::total_paise(&cfg.accounts),
-            processors: Vec::new(),
+            processors,
             children: Vec::new(),
             fresh,
             released: false,

@@ -7,12 +7,11 @@
 use super::layout::BANKS;
 use super::process::{self, Mode, Service};
 use super::{
-    PROCESSOR_TOKEN, PROCESSORS, REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, free_ports, io,
-    state,
+    PROCESSOR_TOKEN, PROCESSORS, REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, io, state,
 };
 use crate::traffic::transport_text;
 use serde_json::{Value, json};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,10 @@ impl Rig {
         }
         let port = |u: &str| u.rsplit(':').next().unwrap_or_default().to_string();
         let hdfc = &self.banks[0].urls;
+        let mut services = vec!["switch", "bank-hdfc", "bank-icici"];
+        if !self.processors.is_empty() {
+            services.extend(PROCESSORS.iter().map(|(name, _, _)| *name));
+        }
         let vars = [
             ("BIN", self.cfg.bin.display().to_string()),
             ("PG", self.pg.clone()),
@@ -42,6 +45,8 @@ impl Rig {
             ("ICICI_PORT", port(&self.banks[1].urls[0])),
             ("BANK_HDFC_URLS", hdfc.join(" ")),
             ("BANK_ICICI_URLS", self.banks[1].urls.join(" ")),
+            ("BANK_HDFC_URL", hdfc[0].clone()),
+            ("BANK_ICICI_URL", self.banks[1].urls[0].clone()),
             (
                 "EXPECTED_TOTAL_PAISE",
                 self.expected_total_paise.to_string(),
@@ -49,8 +54,17 @@ impl Rig {
             ("SWITCH_DB", self.switch_db.clone()),
             ("BANK_DB", self.bank_db.clone()),
             ("BANKS", "HDFC ICICI".into()),
-            ("SERVICES", "switch bank-hdfc bank-icici".into()),
+            ("SERVICES", services.join(" ")),
             ("VPAS_FILE", st.dir.join("vpas.txt").display().to_string()),
+            (
+                "PROCESSOR_DEFAULT_URL",
+                self.processors.first().cloned().unwrap_or_default(),
+            ),
+            (
+                "PROCESSOR_FALLBACK_URL",
+                self.processors.get(1).cloned().unwrap_or_default(),
+            ),
+            ("PROCESSOR_TOKEN", PROCESSOR_TOKEN.into()),
         ];
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
         let text = state::render_env(
@@ -207,14 +221,14 @@ impl Rig {
         st: &state::StateDir,
         http: &reqwest::Client,
     ) -> Result<(), RigError> {
-        let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 2)?;
-        let mut urls = Vec::new();
-        for ((name, fee, flag), port) in PROCESSORS.iter().zip(ports) {
+        let urls = self.processors.clone();
+        for ((name, fee, flag), url) in PROCESSORS.iter().zip(&urls) {
+            let port = url.rsplit(':').next().unwrap_or_default().to_string();
             let argv = vec![
                 self.cfg.bin.display().to_string(),
                 "processor-sim".into(),
                 "--port".into(),
-                port.to_string(),
+                port,
                 "--fee".into(),
                 fee.to_string(),
                 "--token".into(),
@@ -229,7 +243,6 @@ impl Rig {
                     env,
                 },
             )?;
-            let url = format!("http://127.0.0.1:{port}");
             let summary = format!("{url}/admin/payments-summary");
             self.wait_http_with(
                 st,
@@ -240,10 +253,8 @@ impl Rig {
             )
             .await?;
             self.cfg.serve_args.extend([flag.to_string(), url.clone()]);
-            urls.push(url);
         }
         self.say(&format!("processors up: {}", urls.join(" ")));
-        self.processors = urls;
         Ok(())
     }
 

@@ -51,6 +51,25 @@ impl Drop for TestDb {
     }
 }
 
+/// The databases whose names start with `prefix`.
+pub async fn databases_named(prefix: &str) -> Vec<String> {
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{PG_BASE}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{prefix}%")],
+        )
+        .await
+        .expect("pg_database")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Runs a clean-up future to its end on a thread and runtime of its own
 /// (a `Drop` may run inside an async runtime, which cannot block).
 pub fn block_on_own_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
