@@ -16,10 +16,9 @@
 
 mod common;
 
-use common::{BankProc, TestDb, balances, feed, get_json, http, post_json, post_raw, put_json};
+use common::{BankProc, TempFile, TestDb, balances, feed, get_json, http, post_json, post_raw, put_json};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -102,15 +101,6 @@ async fn set_faults(c: &reqwest::Client, bank: &BankProc, patch: Value) -> Value
     let (status, body) = put_json(c, &format!("{}/admin/faults", bank.url), &patch).await;
     assert_eq!(status, 200, "PUT /admin/faults {patch}: {body}");
     body
-}
-
-/// A file that is removed when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Starts a bank seeded from an `--accounts` file:

@@ -280,6 +280,8 @@ async fn a_rig_that_cannot_start_leaves_nothing_behind() {
 async fn bench_runs_end_to_end_and_reports_every_component() {
     let json = std::env::temp_dir().join(format!("bench-{}.json", uuid::Uuid::new_v4().simple()));
     let db_prefix = prefix("bench");
+    let state = StateDir::new("bench"); // the bench's logs, removed at the end
+    let state_dir = state.0.display().to_string();
     let out = upi(&[
         "bench",
         "--rates",
@@ -297,6 +299,8 @@ async fn bench_runs_end_to_end_and_reports_every_component() {
         "--accounts",
         "4",
         "--quiet",
+        "--dir",
+        &state_dir,
         "--db-prefix",
         &db_prefix,
         "--json",
@@ -390,6 +394,8 @@ async fn bench_merchant_runs_the_contest_and_scores_it() {
     let json =
         std::env::temp_dir().join(format!("merchant-{}.json", uuid::Uuid::new_v4().simple()));
     let db_prefix = prefix("merchant");
+    let state = StateDir::new("merchant"); // the bench's logs, removed at the end
+    let state_dir = state.0.display().to_string();
     let out = upi(&[
         "bench",
         "--merchant",
@@ -400,6 +406,8 @@ async fn bench_merchant_runs_the_contest_and_scores_it() {
         "--accounts",
         "4",
         "--quiet",
+        "--dir",
+        &state_dir,
         "--db-prefix",
         &db_prefix,
         "--json",

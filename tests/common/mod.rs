@@ -51,6 +51,15 @@ impl Drop for TestDb {
     }
 }
 
+/// A file that is removed when dropped.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The databases whose names start with `prefix`.
 pub async fn databases_named(prefix: &str) -> Vec<String> {
     let (client, conn) =
@@ -117,13 +126,17 @@ pub fn spawn_listening(args: &[String], log_name: &str) -> (Child, String, std::
         Err(_) => {
             let _ = child.kill();
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&log_path); // its text is in the message
             panic!("upi-switch {args:?} did not start listening; log:\n{log}");
         }
     }
 }
 
 /// A `upi-switch` server mode running as a child process on a port it chose
-/// (first start) and keeps (restarts), with its stderr in a log file.
+/// (first start) and keeps (restarts), with its stderr in a log file (one per
+/// start) under `$TMPDIR/upi-switch-test-logs/`. The logs are removed when
+/// the server is dropped, unless the test is failing (panicking): then they
+/// stay for reading, and the failure message names them.
 pub struct ChildServer {
     name: String,
     /// The full argument list for a given port.
@@ -133,6 +146,8 @@ pub struct ChildServer {
     pub port: u16,
     child: Option<Child>,
     pub log_path: std::path::PathBuf,
+    /// Every log file of this server (one per start).
+    logs: Vec<std::path::PathBuf>,
 }
 
 impl ChildServer {
@@ -147,6 +162,7 @@ impl ChildServer {
             port: 0,
             child: None,
             log_path: Default::default(),
+            logs: Vec::new(),
         };
         server.launch(0);
         server
@@ -161,6 +177,7 @@ impl ChildServer {
             .expect("port");
         self.url = format!("http://{addr}");
         self.child = Some(child);
+        self.logs.push(log_path.clone());
         self.log_path = log_path;
     }
 
@@ -196,6 +213,13 @@ impl ChildServer {
 impl Drop for ChildServer {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!("{} logs kept: {:?}", self.name, self.logs);
+        } else {
+            for log in &self.logs {
+                let _ = std::fs::remove_file(log);
+            }
+        }
     }
 }
 
@@ -410,6 +434,8 @@ pub struct World {
     pub icici: BankProc,
     pub switch: SwitchProc,
     pub http: reqwest::Client,
+    /// The banks' account files, removed with the world.
+    _files: Vec<TempFile>,
 }
 
 pub const START_BALANCE: i64 = 100_000;
@@ -447,13 +473,17 @@ impl World {
                 .join(format!("accounts-{}.json", uuid::Uuid::new_v4().simple()));
             std::fs::write(&path, serde_json::to_string(&list).expect("json"))
                 .expect("write accounts");
-            path.display().to_string()
+            TempFile(path)
         };
         let hdfc_accounts = accounts("none", "ACC002");
         let icici_accounts = accounts("ACC002", "none");
-        let mut hf = vec!["--accounts", hdfc_accounts.as_str()];
+        let (hdfc_path, icici_path) = (
+            hdfc_accounts.0.display().to_string(),
+            icici_accounts.0.display().to_string(),
+        );
+        let mut hf = vec!["--accounts", hdfc_path.as_str()];
         hf.extend_from_slice(hdfc_flags);
-        let mut icf = vec!["--accounts", icici_accounts.as_str()];
+        let mut icf = vec!["--accounts", icici_path.as_str()];
         icf.extend_from_slice(icici_flags);
         // Create the shared bank database once, so two simulators do not race to.
         bank_db.client().await;
@@ -467,6 +497,7 @@ impl World {
             icici,
             switch,
             http: http(),
+            _files: vec![hdfc_accounts, icici_accounts],
         };
         world.register_bank("HDFC", &world.hdfc.url).await;
         world.register_bank("ICICI", &world.icici.url).await;
