@@ -1,6 +1,6 @@
 //! The "Rinha de Backend 2025" final test, as data and arithmetic: its
 //! schedule of processor faults, its load shape, its consistency check and
-//! its score (`shared/spec/rinha-processor.md`, "How the contest scored it").
+//! its score (the contest's rules).
 //! Pure: the runner (`bench merchant`) does the I/O and feeds this module
 //! what it saw; nothing here sleeps, spawns or talks to a server.
 //!

@@ -5,7 +5,7 @@
 //! - `saga`     — the pure P2P saga state machine: `(state, event) -> (state, commands)`.
 //! - `actors`   — the living system: `TxnRegistry`, `TransactionActor`, `CheckpointWriter`,
 //!   the bank supervision tree, `OutboxRelay`.
-//! - `http`     — actix-web handlers of the switch API (`shared/spec/switch-api-v1.md`).
+//! - `http`     — actix-web handlers of the switch API (`docs/api.md`).
 //! - `adapters` — Postgres, the Bank API v1 client and wire types.
 //! - `banksim`  — the bank simulator (`upi-switch bank-sim`), a separate tool.
 //! - `merchant` — merchant payment forwarding to two payment processors (the

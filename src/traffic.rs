@@ -3,7 +3,7 @@
 //! payment, following a transaction to a terminal status with `?wait=`
 //! long-polls, naming failures by kind, choosing who pays whom (never
 //! oneself), latency histograms (HDR) and progress counters. It speaks only
-//! the public API (`shared/spec/switch-api-v1.md`); no switch internals.
+//! the public API (`docs/api.md`); no switch internals.
 
 use crate::domain::Paise;
 use hdrhistogram::Histogram;

@@ -1,7 +1,7 @@
 //! Integration tests of the bank simulator (`upi-switch bank-sim`), over HTTP,
 //! against real child processes and a real Postgres database per test.
 //!
-//! Covers every rule of Bank API v1 (`shared/spec/bank-api-v1.md`): debit and
+//! Covers every rule of Bank API v1 (`docs/bank-api.md`): debit and
 //! credit answers, replays, `OP_ID_CONFLICT`, every decline code and its
 //! finality, reverses (of applied, declined and never-seen ops, tombstones,
 //! `AMOUNT_MISMATCH`, refusals), inquiry, the change feed and its paging,
@@ -16,7 +16,9 @@
 
 mod common;
 
-use common::{BankProc, TempFile, TestDb, balances, feed, get_json, http, post_json, post_raw, put_json};
+use common::{
+    BankProc, TempFile, TestDb, balances, feed, get_json, http, post_json, post_raw, put_json,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;

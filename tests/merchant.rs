@@ -1,5 +1,5 @@
 //! Merchant forwarding, the "Rinha de Backend 2025" contract
-//! (`shared/spec/rinha-processor.md`), over HTTP against real child processes
+//! (`docs/processor-api.md`), over HTTP against real child processes
 //! and a real Postgres database per test.
 //!
 //! - The processor simulator (`processor-sim`): acceptance, `422` on a known

@@ -1,4 +1,4 @@
-//! The switch's client and operator API (`shared/spec/switch-api-v1.md`),
+//! The switch's client and operator API (`docs/api.md`),
 //! exercised over HTTP against the real `upi-switch serve` with two real bank
 //! simulators (see `common::World`).
 //!

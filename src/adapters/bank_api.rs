@@ -1,4 +1,4 @@
-//! Bank API v1 wire types (`shared/spec/bank-api-v1.md`), shared by the switch's
+//! Bank API v1 wire types (`docs/bank-api.md`), shared by the switch's
 //! bank client and the bank simulator so both speak exactly one dialect.
 //! Only data and (de)serialisation live here; no I/O.
 

@@ -1,4 +1,4 @@
-//! The switch's HTTP API (actix-web), per `shared/spec/switch-api-v1.md`.
+//! The switch's HTTP API (actix-web), per `docs/api.md`.
 //! Handlers parse and validate, call actors and the store, and map errors to
 //! problem+json. Each route module exposes `config`, composed by `app_config`
 //! — the same function the server and the tests use.

@@ -1,5 +1,5 @@
 //! The switch's HTTP client for one payment processor (the processor side of
-//! `shared/spec/rinha-processor.md`): `POST /payments`, `GET /payments/{id}`,
+//! `docs/processor-api.md`): `POST /payments`, `GET /payments/{id}`,
 //! `GET /payments/service-health`. Every answer folds into a few outcomes and
 //! never into a guess: only `200` and `422` mean accepted, only a connection
 //! that could not be opened means "not delivered", and an answer that never

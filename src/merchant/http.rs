@@ -1,5 +1,5 @@
 //! Merchant endpoints of the switch (the "Rinha de Backend 2025" contract,
-//! `shared/spec/rinha-processor.md`): `POST /payments` answers `202` only once
+//! `docs/processor-api.md`): `POST /payments` answers `202` only once
 //! the payment is durable in Postgres, written by the switch's group-commit
 //! writer (a repeated correlationId with the same amount answers `200` and
 //! changes nothing); `GET /payments-summary` counts

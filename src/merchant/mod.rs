@@ -1,5 +1,5 @@
 //! Merchant payment forwarding: the switch as the intermediary of the
-//! "Rinha de Backend 2025" contract (`shared/spec/rinha-processor.md`).
+//! "Rinha de Backend 2025" contract (`docs/processor-api.md`).
 //! Merchants post payments; each is made durable in Postgres, then forwarded
 //! to exactly one of two payment processors — the cheaper *default* when it
 //! is healthy and fast, else the dearer *fallback*, else held and retried —

@@ -1,5 +1,5 @@
 //! The simulator's HTTP face, exactly the processor side of
-//! `shared/spec/rinha-processor.md`: `POST /payments`, `GET /payments/{id}`,
+//! `docs/processor-api.md`: `POST /payments`, `GET /payments/{id}`,
 //! `GET /payments/service-health` (one answer per 5 s, shared), and the
 //! `X-Rinha-Token` admin endpoints (summary, delay, failure, purge).
 //!

@@ -1,5 +1,5 @@
 //! The payment processor simulator (`upi-switch processor-sim`): the processor
-//! side of the "Rinha de Backend 2025" contract (`shared/spec/rinha-processor.md`)
+//! side of the "Rinha de Backend 2025" contract (`docs/processor-api.md`)
 //! with its fee, delay and failure switches. It models an external party for
 //! tests and demos, so its payments live in memory (a restart forgets them);
 //! amounts are integer cents and every total is exact. The switch never
