@@ -387,6 +387,19 @@ async fn sse_shows_a_transaction_from_pending_to_its_end() {
     let rest = read_sse(resp, Duration::from_secs(10)).await;
     assert_eq!(rest.len(), frames.len() - 1);
     assert_eq!(rest[0].1["seq"], 2);
+    // Resumed with the terminal event's id (what a browser does after the
+    // stream ended): nothing more, and the stream ends at once.
+    let last = format!("{id}:{}", frames.len());
+    let started = std::time::Instant::now();
+    let resp = open_sse(&world, &id, Some(&last)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let none = read_sse(resp, Duration::from_secs(10)).await;
+    assert!(none.is_empty(), "{none:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stream ended instead of idling: {:?}",
+        started.elapsed()
+    );
 
     // Client mistakes get problem+json.
     for (path, header, want, code) in [

@@ -80,6 +80,11 @@ async fn stream(
         .await
         .map_err(|e| Problem::unavailable(&e))?
         .ok_or_else(|| Problem::not_found("TXN_NOT_FOUND", format!("no transaction {txn_id}")))?;
+    // A client that already has the terminal event (a browser reconnecting
+    // with its id after the stream ended) gets an empty stream that ends.
+    let finished = history
+        .last()
+        .is_some_and(|e| e.is_terminal() && e.seq <= after);
     let mut s = Stream {
         txn_id,
         store: state.store.clone(),
@@ -88,7 +93,7 @@ async fn stream(
         sub,
         sent: after,
         backlog: VecDeque::new(),
-        done: false,
+        done: finished,
         deadline: Instant::now() + STREAM_LIFETIME,
         next_heartbeat: Instant::now() + HEARTBEAT,
         next_poll: Instant::now() + SAFETY_POLL,
