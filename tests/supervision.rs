@@ -11,6 +11,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Short deadlines and fast probes; debited sagas wait long for a payee bank.
+/// The brownout test measures a success rate: it runs alone (the others of
+/// this file share the two cores with each other, not with it).
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const FLAGS: &[&str] = &[
     "--bank-timeout-ms",
     "500",
@@ -111,6 +115,7 @@ async fn settle_and_check(world: &World, ids: &[String]) -> HashMap<String, usiz
 
 #[tokio::test]
 async fn breaker_opens_when_a_bank_dies_and_closes_when_it_returns() {
+    let _shared = ALONE.read().await;
     let mut world = World::start(FLAGS, &[], &[]).await;
     wait_bank(&world, "HDFC", "UP", |b| b["health"] == "UP").await;
     world.hdfc.kill9();
@@ -145,6 +150,7 @@ async fn breaker_opens_when_a_bank_dies_and_closes_when_it_returns() {
 
 #[tokio::test]
 async fn bank_killed_under_load_debited_sagas_wait_and_finish() {
+    let _shared = ALONE.read().await;
     let mut world = World::start(FLAGS, &[], &[]).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let load = traffic(
@@ -181,6 +187,7 @@ async fn bank_killed_under_load_debited_sagas_wait_and_finish() {
 
 #[tokio::test]
 async fn operator_restarts_adapters_while_traffic_flows() {
+    let _shared = ALONE.read().await;
     let world = World::start(FLAGS, &[], &[]).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let load = traffic(
@@ -220,6 +227,7 @@ async fn operator_restarts_adapters_while_traffic_flows() {
 
 #[tokio::test]
 async fn operators_force_circuits_open_and_closed() {
+    let _shared = ALONE.read().await;
     let world = World::start(FLAGS, &[], &[]).await;
     let url = |p: &str| format!("{}/v1/admin/banks/{p}", world.switch.url);
     let (status, bank) = put_json(
@@ -314,6 +322,7 @@ fn success_rate(counts: &HashMap<String, usize>, n: usize) -> f64 {
 
 #[tokio::test]
 async fn brownout_on_the_primary_endpoint_barely_dents_success() {
+    let _alone = ALONE.write().await;
     let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let secondary_port = spare.local_addr().expect("addr").port();
     drop(spare);
