@@ -129,6 +129,17 @@ pub struct SwitchConfig {
     /// If set, admin endpoints require `Authorization: Bearer <token>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// This node's name for operators (`GET /v1/ops/nodes`); default host:port it listens on.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How long this node's hold on its sagas lasts without a renewal (renewed
+    /// every fifth of it); after that, other nodes on the same database claim them.
+    #[arg(long, env = "LEASE_MS", default_value_t = 5_000)]
+    pub lease_ms: u64,
+    /// On SIGTERM/SIGINT: how long the sagas running here may take to finish
+    /// before they are stopped and handed back to the other nodes.
+    #[arg(long, env = "DRAIN_GRACE_MS", default_value_t = 5_000)]
+    pub drain_grace_ms: u64,
     /// How often each bank endpoint's /v1/health is probed, in milliseconds.
     #[arg(long, env = "PROBE_INTERVAL_MS", default_value_t = 1_000)]
     pub probe_interval_ms: u64,
@@ -465,9 +476,14 @@ pub struct RigLayoutArgs {
     /// reaches each over one HTTP/2 (cleartext) connection.
     #[arg(long)]
     pub bank_http2: bool,
-    /// The switch's Postgres pool.
+    /// The switch's Postgres pool (each node's).
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: usize,
+    /// Switch nodes, 1-16: `switch`, `switch-2`, … on one database and one
+    /// Redis prefix. More than one puts HAProxy in front of them on the
+    /// switch's port (needs the `haproxy` binary: `apt-get install haproxy`).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// The binary the services run (`serve`, `bank-sim`, `migrate`); default: this one.
     #[arg(long = "bin", value_name = "PATH")]
     pub bin: Option<PathBuf>,

@@ -28,6 +28,7 @@ pub mod adapters;
 pub mod banksim;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod contest;
 pub mod demo;
 pub mod domain;

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub txns_finished: IntCounterVec,
     /// Sagas running as actors now.
     pub sagas_in_flight: IntGauge,
+    /// What woke a `?wait=` caller: its saga's actor stopping here (`here`),
+    /// its events from another node (`event`), or a look without RabbitMQ (`poll`).
+    pub wait_wakeups: IntCounterVec,
     /// Bank calls by bank, endpoint, operation and outcome.
     pub bank_calls: IntCounterVec,
     /// Bank call latency by bank, endpoint and operation.
@@ -94,6 +97,11 @@ impl Metrics {
                 "upi_transactions_created_total",
                 "Transactions accepted",
                 &["type"],
+            ),
+            wait_wakeups: counter(
+                "upi_wait_wakeups_total",
+                "What woke a ?wait= caller: here, event or poll",
+                &["by"],
             ),
             txns_finished: counter(
                 "upi_transactions_finished_total",

@@ -1,9 +1,14 @@
 //! `upi-switch serve`: wires the store, the actors and the HTTP server
-//! together, resumes unfinished sagas, and serves until stopped. The order of
-//! start-up is deliberate: schema first, then bank directory (loaded from
-//! Postgres), then the registry (which resumes sagas), then HTTP.
+//! together as one node of the cluster, resumes unfinished sagas, and serves
+//! until stopped, then drains. The order of start-up is deliberate: schema
+//! first, then the node's lease, then the shared configuration (banks and
+//! circuit overrides, loaded from Postgres and followed through
+//! `LISTEN upi_config`), then the registry (which claims unfinished sagas),
+//! then HTTP. On SIGTERM/SIGINT the node drains: `/readyz` answers 503, new
+//! payments are refused, the sagas running here get `--drain-grace-ms` to
+//! finish, the rest are stopped and handed back, and the node leaves.
 
-use crate::actors::bank_router::{BankRouter, SetBank};
+use crate::actors::bank_router::BankRouter;
 use crate::actors::bank_supervisor::{HealthBoard, SupervisorConfig};
 use crate::actors::checkpoint_writer::{CheckpointWriter, WriterConfig, WriterMetrics};
 use crate::actors::outbox_relay::{OutboxRelay, RelayConfig};
@@ -17,6 +22,7 @@ use crate::adapters::event_feed::EventFeed;
 use crate::adapters::pg::{self, DbError, Schema};
 use crate::adapters::store::{Store, StoreError};
 use crate::cli::{SwitchConfig, WhenRedisDown};
+use crate::cluster::{self, Node};
 use crate::domain::Paise;
 use crate::domain::breaker::BreakerConfig;
 use crate::http::{self, AppState, Limits};
@@ -50,6 +56,8 @@ pub enum ServeError {
 pub struct Running {
     pub server: Server,
     pub addrs: Vec<SocketAddr>,
+    /// Drains the node (what SIGTERM does).
+    pub drain: Drainer,
     /// Saga threads and the writer's; they live as long as this value.
     _arbiters: Vec<Arbiter>,
     _relay: Addr<OutboxRelay>,
@@ -69,6 +77,21 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let pool = pg::prepare(&cfg.database_url, Schema::Switch, cfg.db_pool_size.max(2)).await?;
     let store = Store::new(pool);
     let metrics = Metrics::new();
+    // This process as a node: registered with a first lease before it claims
+    // or creates any saga.
+    let local = listener.local_addr().map_err(|e| ServeError::Bind {
+        addr: cfg.listen,
+        reason: e.to_string(),
+    })?;
+    let node = Node::new(
+        cfg.node_name.clone().unwrap_or_else(|| local.to_string()),
+        Duration::from_millis(cfg.lease_ms),
+    );
+    let sent = Instant::now();
+    store
+        .register_node(node.id(), node.name(), node.lease().as_millis() as i64)
+        .await?;
+    node.renewed(sent);
     // Every saga write goes through one group-commit writer, on a thread
     // (and connection) of its own.
     let writer_arbiter = Arbiter::new();
@@ -79,6 +102,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         WriterConfig {
             queue: cfg.writer_queue.max(1),
             max_batch: cfg.writer_max_batch.max(1),
+            node_id: node.id(),
         },
         WriterMetrics::register(&metrics.registry),
     );
@@ -112,14 +136,16 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         board: health.clone(),
     })
     .start();
-    for bank in store.banks().await? {
-        let _ = banks
-            .send(SetBank {
-                code: bank.code,
-                endpoints: bank.endpoints,
-            })
-            .await;
-    }
+    // --- Redis (issue 5, part 3): connects in the background; never waited for.
+    let cache = start_cache(cfg, &metrics)?;
+    // Shared configuration: loaded now (before any saga runs), then followed.
+    let sync = cluster::config_sync::Targets {
+        store: store.clone(),
+        router: banks.clone(),
+        cache: cache.clone(),
+    };
+    cluster::config_sync::reload_all(&sync).await?;
+    cluster::config_sync::spawn(pg::DbUrl::parse(&cfg.database_url)?, sync);
 
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
@@ -139,11 +165,13 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     let registry = TxnRegistry::new(
         deps,
         store.clone(),
+        node.clone(),
         arbiters.iter().map(Arbiter::handle).collect(),
         cfg.max_in_flight,
         admission.clone(),
     )
     .start();
+    cluster::lease::spawn(node.clone(), store.clone(), registry.clone());
 
     // --- Merchant forwarding (issue 4, items 5-6): processor adapters, their
     // supervisor and the forwarder, which resumes unfinished merchant payments.
@@ -179,9 +207,6 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         feed: EventFeed::start(amqp, metrics.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_event_streams.max(1))),
     };
-    // --- Redis (issue 5, part 3): connects in the background; never waited for.
-    let cache = start_cache(cfg, &metrics)?;
-
     let state = AppState {
         store,
         writer,
@@ -197,6 +222,13 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         events,
         outbox,
         cache,
+        node: node.clone(),
+    };
+    let drain = Drainer {
+        node,
+        registry: state.registry.clone(),
+        store: state.store.clone(),
+        grace: Duration::from_millis(cfg.drain_grace_ms),
     };
     if state.admin_token.is_none() {
         tracing::warn!(
@@ -231,6 +263,11 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             .default_service(web::to(http::not_found))
     })
     .workers(cfg.http_workers.unwrap_or(threads).max(1))
+    // Signals are ours: a node drains before its HTTP server stops, and
+    // then gives the requests in flight a moment (idle keep-alive
+    // connections would otherwise hold the stop for 30 s).
+    .disable_signals()
+    .shutdown_timeout(3)
     .backlog(4096)
     .max_connections(25_000)
     .listen(listener)
@@ -242,6 +279,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     Ok(Running {
         server: server.run(),
         addrs,
+        drain,
         _arbiters: arbiters.into_iter().chain([writer_arbiter]).collect(),
         _relay: relay_addr,
     })
@@ -269,7 +307,53 @@ fn start_cache(cfg: &SwitchConfig, metrics: &Metrics) -> Result<Cache, ServeErro
     .map_err(config)
 }
 
-/// Runs the switch until it is stopped (SIGINT/SIGTERM).
+/// What draining needs (`Drainer::drain`).
+pub struct Drainer {
+    node: Node,
+    registry: Addr<TxnRegistry>,
+    store: Store,
+    grace: Duration,
+}
+
+impl Drainer {
+    /// Stops taking sagas, lets those running here finish for the grace,
+    /// stops the rest, and hands every saga this node holds back (other
+    /// nodes claim them at once, without waiting for the lease to run out).
+    pub async fn drain(&self) {
+        use crate::actors::registry::{Stats, StopAll};
+        self.node.start_draining();
+        tracing::info!(node = %self.node.id(), grace_ms = self.grace.as_millis() as u64, "draining");
+        let started = Instant::now();
+        let mut stopped = false;
+        loop {
+            let running = match self.registry.send(Stats).await {
+                Ok(stats) => stats.in_flight,
+                Err(_) => 0,
+            };
+            if running == 0 {
+                break;
+            }
+            if !stopped && started.elapsed() >= self.grace {
+                let _ = self.registry.send(StopAll { why: "draining" }).await;
+                stopped = true;
+            }
+            if started.elapsed() >= self.grace + Duration::from_secs(2) {
+                tracing::warn!(running, "sagas still stopping; handing them back anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.node.released();
+        match self.store.release_node(self.node.id()).await {
+            Ok(n) => tracing::info!(node = %self.node.id(), handed_back = n, "drained"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand the sagas back; other nodes claim them when the lease runs out")
+            }
+        }
+    }
+}
+
+/// Runs the switch until it is stopped (SIGINT/SIGTERM), then drains it.
 pub async fn run(cfg: SwitchConfig) -> Result<(), ServeError> {
     let running = start(&cfg).await?;
     for addr in &running.addrs {
@@ -278,11 +362,52 @@ pub async fn run(cfg: SwitchConfig) -> Result<(), ServeError> {
     }
     tracing::info!(addrs = ?running.addrs, "switch listening");
     let Running {
-        server, _arbiters, ..
+        server,
+        _arbiters,
+        drain,
+        ..
     } = running;
-    let result = server.await.map_err(|e| ServeError::Server(e.to_string()));
+    let handle = server.handle();
+    let mut server = std::pin::pin!(server);
+    let ended = tokio::select! {
+        result = &mut server => Some(result),
+        () = stop_signal() => None,
+    };
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            drain.drain().await;
+            // The server processes the stop only while it is polled.
+            let ((), result) = tokio::join!(handle.stop(true), server);
+            result
+        }
+    }
+    .map_err(|e| ServeError::Server(e.to_string()));
     for arbiter in &_arbiters {
         arbiter.stop();
     }
     result
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -6,7 +6,12 @@
 //! connections while a bank is down, and delivers requests late — after the
 //! saga has already given up on them. The switch crashes at random points
 //! (before a checkpoint, after it, after the commands left) and resumes from
-//! the last checkpoint. After every schedule, once the network has drained:
+//! the last checkpoint. Leases expire mid-step: another node claims the saga
+//! (bumping its version) and resumes it while the old owner, paused rather
+//! than dead, wakes up and goes on acting on the answers it was waiting for —
+//! sending whatever its steps without a checkpoint send, until its next
+//! checkpoint meets the version fence. Requests are also delivered twice.
+//! After every schedule, once the network has drained:
 //! every transaction is terminal; SUCCESS ⇔ one debit and one credit applied;
 //! REVERSED ⇔ debit applied and reversed, no credit left applied; FAILED ⇔ no
 //! money moved; no op applied twice; money conserved.
@@ -77,13 +82,24 @@ struct World {
     sagas: Vec<Saga>,
     checkpoints: Vec<Saga>,
     incarnation: Vec<u32>,
+    /// The version of each saga's row in "Postgres" (bumped by every
+    /// checkpoint and every claim).
+    versions: Vec<u32>,
+    /// The version the live owner holds.
+    held: Vec<u32>,
+    /// Old owners still acting after another claimed their saga: (txn,
+    /// incarnation) → (their saga, the version they hold).
+    zombies: HashMap<(usize, u32), (Saga, u32)>,
     labels: BTreeMap<&'static str, u64>,
+    counts: BTreeMap<&'static str, u64>,
 }
 
 /// What a network attempt did.
 enum Fate {
     Refused,
     Answered,
+    /// Answered, and delivered again later (a retransmission).
+    Duplicated,
     LostReply,
     Error503,
     Late,
@@ -108,12 +124,25 @@ impl World {
             return Fate::Answered;
         }
         match self.rng.below(100) {
-            0..=69 => Fate::Answered,
+            0..=64 => Fate::Answered,
+            65..=69 => Fate::Duplicated,
             70..=77 => Fate::LostReply,
             78..=85 => Fate::Error503,
             86..=93 => Fate::Late,
             _ => Fate::Refused,
         }
+    }
+
+    /// The network delivers `request` a second time, later.
+    fn deliver_again(&mut self, bank: usize, request: &Request) {
+        let again = self.now + 1 + self.rng.below(2_000);
+        self.push(
+            again,
+            Item::Arrive {
+                bank,
+                request: request.clone(),
+            },
+        );
     }
 
     fn bank_index(code: &str) -> usize {
@@ -172,7 +201,8 @@ impl World {
                             maybe_delivered: delivered,
                         })
                     };
-                    match self.fate(b) {
+                    let fate = self.fate(b);
+                    match fate {
                         Fate::Refused => {
                             // Connection refused, or the switch's own breaker refused to send.
                             let event = if self.rng.chance(500) {
@@ -183,7 +213,10 @@ impl World {
                             self.push(self.now + 1, to_saga(event));
                         }
                         Fate::Error503 => self.push(self.now + latency, to_saga(unknown(true))),
-                        Fate::Answered => {
+                        Fate::Answered | Fate::Duplicated => {
+                            if matches!(fate, Fate::Duplicated) {
+                                self.deliver_again(b, &request);
+                            }
                             let event = match self.apply(b, &request) {
                                 Reply::Moved(a) if a.status == OpStatus::Applied => {
                                     MoveResult::Applied
@@ -220,11 +253,15 @@ impl World {
                         amount_paise: amount.0,
                     });
                     let unknown = Event::ReverseDone(ReverseResult::Unknown);
-                    match self.fate(b) {
+                    let fate = self.fate(b);
+                    match fate {
                         Fate::Refused | Fate::Error503 => {
                             self.push(self.now + latency, to_saga(unknown))
                         }
-                        Fate::Answered => {
+                        Fate::Answered | Fate::Duplicated => {
+                            if matches!(fate, Fate::Duplicated) {
+                                self.deliver_again(b, &request);
+                            }
                             let event = match self.apply(b, &request) {
                                 Reply::Reversed(a) if a.status == OpStatus::Reversed => {
                                     ReverseResult::Reversed
@@ -248,19 +285,21 @@ impl World {
                 Command::Inquire { op_id, bank } => {
                     let b = Self::bank_index(&bank);
                     let event = match self.fate(b) {
-                        Fate::Answered | Fate::Late => match self.banks[b].ops.get(&op_id) {
-                            None => InquiryResult::NotFound,
-                            Some(row) => match row.status {
-                                OpStatus::Applied => InquiryResult::Applied,
-                                OpStatus::Reversed => InquiryResult::Reversed,
-                                OpStatus::Declined | OpStatus::Noop => InquiryResult::Declined(
-                                    row.code
-                                        .as_ref()
-                                        .map(|c| c.as_str().to_string())
-                                        .unwrap_or_default(),
-                                ),
-                            },
-                        },
+                        Fate::Answered | Fate::Duplicated | Fate::Late => {
+                            match self.banks[b].ops.get(&op_id) {
+                                None => InquiryResult::NotFound,
+                                Some(row) => match row.status {
+                                    OpStatus::Applied => InquiryResult::Applied,
+                                    OpStatus::Reversed => InquiryResult::Reversed,
+                                    OpStatus::Declined | OpStatus::Noop => InquiryResult::Declined(
+                                        row.code
+                                            .as_ref()
+                                            .map(|c| c.as_str().to_string())
+                                            .unwrap_or_default(),
+                                    ),
+                                },
+                            }
+                        }
                         _ => InquiryResult::Unknown,
                     };
                     self.push(self.now + latency, to_saga(Event::Inquired(event)));
@@ -273,10 +312,46 @@ impl World {
     /// of the dead incarnation are lost; the saga resumes from its checkpoint.
     fn crash_and_resume(&mut self, txn: usize) {
         self.incarnation[txn] += 1;
+        // Resuming is a claim: it bumps the version before anything is sent.
+        self.versions[txn] += 1;
+        self.held[txn] = self.versions[txn];
         let t = self.checkpoints[txn].clone().resume();
         self.sagas[txn] = t.saga;
         let inc = self.incarnation[txn];
         self.execute(txn, inc, t.commands);
+    }
+
+    /// The owner's lease ran out while it was paused: another node claims
+    /// the saga (version bump) and resumes it from its checkpoint; the old
+    /// owner is not dead and keeps acting as a zombie.
+    fn take_over(&mut self, txn: usize) {
+        let old = self.incarnation[txn];
+        self.zombies
+            .insert((txn, old), (self.sagas[txn].clone(), self.held[txn]));
+        *self.counts.entry("takeovers").or_default() += 1;
+        self.crash_and_resume(txn);
+    }
+
+    /// An event for an old owner that another node took over from.
+    fn handle_zombie(&mut self, txn: usize, incarnation: u32, event: Event) {
+        let Some((saga, version)) = self.zombies.remove(&(txn, incarnation)) else {
+            return;
+        };
+        let t = saga.step(event, self.now, &CFG);
+        if t.checkpoint.is_some() {
+            // The write names the version it read; the claim bumped it.
+            assert!(
+                version < self.versions[txn],
+                "a zombie still held the version"
+            );
+            *self.counts.entry("zombie_fenced").or_default() += 1;
+            return;
+        }
+        if !t.commands.is_empty() {
+            *self.counts.entry("zombie_sends").or_default() += 1;
+        }
+        self.zombies.insert((txn, incarnation), (t.saga, version));
+        self.execute(txn, incarnation, t.commands);
     }
 
     fn handle(&mut self, txn: usize, event: Event) {
@@ -292,7 +367,13 @@ impl World {
         }
         if let Some(cp) = &t.checkpoint {
             *self.labels.entry(cp.state).or_default() += 1;
+            assert_eq!(
+                self.held[txn], self.versions[txn],
+                "the live owner is fenced"
+            );
             self.checkpoints[txn] = t.saga.clone();
+            self.versions[txn] += 1;
+            self.held[txn] = self.versions[txn];
         }
         match crash {
             2 => self.crash_and_resume(txn), // after the checkpoint, before any command
@@ -343,7 +424,11 @@ fn make_world(seed: u64) -> World {
         sagas: Vec::new(),
         checkpoints: Vec::new(),
         incarnation: Vec::new(),
+        versions: Vec::new(),
+        held: Vec::new(),
+        zombies: HashMap::new(),
         labels: BTreeMap::new(),
+        counts: BTreeMap::new(),
     };
     for bank in 0..BANKS.len() {
         let flaps = world.rng.below(3);
@@ -387,6 +472,8 @@ fn make_world(seed: u64) -> World {
         world.sagas.push(saga.clone());
         world.checkpoints.push(saga);
         world.incarnation.push(0);
+        world.versions.push(1);
+        world.held.push(1);
     }
     world
 }
@@ -408,6 +495,7 @@ fn initial_balances(world: &World) -> Vec<BTreeMap<String, i64>> {
 fn run_schedule(
     seed: u64,
     labels: &mut BTreeMap<&'static str, u64>,
+    counts: &mut BTreeMap<&'static str, u64>,
     statuses: &mut BTreeMap<Status, u64>,
 ) -> Result<usize, String> {
     let mut world = make_world(seed);
@@ -439,13 +527,25 @@ fn run_schedule(
                 event,
             } => {
                 if incarnation == world.incarnation[txn] {
-                    world.handle(txn, event);
+                    if world.chaotic() && world.rng.chance(15) {
+                        // The lease ran out just before this answer came: it
+                        // reaches the old owner, now a zombie.
+                        world.take_over(txn);
+                        world.handle_zombie(txn, incarnation, event);
+                    } else {
+                        world.handle(txn, event);
+                    }
+                } else {
+                    world.handle_zombie(txn, incarnation, event);
                 }
             }
         }
     }
     for (k, v) in &world.labels {
         *labels.entry(k).or_default() += v;
+    }
+    for (k, v) in &world.counts {
+        *counts.entry(k).or_default() += v;
     }
     check(&world, &initial, statuses)?;
     Ok(events)
@@ -547,11 +647,12 @@ fn saga_simulation_keeps_every_invariant() {
         }
     };
     let mut labels = BTreeMap::new();
+    let mut counts = BTreeMap::new();
     let mut statuses = BTreeMap::new();
     let mut events = 0usize;
     for &seed in &seeds {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_schedule(seed, &mut labels, &mut statuses)
+            run_schedule(seed, &mut labels, &mut counts, &mut statuses)
         }));
         match outcome {
             Ok(Ok(n)) => events += n,
@@ -564,7 +665,7 @@ fn saga_simulation_keeps_every_invariant() {
         }
     }
     eprintln!(
-        "saga simulation: {} schedules, {events} events, outcomes {statuses:?}, checkpoints {labels:?}",
+        "saga simulation: {} schedules, {events} events, outcomes {statuses:?}, checkpoints {labels:?}, two owners {counts:?}",
         seeds.len()
     );
     // The schedules must actually reach every path, or this test proves little.
@@ -573,6 +674,12 @@ fn saga_simulation_keeps_every_invariant() {
             assert!(
                 statuses.get(&status).copied().unwrap_or(0) > 0,
                 "no schedule ended {status:?}"
+            );
+        }
+        for what in ["takeovers", "zombie_sends", "zombie_fenced"] {
+            assert!(
+                counts.get(what).copied().unwrap_or(0) > 0,
+                "no schedule had {what}"
             );
         }
         for label in [

@@ -1,6 +1,8 @@
 //! `BankRouter`: which `BankHealthSupervisor` serves which bank code. It
 //! creates a supervisor when a bank is registered and hands it new endpoints
-//! when the registration changes. Sagas and operators ask it for a bank's
+//! when the registration changes (the same endpoints again change nothing:
+//! every node hears every registration, its own included, and reloads all of
+//! them after a reconnect). Sagas and operators ask it for a bank's
 //! supervisor; no call to a bank passes through the router itself.
 
 use super::bank_supervisor::{BankHealthSupervisor, Reconfigure, SupervisorConfig};
@@ -10,6 +12,8 @@ use std::collections::BTreeMap;
 
 pub struct BankRouter {
     banks: BTreeMap<String, Addr<BankHealthSupervisor>>,
+    /// The endpoints each supervisor was last given.
+    endpoints: BTreeMap<String, Vec<BankEndpoint>>,
     cfg: SupervisorConfig,
 }
 
@@ -17,6 +21,7 @@ impl BankRouter {
     pub fn new(cfg: SupervisorConfig) -> BankRouter {
         BankRouter {
             banks: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
             cfg,
         }
     }
@@ -42,7 +47,11 @@ impl Handler<SetBank> for BankRouter {
     type Result = ();
 
     fn handle(&mut self, msg: SetBank, _ctx: &mut Self::Context) {
+        let same = self.endpoints.get(&msg.code) == Some(&msg.endpoints);
+        self.endpoints
+            .insert(msg.code.clone(), msg.endpoints.clone());
         match self.banks.get(&msg.code) {
+            Some(sup) if sup.connected() && same => {}
             Some(sup) if sup.connected() => sup.do_send(Reconfigure(msg.endpoints)),
             _ => {
                 let sup =

@@ -373,6 +373,37 @@ impl Handler<SetCircuit> for BankHealthSupervisor {
     }
 }
 
+/// The operators' overrides as stored (endpoint URL, or "" for every
+/// endpoint, → mode): each endpoint gets its own, else the bank's, else auto.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyOverrides(pub std::collections::HashMap<String, Mode>);
+
+impl Handler<ApplyOverrides> for BankHealthSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyOverrides, _ctx: &mut Self::Context) {
+        let overrides: std::collections::HashMap<&str, Mode> = msg
+            .0
+            .iter()
+            .map(|(url, mode)| (url.trim_end_matches('/'), *mode))
+            .collect();
+        for slot in &mut self.slots {
+            let mode = overrides
+                .get(slot.url.trim_end_matches('/'))
+                .or_else(|| overrides.get(""))
+                .copied()
+                .unwrap_or(Mode::Auto);
+            if slot.mode != mode {
+                slot.mode = mode;
+                if let Some((addr, _)) = &slot.adapter {
+                    addr.do_send(SetMode(mode));
+                }
+            }
+        }
+    }
+}
+
 /// Stop every adapter of this bank; the liveness check starts fresh ones.
 #[derive(Message)]
 #[rtype(result = "usize")]

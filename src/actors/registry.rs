@@ -1,17 +1,22 @@
 //! `TxnRegistry`: starts one `TransactionActor` per in-flight transaction,
-//! bounds how many run at once, resumes every unfinished transaction from
-//! Postgres (at start and by a periodic sweep), and wakes `?wait=` callers when
-//! a transaction's actor stops here.
+//! bounds how many run at once, claims unfinished transactions from Postgres
+//! (at start and by a periodic sweep: its own idle ones, those nobody holds,
+//! and those of nodes whose lease ran out), and wakes `?wait=` callers when a
+//! transaction's actor stops here. It stops every saga here when told
+//! (`StopAll`: the node's lease is lost, or its drain's grace is over).
 //!
 //! Invariants: at most one actor per transaction in this process; a
 //! transaction that finished here is never started again by this process (a
-//! late `Start` or a sweep that read it before it finished is ignored), and an
-//! actor resumed by a sweep starts from the checkpoint it read, whose version
-//! fences it off if it is stale. Work beyond `max_in_flight` waits in Postgres,
-//! not in memory.
+//! late `Start` or a sweep that read it before it finished is ignored); a
+//! saga runs here only if this node created it or claimed it (the claim
+//! bumps its version before anything is sent), and only while the node
+//! holds its lease; an actor holding a stale version is fenced off at its
+//! next checkpoint. Work beyond `max_in_flight` waits in Postgres, not in
+//! memory.
 
-use super::transaction::{SagaDeps, TransactionActor};
+use super::transaction::{Relinquish, SagaDeps, TransactionActor};
 use crate::adapters::store::{Store, StoredSaga};
+use crate::cluster::Node;
 use crate::saga::{Saga, Status};
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -50,7 +55,10 @@ impl Admission {
 }
 
 /// How often unfinished transactions not running here are looked for.
-const SWEEP_EVERY: Duration = Duration::from_millis(1_000);
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// A saga this node holds but does not run is claimed again only after it
+/// has been left alone this long (a `Start` for it may be on its way).
+const OWN_IDLE_SECS: f64 = 1.0;
 /// How many finished transaction ids are remembered to refuse restarts.
 const FINISHED_MEMORY: usize = 200_000;
 /// Most `?wait=` callers waiting at once.
@@ -59,6 +67,7 @@ const MAX_WAITERS: usize = 100_000;
 pub struct TxnRegistry {
     deps: Arc<SagaDeps>,
     store: Store,
+    node: Node,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     active: HashMap<Uuid, Addr<TransactionActor>>,
@@ -77,6 +86,7 @@ impl TxnRegistry {
     pub fn new(
         deps: Arc<SagaDeps>,
         store: Store,
+        node: Node,
         arbiters: Vec<ArbiterHandle>,
         max_in_flight: usize,
         admission: Admission,
@@ -84,6 +94,7 @@ impl TxnRegistry {
         TxnRegistry {
             deps,
             store,
+            node,
             arbiters,
             next_arbiter: 0,
             active: HashMap::new(),
@@ -148,16 +159,20 @@ impl TxnRegistry {
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let free = self.max_in_flight.saturating_sub(self.active.len());
-        if self.sweeping || free == 0 {
+        // A draining node takes nothing; one unsure of its lease claims nothing.
+        if self.sweeping || free == 0 || self.node.is_draining() || !self.node.holds_lease() {
             return;
         }
         self.sweeping = true;
         let store = self.store.clone();
+        let node = self.node.id();
         let exclude: Vec<Uuid> = self.active.keys().copied().collect();
         let fut = async move {
-            let pending = store.pending(&exclude, free as i64).await?;
-            let count = store.pending_count().await?;
-            Ok::<_, crate::adapters::store::StoreError>((pending, count))
+            let claimed = store
+                .claim(node, &exclude, free as i64, OWN_IDLE_SECS)
+                .await?;
+            let count = store.claimable_count(node).await?;
+            Ok::<_, crate::adapters::store::StoreError>((claimed, count))
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.sweeping = false;
@@ -167,6 +182,8 @@ impl TxnRegistry {
                         if act.active.len() >= act.max_in_flight {
                             break;
                         }
+                        // Claimed (version bumped) even if it finished here
+                        // meanwhile: then it is terminal and was not claimed.
                         act.launch(saga, version, false, None, ctx);
                     }
                     act.backlog = (count as usize).saturating_sub(act.active.len());
@@ -210,6 +227,10 @@ impl Handler<Start> for TxnRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Start, ctx: &mut Self::Context) {
+        if self.node.is_draining() {
+            // It stays in Postgres, held by this node until the drain hands it back.
+            return;
+        }
         if self.active.len() >= self.max_in_flight {
             // It waits in Postgres; a sweep starts it when a slot frees.
             self.backlog += 1;
@@ -269,6 +290,34 @@ impl Handler<Watch> for TxnRegistry {
         self.waiters.entry(msg.0).or_default().push(tx);
         self.waiter_count += 1;
         Some((rx, self.active.contains_key(&msg.0)))
+    }
+}
+
+/// Stop every saga here, at once: the node's lease can no longer be trusted
+/// (`cluster::lease`), or a drain's grace is over (`serve`). Each actor stops
+/// without another step; a checkpoint it was writing is fenced if another node
+/// claimed its saga meanwhile. The sweep claims them again when this node may.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct StopAll {
+    pub why: &'static str,
+}
+
+impl Handler<StopAll> for TxnRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: StopAll, _ctx: &mut Self::Context) -> usize {
+        if !self.active.is_empty() {
+            tracing::warn!(
+                sagas = self.active.len(),
+                why = msg.why,
+                "stopping every saga here"
+            );
+        }
+        for addr in self.active.values() {
+            addr.do_send(Relinquish);
+        }
+        self.active.len()
     }
 }
 

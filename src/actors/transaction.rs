@@ -187,6 +187,22 @@ impl Actor for TransactionActor {
     }
 }
 
+/// Stop now, without another step: the node no longer holds this saga (its
+/// lease is in doubt, or it drains). Whoever claims it next resumes it from
+/// its last checkpoint.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relinquish;
+
+impl Handler<Relinquish> for TransactionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Relinquish, ctx: &mut Self::Context) {
+        tracing::info!(parent: &self.span, "relinquishing the saga");
+        ctx.stop();
+    }
+}
+
 /// An event for the saga (a bank answer or a timer).
 #[derive(Message)]
 #[rtype(result = "()")]

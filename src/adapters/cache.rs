@@ -441,6 +441,17 @@ impl Cache {
         }
     }
 
+    /// Drops this process's memo of a VPA that another node changed (that
+    /// node already invalidated Redis).
+    pub fn forget_local_vpa(&self, vpa: &Vpa) {
+        self.inner.memo.forget(vpa);
+    }
+
+    /// Drops this process's whole VPA memo.
+    pub fn forget_local_vpas(&self) {
+        self.inner.memo.clear();
+    }
+
     /// Whether requests are rate limited at all.
     pub fn limits_rate(&self) -> bool {
         self.inner.cfg.rate_limit.is_some()

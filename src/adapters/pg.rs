@@ -103,6 +103,58 @@ impl DbUrl {
     }
 }
 
+/// A connection that `LISTEN`s on `channel`: the notifications' payloads
+/// arrive on the receiver (at most `buffer` waiting; beyond that they are
+/// dropped and `overflowed` is set, so the listener reloads everything). The
+/// receiver ends when the connection does.
+pub struct Listener {
+    pub client: tokio_postgres::Client,
+    pub payloads: tokio::sync::mpsc::Receiver<String>,
+    pub overflowed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DbUrl {
+    pub async fn listen(&self, channel: &str, buffer: usize) -> Result<Listener, DbError> {
+        use futures::StreamExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let unreachable = |e: tokio_postgres::Error| DbError::Unreachable {
+            target: self.target(),
+            reason: pg_message(&e),
+        };
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(unreachable)?;
+        let (tx, payloads) = tokio::sync::mpsc::channel(buffer.max(1));
+        let overflowed = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = overflowed.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.try_send(n.payload().to_string()).is_err() {
+                            flag.store(true, Ordering::Release);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "listening connection closed");
+                        break;
+                    }
+                }
+            }
+        });
+        // The channel name is ours, not the user's: quoting keeps it one identifier.
+        client
+            .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "")))
+            .await
+            .map_err(unreachable)?;
+        Ok(Listener {
+            client,
+            payloads,
+            overflowed,
+        })
+    }
+}
+
 /// The server's own message when there is one ("db error" alone says nothing).
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {

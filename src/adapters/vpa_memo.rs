@@ -6,8 +6,9 @@
 //! through this process drops the entry at once (`forget`), and a fill that
 //! looked before such a change is refused (a generation, as in Redis), so
 //! this process never serves an old mapping after its own change; a change
-//! made through another switch process reaches this one when the entry ends,
-//! at most `ttl` later. Bounded: at `max` entries it starts over.
+//! made through another switch process reaches this one by its `vpa:` notice
+//! (`cluster::config_sync`), and at most `ttl` later if that notice is lost.
+//! Bounded: at `max` entries it starts over.
 
 use crate::adapters::store::VpaRecord;
 use crate::domain::Vpa;
@@ -77,6 +78,13 @@ impl VpaMemo {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.remove(vpa);
+    }
+
+    /// Forgets everything (after notices may have been missed).
+    pub fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
     }
 }
 

@@ -50,6 +50,8 @@ pub struct AppState {
     pub outbox: std::sync::Arc<RelayStatus>,
     /// Redis: VPA cache, idempotency fast path, rate limits. Never the authority.
     pub cache: Cache,
+    /// This process as a node of the cluster: its id, lease and drain state.
+    pub node: crate::cluster::Node,
 }
 
 /// Largest request body accepted.
@@ -88,11 +90,19 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "degraded"
     };
-    let ready = postgres && registry.is_some();
+    // A draining node finishes what it runs but takes nothing new: the load
+    // balancer must stop sending it requests.
+    let draining = state.node.is_draining();
+    let ready = postgres && registry.is_some() && !draining;
     // Payments work without Redis (slower, without rate limits when allowed):
     // a Redis that is down is reported, it does not make the switch not ready.
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
+        "node": {
+            "id": state.node.id(),
+            "name": state.node.name(),
+            "lease": if state.node.holds_lease() { "held" } else { "lost" },
+        },
         "checks": {
             "postgres": if postgres { "ok" } else { "unreachable" },
             "sagas": registry,

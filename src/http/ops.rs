@@ -3,7 +3,12 @@
 //! spec lists), `PUT /v1/admin/banks/{code}/circuit` (force open / closed /
 //! auto) and `POST /v1/admin/banks/{code}/adapters/restart`; and
 //! `GET /v1/ops/outbox` (events waiting for RabbitMQ, the oldest one's age,
-//! whether the relay is connected and leading).
+//! whether the relay is connected and leading); `GET /v1/ops/nodes` (the
+//! cluster's nodes, their leases and the sagas each holds).
+//!
+//! A circuit override is stored in Postgres first (every node applies it
+//! through `cluster::config_sync`, and again after a restart), then applied
+//! here at once so the answer shows it.
 
 use super::AppState;
 use super::admin::authorise;
@@ -18,6 +23,7 @@ use serde::Deserialize;
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/ops/banks", web::get().to(banks))
         .route("/v1/ops/outbox", web::get().to(outbox))
+        .route("/v1/ops/nodes", web::get().to(nodes))
         .route("/v1/admin/banks/{code}/circuit", web::put().to(set_circuit))
         .route(
             "/v1/admin/banks/{code}/adapters/restart",
@@ -72,7 +78,27 @@ async fn set_circuit(
             "mode must be \"open\", \"closed\" or \"auto\"",
         )
     })?;
-    let sup = supervisor(&state, path.into_inner()).await?;
+    let code = path.into_inner();
+    let sup = supervisor(&state, code.clone()).await?;
+    let view = sup.send(View).await.map_err(|e| Problem::unavailable(&e))?;
+    let trimmed = body.endpoint.as_deref().map(|u| u.trim_end_matches('/'));
+    if let Some(url) = trimmed
+        && !view
+            .endpoints
+            .iter()
+            .any(|e| e.url.trim_end_matches('/') == url)
+    {
+        return Err(Problem::unprocessable(
+            "UNKNOWN_ENDPOINT",
+            format!("{url:?} is not an endpoint of this bank"),
+        ));
+    }
+    let stored_mode = (mode != Mode::Auto).then(|| mode.as_str());
+    state
+        .store
+        .set_circuit_override(&code, trimmed, stored_mode)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     let applied = sup
         .send(SetCircuit {
             endpoint: body.endpoint.clone(),
@@ -92,6 +118,18 @@ async fn set_circuit(
     tracing::info!(endpoint = ?body.endpoint, mode = mode.as_str(), "operator set circuit mode");
     let view = sup.send(View).await.map_err(|e| Problem::unavailable(&e))?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+async fn nodes(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    let nodes = state
+        .store
+        .nodes()
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "this_node": state.node.id(),
+        "nodes": nodes,
+    })))
 }
 
 async fn restart(

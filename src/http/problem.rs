@@ -52,6 +52,19 @@ impl Problem {
         }
     }
 
+    /// This node is shutting down: another node (behind the same load
+    /// balancer) takes the request.
+    pub fn draining() -> Problem {
+        Problem {
+            retry_after_s: Some(1),
+            ..Problem::new(
+                503,
+                "SWITCH_DRAINING",
+                "this switch node is shutting down; retry (another node answers)",
+            )
+        }
+    }
+
     pub fn busy(detail: impl Into<String>) -> Problem {
         Problem {
             retry_after_s: Some(1),

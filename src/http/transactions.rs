@@ -21,8 +21,11 @@ use uuid::Uuid;
 
 /// Longest `?wait=` a client may ask for.
 pub const MAX_WAIT_MS: u64 = 30_000;
-/// How often `?wait=` looks at a transaction whose saga does not run here.
+/// How often `?wait=` looks at a transaction whose saga does not run here
+/// while this node cannot hear its events (RabbitMQ away).
 const ELSEWHERE_POLL: Duration = Duration::from_millis(250);
+/// While it hears them, it still looks this often, in case an event is late.
+const EVENT_SAFETY_LOOK: Duration = Duration::from_secs(5);
 /// Longest note accepted.
 const MAX_NOTE_CHARS: usize = 140;
 
@@ -261,6 +264,9 @@ async fn create(
     // seen before answers for its transaction, whatever happened since.
     let admitted = async {
         let (payer, payee) = resolve(&state, &request).await?;
+        if state.node.is_draining() {
+            return Err(Problem::draining());
+        }
         if !state.admission.admits() {
             return Err(Problem::busy(
                 "too many transactions are pending; retry shortly",
@@ -368,6 +374,9 @@ async fn replay(
 
 /// Waits up to `wait_ms` for the transaction to be terminal, then answers with
 /// its status document (`200` when terminal, `202` while still pending).
+/// Whichever node runs the saga: here, the registry wakes the caller when
+/// the actor stops; elsewhere, the caller follows the transaction's events
+/// (`EventFeed`) and reads again at its terminal event.
 async fn status_document(
     state: &AppState,
     txn_id: Uuid,
@@ -383,6 +392,9 @@ async fn status_document(
             registry.send(Watch(txn_id)).await.ok().flatten()
         }
     };
+    let wakeups = &state.metrics.wait_wakeups;
+    let feed = &state.events.feed;
+    let mut subscription = None;
     // Watch before reading: a saga that ends in between is seen by the read.
     let mut watching = watch(state).await;
     let row = loop {
@@ -391,7 +403,9 @@ async fn status_document(
         // read or polled meanwhile.
         if let Some((rx, true)) = watching.take() {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let _ = tokio::time::timeout(remaining, rx).await;
+            if let Ok(Ok(())) = tokio::time::timeout(remaining, rx).await {
+                wakeups.with_label_values(&["here"]).inc();
+            }
         }
         let row = state
             .store
@@ -406,14 +420,51 @@ async fn status_document(
             break row;
         }
         watching = watch(state).await;
-        match watching.take() {
-            Some((rx, true)) => watching = Some((rx, true)),
-            // Not running here (another process, or waiting for a slot): look
-            // again briskly, or at once if it ends here first.
-            Some((rx, false)) => {
-                let _ = tokio::time::timeout(remaining.min(ELSEWHERE_POLL), rx).await;
+        let elsewhere = match watching.take() {
+            Some((rx, true)) => {
+                watching = Some((rx, true));
+                continue;
             }
-            None => tokio::time::sleep(remaining.min(ELSEWHERE_POLL)).await,
+            other => other,
+        };
+        // Not running here (another node, or waiting for a slot). Follow its
+        // events; the read after subscribing sees an end that came before.
+        if subscription.is_none() && feed.connected() {
+            subscription = Some(feed.subscribe(txn_id).await);
+            continue;
+        }
+        let hearing = subscription.is_some() && feed.connected();
+        let nap = remaining.min(if hearing {
+            EVENT_SAFETY_LOOK
+        } else {
+            ELSEWHERE_POLL
+        });
+        let here = async {
+            match elsewhere {
+                Some((rx, _)) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let terminal_event = async {
+            match subscription.as_mut() {
+                Some(sub) => loop {
+                    match sub.events.recv().await {
+                        Some(e) if Status::parse(&e.status).is_some_and(Status::is_terminal) => {
+                            break;
+                        }
+                        Some(_) => {}
+                        None => std::future::pending::<()>().await,
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = here => wakeups.with_label_values(&["here"]).inc(),
+            () = terminal_event => wakeups.with_label_values(&["event"]).inc(),
+            () = tokio::time::sleep(nap) => wakeups.with_label_values(&["poll"]).inc(),
         }
     };
     let body = txn_json(&row);

@@ -189,6 +189,33 @@ impl ChildServer {
         }
     }
 
+    /// Sends SIGTERM (the process goes on until it exits by itself).
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit: its exit code (None if
+    /// it had to be killed, or was not running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts it again on the same port (after `kill9`).
     pub fn restart(&mut self) {
         self.kill9();

@@ -121,7 +121,7 @@ pub(super) async fn write(s: &Session, jobs: &[Job]) -> Result<Written, tokio_po
                 .map(Written::Flows)
         }
         _ => {
-            let mut columns = batch::Columns::default();
+            let mut columns = batch::Columns::owned_by(s.node_id);
             for job in jobs {
                 match job {
                     Job::Create { new, .. } => columns.create(new),

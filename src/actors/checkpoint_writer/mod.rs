@@ -54,6 +54,8 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Jobs written by one statement at most.
     pub max_batch: usize,
+    /// This node: the owner of the sagas it creates (`transactions.owner`).
+    pub node_id: Uuid,
 }
 
 impl Default for WriterConfig {
@@ -61,6 +63,7 @@ impl Default for WriterConfig {
         WriterConfig {
             queue: 8_192,
             max_batch: 1_024,
+            node_id: Uuid::nil(),
         }
     }
 }
@@ -268,9 +271,10 @@ struct Session {
     statement: tokio_postgres::Statement,
     /// Merchant forwarding's fenced writes (announce, accept, release).
     flows: tokio_postgres::Statement,
+    node_id: Uuid,
 }
 
-async fn open(db: &DbUrl) -> Result<Session, DbError> {
+async fn open(db: &DbUrl, node_id: Uuid) -> Result<Session, DbError> {
     let client = db.connect().await?;
     // A batch statement is large but simple: JIT compilation would cost more
     // than it saves. Its rows are found by their keys: with seq scans priced
@@ -285,6 +289,7 @@ async fn open(db: &DbUrl) -> Result<Session, DbError> {
         client,
         statement,
         flows,
+        node_id,
     })
 }
 
@@ -302,7 +307,7 @@ async fn run(
     let mut deferred: Vec<Job> = Vec::new();
     loop {
         if session.as_ref().is_none_or(|s| s.client.is_closed()) {
-            match open(&db).await {
+            match open(&db, cfg.node_id).await {
                 Ok(s) => {
                     session = Some(s);
                     pause = Duration::from_millis(50);

@@ -6,7 +6,8 @@
 //! writes.
 //!
 //! For each create: the `transactions` row (`ON CONFLICT` on the idempotency
-//! key: the database decides), its checkpoint version 1 and its outbox event.
+//! key: the database decides), owned by this node while it is PENDING, its
+//! checkpoint version 1 and its outbox event.
 //! For each checkpoint: the version-fenced update of the row (`WHERE version =
 //! expected`), the checkpoint row and the outbox event (with the facts the
 //! update returns: type, VPAs, amount) — the last two only for
@@ -38,10 +39,10 @@ WITH c AS (
 ), ins AS (
     INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
         payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
-        status, saga, version, reason_code, reason_detail)
+        status, saga, version, reason_code, reason_detail, owner)
     SELECT txn_id, idempotency_key, 'P2P', payer_vpa, payee_vpa, payer_bank, payer_account,
            payee_bank, payee_account, amount_paise, note, status, saga, 1,
-           reason_code, reason_detail
+           reason_code, reason_detail, CASE WHEN status = 'PENDING' THEN $30::uuid END
     FROM c
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING txn_id
@@ -90,6 +91,8 @@ UNION ALL SELECT 'm', correlation_id FROM m_ins";
 /// The parameters of one batch, column by column.
 #[derive(Default)]
 pub struct Columns {
+    /// The node whose writer this is: it holds the sagas it creates.
+    owner: Uuid,
     // creates
     c_txn: Vec<Uuid>,
     c_key: Vec<String>,
@@ -130,6 +133,14 @@ fn saga_text(saga: &crate::saga::Saga) -> String {
 }
 
 impl Columns {
+    /// An empty batch of the writer of node `owner`.
+    pub fn owned_by(owner: Uuid) -> Columns {
+        Columns {
+            owner,
+            ..Columns::default()
+        }
+    }
+
     pub fn create(&mut self, new: &NewTxn) {
         let (saga, req) = (&new.saga, &new.request);
         let (code, detail) = reason_columns(saga);
@@ -173,7 +184,7 @@ impl Columns {
         self.m_amount.push(amount_cents);
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 29] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
         [
             &self.c_txn,
             &self.c_key,
@@ -204,6 +215,7 @@ impl Columns {
             &self.u_event,
             &self.m_id,
             &self.m_amount,
+            &self.owner,
         ]
     }
 }

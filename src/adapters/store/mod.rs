@@ -19,6 +19,7 @@
 //!   confirmed it.
 
 pub mod batch;
+pub mod cluster;
 mod outbox;
 
 use crate::adapters::pg::DbError;
@@ -459,45 +460,6 @@ impl Store {
             )
             .await?;
         Ok(row.and_then(|r| Status::parse(r.get(0))))
-    }
-
-    /// Up to `limit` unfinished sagas not in `exclude`, oldest first.
-    pub async fn pending(
-        &self,
-        exclude: &[Uuid],
-        limit: i64,
-    ) -> Result<Vec<StoredSaga>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT saga, version FROM transactions
-                 WHERE status = 'PENDING' AND NOT (txn_id = ANY($1))
-                 ORDER BY created_at LIMIT $2",
-                    )
-                    .await?,
-                &[&exclude, &limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let text: &str = r.get(0);
-                let saga: Saga = match serde_json::from_str(text) {
-                    Ok(saga) => saga,
-                    Err(e) => {
-                        // Never silently: this saga cannot run until someone looks.
-                        tracing::error!(error = %e, "a stored saga cannot be read; it is not resumed");
-                        return None;
-                    }
-                };
-                Some(StoredSaga {
-                    saga,
-                    version: r.get(1),
-                })
-            })
-            .collect())
     }
 
     pub async fn pending_count(&self) -> Result<i64, StoreError> {

@@ -1,0 +1,302 @@
+//! The cluster's rows: nodes and their leases (`switch_nodes`), which node
+//! holds each unfinished saga (`transactions.owner`), the claim that moves a
+//! saga to a node, and the operators' circuit overrides every node applies.
+//!
+//! Invariants kept here:
+//! - Leases are judged by the database's clock only (`now()`), never a node's.
+//! - A claim bumps the saga's version and writes its RESUMED checkpoint and
+//!   event in the same statement, before the claimer sends anything: an
+//!   earlier holder's later writes are fenced off (`CheckpointError::VersionConflict`).
+//! - A saga is claimed only when nobody holds it, its holder's lease has run
+//!   out, or it is the claimer's own and idle (`FOR UPDATE SKIP LOCKED`: two
+//!   claimers never get the same saga).
+
+use super::{Store, StoreError, StoredSaga};
+use crate::saga::Saga;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// One node as operators see it (`GET /v1/ops/nodes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRow {
+    pub node_id: Uuid,
+    pub name: String,
+    pub started_at: DateTime<Utc>,
+    pub renewed_at: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub alive: bool,
+    pub draining: bool,
+    /// Unfinished sagas it holds.
+    pub sagas: i64,
+}
+
+/// What a renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed; the lease had not run out.
+    Held,
+    /// Renewed, but the lease had run out first (others may have claimed our sagas).
+    Lapsed,
+    /// Our row is gone (we were handed back or deleted): registered afresh.
+    Gone,
+}
+
+const CLAIM: &str = "
+WITH picked AS (
+    SELECT t.txn_id FROM transactions t
+    WHERE t.status = 'PENDING' AND NOT (t.txn_id = ANY($2))
+      AND (t.owner IS NULL
+           OR (t.owner = $1 AND t.updated_at < now() - make_interval(secs => $4))
+           OR (t.owner <> $1 AND NOT EXISTS (
+                 SELECT 1 FROM switch_nodes n WHERE n.node_id = t.owner AND n.lease_until > now())))
+    ORDER BY t.created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE transactions t
+    SET owner = $1, version = t.version + 1, updated_at = now()
+    FROM picked
+    WHERE t.txn_id = picked.txn_id AND t.status = 'PENDING'
+    RETURNING t.txn_id, t.saga, t.version, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
+), cp AS (
+    INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
+    SELECT txn_id, version, 'RESUMED', NULL, $5 FROM upd
+), ob AS (
+    INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
+                        txn_type, payer_vpa, payee_vpa, amount_paise)
+    SELECT txn_id, version, 'txn.resumed', 'RESUMED', 'PENDING', NULL, NULL, $5,
+           type, payer_vpa, payee_vpa, amount_paise
+    FROM upd
+)
+SELECT saga, version FROM upd";
+
+impl Store {
+    /// Registers this node with a fresh lease (or renews it, if it exists).
+    pub async fn register_node(
+        &self,
+        node_id: Uuid,
+        name: &str,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO switch_nodes (node_id, name, lease_until)
+                 VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
+                 ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until,
+                     renewed_at = now(), draining = false",
+                &[&node_id, &name, &(lease_ms as f64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Extends this node's lease by `lease_ms` from the database's now.
+    pub async fn renew_node(
+        &self,
+        node_id: Uuid,
+        name: &str,
+        lease_ms: i64,
+        draining: bool,
+    ) -> Result<Renewal, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached(
+                        "WITH old AS (
+                             SELECT lease_until FROM switch_nodes WHERE node_id = $1 FOR UPDATE)
+                         UPDATE switch_nodes n
+                         SET lease_until = now() + make_interval(secs => $2::float8 / 1000),
+                             renewed_at = now(), draining = $3
+                         FROM old WHERE n.node_id = $1
+                         RETURNING old.lease_until < now()",
+                    )
+                    .await?,
+                &[&node_id, &(lease_ms as f64), &draining],
+            )
+            .await?;
+        match row {
+            Some(r) if r.get::<_, bool>(0) => Ok(Renewal::Lapsed),
+            Some(_) => Ok(Renewal::Held),
+            None => {
+                drop(client);
+                self.register_node(node_id, name, lease_ms).await?;
+                Ok(Renewal::Gone)
+            }
+        }
+    }
+
+    /// Hands every unfinished saga of this node back (anyone may claim them
+    /// at once) and removes the node: the last act of a draining node.
+    pub async fn release_node(&self, node_id: Uuid) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let released = tx
+            .execute(
+                "UPDATE transactions SET owner = NULL
+                 WHERE owner = $1 AND status = 'PENDING'",
+                &[&node_id],
+            )
+            .await?;
+        tx.execute("DELETE FROM switch_nodes WHERE node_id = $1", &[&node_id])
+            .await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// Claims up to `limit` unfinished sagas this node may take (see the
+    /// module's invariants), oldest first, excluding `running` (its own,
+    /// running here). Its own idle ones only after `own_idle_secs`.
+    pub async fn claim(
+        &self,
+        node_id: Uuid,
+        running: &[Uuid],
+        limit: i64,
+        own_idle_secs: f64,
+    ) -> Result<Vec<StoredSaga>, StoreError> {
+        let client = self.pool.get().await?;
+        let detail = format!("claimed by node {node_id}");
+        let rows = client
+            .query(
+                &client.prepare_cached(CLAIM).await?,
+                &[&node_id, &running, &limit, &own_idle_secs, &detail],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let text: &str = r.get(0);
+                let saga: Saga = match serde_json::from_str(text) {
+                    Ok(saga) => saga,
+                    Err(e) => {
+                        // Never silently: this saga cannot run until someone looks.
+                        tracing::error!(error = %e, "a stored saga cannot be read; it is not resumed");
+                        return None;
+                    }
+                };
+                Some(StoredSaga {
+                    saga,
+                    version: r.get(1),
+                })
+            })
+            .collect())
+    }
+
+    /// Unfinished sagas this node holds or may take without waiting for a
+    /// lease (its own, and those nobody holds).
+    pub async fn claimable_count(&self, node_id: Uuid) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &client
+                    .prepare_cached(
+                        "SELECT count(*) FROM transactions
+                         WHERE status = 'PENDING' AND (owner IS NULL OR owner = $1)",
+                    )
+                    .await?,
+                &[&node_id],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Every node registered, with the sagas each holds; nodes gone for
+    /// more than an hour are forgotten here.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM switch_nodes n WHERE lease_until < now() - interval '1 hour'
+                 AND NOT EXISTS (SELECT 1 FROM transactions t
+                                 WHERE t.owner = n.node_id AND t.status = 'PENDING')",
+                &[],
+            )
+            .await?;
+        let rows = client
+            .query(
+                "SELECT n.node_id, n.name, n.started_at, n.renewed_at, n.lease_until,
+                        n.lease_until > now(), n.draining,
+                        (SELECT count(*) FROM transactions t
+                         WHERE t.owner = n.node_id AND t.status = 'PENDING')
+                 FROM switch_nodes n ORDER BY n.started_at",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRow {
+                node_id: r.get(0),
+                name: r.get(1),
+                started_at: r.get(2),
+                renewed_at: r.get(3),
+                lease_until: r.get(4),
+                alive: r.get(5),
+                draining: r.get(6),
+                sagas: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Sets (or, with `mode` None, clears) an operator's circuit override.
+    /// `endpoint` None is the whole bank, and replaces every override of it.
+    pub async fn set_circuit_override(
+        &self,
+        bank: &str,
+        endpoint: Option<&str>,
+        mode: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        match endpoint {
+            None => {
+                tx.execute(
+                    "DELETE FROM circuit_overrides WHERE bank_code = $1",
+                    &[&bank],
+                )
+                .await?
+            }
+            Some(url) => {
+                tx.execute(
+                    "DELETE FROM circuit_overrides WHERE bank_code = $1 AND endpoint = $2",
+                    &[&bank, &url],
+                )
+                .await?
+            }
+        };
+        if let Some(mode) = mode {
+            tx.execute(
+                "INSERT INTO circuit_overrides (bank_code, endpoint, mode) VALUES ($1, $2, $3)",
+                &[&bank, &endpoint.unwrap_or(""), &mode],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The circuit overrides of every bank: bank → (endpoint or "" → mode).
+    pub async fn circuit_overrides(
+        &self,
+    ) -> Result<HashMap<String, HashMap<String, String>>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT bank_code, endpoint, mode FROM circuit_overrides",
+                &[],
+            )
+            .await?;
+        let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for r in rows {
+            out.entry(r.get(0)).or_default().insert(r.get(1), r.get(2));
+        }
+        Ok(out)
+    }
+
+    /// One bank's registration, if it exists.
+    pub async fn bank(&self, code: &str) -> Result<Option<super::BankRecord>, StoreError> {
+        Ok(self.banks().await?.into_iter().find(|b| b.code == code))
+    }
+}
