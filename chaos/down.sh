@@ -10,9 +10,10 @@ usage() {
 Usage: chaos/down.sh [--purge]
 
 Stops everything chaos/up.sh (and run.sh) started in \$CHAOS_DIR (now
-$CHAOS_DIR) — a running loadgen, the switch, the bank simulators — each by
-its recorded pid and process group (SIGTERM, then SIGKILL after
-${STOP_TIMEOUT}s), drops the deployment's two databases, and forgets the
+$CHAOS_DIR) — a running loadgen, the balancer, the switch nodes (all at
+once; each drains), the bank simulators — each by its recorded command line
+and process group (SIGTERM, then SIGKILL after ${STOP_TIMEOUT}s), drops the
+deployment's two databases, and forgets the
 deployment. Logs and reports stay in \$CHAOS_DIR for a post-mortem unless
 --purge is given (then the whole directory goes). Safe to run twice.
 

@@ -7,7 +7,12 @@
 #   run/NAME.pid        its pid; it runs in a session of its own, so pid = process group id
 #   logs/NAME.log       its stdout and stderr, appended across restarts
 #   events.log          what the fault scripts did: "<epoch ms><TAB><script><TAB><what>"
-# Services: switch, bank-hdfc, bank-icici (and loadgen while run.sh runs).
+#   run/NAME.lock/      held by a fault script while it kills and restarts NAME
+#   haproxy.cfg         the balancer's configuration (several switch nodes only)
+# Services: switch, bank-hdfc, bank-icici (and loadgen while run.sh runs); with
+# up.sh --nodes N also switch-2 … switch-N and haproxy in front of them
+# (SWITCH_URL is then the balancer's; SWITCH_NODE_NAMES and SWITCH_NODE_URLS
+# name each node and its own URL).
 
 CHAOS_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$CHAOS_HOME/.." && pwd)
@@ -243,9 +248,65 @@ wait_bank() {
   done
 }
 
-# Waits until the switch answers /readyz.
+# The switch nodes' service names, space-separated: "switch" alone, or
+# "switch switch-2 …" (deployment.env of an earlier build names none: one).
+node_names() { printf '%s\n' "${SWITCH_NODE_NAMES:-switch}"; }
+
+# The own URL of switch node NAME (not the balancer's); status 1 if no such node.
+node_url() {
+  local want=$1 names urls i
+  read -r -a names <<<"${SWITCH_NODE_NAMES:-switch}"
+  read -r -a urls <<<"${SWITCH_NODE_URLS:-$SWITCH_URL}"
+  for i in "${!names[@]}"; do
+    if [[ ${names[i]} == "$want" && -n ${urls[i]:-} ]]; then
+      printf '%s\n' "${urls[i]}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Waits until switch node NAME answers /readyz on its own port.
+wait_node() {
+  local name=$1 url
+  url=$(node_url "$name") || { say "no switch node '$name' in this deployment"; return 1; }
+  wait_http "$name" "$url/readyz" "${2:-$START_TIMEOUT}"
+}
+
+# Waits until the (first) switch node answers /readyz.
 wait_switch() {
-  wait_http switch "$SWITCH_URL/readyz" "${1:-$START_TIMEOUT}"
+  wait_node switch "${1:-$START_TIMEOUT}"
+}
+
+# Fault locks: a fault script holds run/NAME.lock while it works on NAME, so
+# that two scripts never kill or restart the same service at once. A lock
+# whose holder has died is taken over. chaos_lock NAME: status 1 if held.
+CHAOS_LOCKS=()
+chaos_lock() {
+  local dir=$CHAOS_RUN/$1.lock holder
+  mkdir -p "$CHAOS_RUN"
+  if ! mkdir "$dir" 2>/dev/null; then
+    holder=$(cat "$dir/pid" 2>/dev/null || true)
+    # No pid yet: its holder is writing it.
+    if [[ -z $holder ]] || pid_alive "$holder"; then return 1; fi
+    rm -rf "$dir"
+    mkdir "$dir" 2>/dev/null || return 1
+  fi
+  printf '%s\n' "$$" >"$dir/pid"
+  CHAOS_LOCKS+=("$dir")
+}
+# True when some fault script holds NAME's lock.
+chaos_locked() {
+  local holder
+  [[ -d $CHAOS_RUN/$1.lock ]] || return 1
+  holder=$(cat "$CHAOS_RUN/$1.lock/pid" 2>/dev/null || true)
+  [[ -z $holder ]] || pid_alive "$holder"
+}
+chaos_unlock_all() {
+  local dir
+  for dir in "${CHAOS_LOCKS[@]}"; do rm -rf "$dir"; done
+  CHAOS_LOCKS=()
+  return 0
 }
 
 # curl for the switch's admin API: JSON body, the admin token if one is set.
@@ -332,5 +393,6 @@ _chaos_restart_on_exit() {
     CHAOS_KILLED=false
     "$CHAOS_RESTART_FN" || status=1
   fi
+  chaos_unlock_all
   exit "$status"
 }

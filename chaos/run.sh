@@ -5,7 +5,7 @@ CHAOS_PROG=run.sh
 # shellcheck source=chaos/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS="calm bank-flap brownout switch-crash everything rogue"
+SCENARIOS="calm bank-flap brownout switch-crash everything node-kill rogue"
 
 usage() {
   cat <<USAGE
@@ -25,6 +25,12 @@ Scenarios (times as shares of the duration D):
   switch-crash  kill -9 the switch at 40% of D, down 2 s, restart it
   everything    ICICI killed at 10% and 75%; HDFC primary browned out from 20% to 60%;
                 HDFC's adapters restarted at 30%, ICICI's at 65%; switch killed at 45%
+  node-kill     3 switch nodes behind HAProxy (--nodes, default 3 here), loadgen through
+                the balancer; every max(3, D/10) s from then until 90% of D a random
+                node is killed with kill -9 and restarted after 1-2 s (never the last
+                one running); ICICI killed at 40% (down max(2, min(5, D/10)) s); HDFC
+                primary browned out from 20% to 60%. The takeover of each killed
+                node's sagas is timed (chaos/crash-switch.sh random)
   rogue         ₹7.00 debited straight at ICICI at 50% (chaos/rogue-debit.sh): this one
                 must FAIL, which shows the harness can fail
 
@@ -37,11 +43,16 @@ Options:
   --verify-wait S   verify's --wait-secs: how long PENDING transactions may take to end (default 120)
   --bank-latency MS every bank request takes MS + 0..MS ms (up.sh --bank-latency; default 0),
                     so more sagas are mid-flight when a process is killed
+  --nodes N         switch nodes behind HAProxy (up.sh --nodes; default 1, node-kill 3,
+                    which needs at least 2); loadgen and the fault scripts then go
+                    through the balancer
   --keep            leave the deployment running afterwards (stop it with chaos/down.sh)
   -h, --help        this help
 
 Connection errors while the switch is down are expected: they show in the
-summary as loadgen errors, not violations. Only verify decides pass or fail.
+summary as loadgen errors, not violations (behind the balancer most are
+hidden: a request a killed node never answered is sent to another node).
+Only verify decides pass or fail.
 State, logs and reports (loadgen.json, verify.json, verify.txt, summary.txt)
 are in \$CHAOS_DIR (now $CHAOS_DIR); logs and reports stay after the run.
 
@@ -60,12 +71,12 @@ whole() { # name, value, min
   printf '%s\n' $((10#$2))
 }
 
-scenario="" rate=100 duration=60 concurrency=256 seed="" drain=30 verify_wait=120 latency=0 keep=false
+scenario="" rate=100 duration=60 concurrency=256 seed="" drain=30 verify_wait=120 latency=0 keep=false nodes=""
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
     --keep) keep=true; shift ;;
-    --rate | --duration | --concurrency | --seed | --drain | --verify-wait | --bank-latency)
+    --rate | --duration | --concurrency | --seed | --drain | --verify-wait | --bank-latency | --nodes)
       (($# >= 2)) || usage_error "$1 needs a value"
       case $1 in
         --rate)
@@ -80,6 +91,7 @@ while (($#)); do
         --drain) drain=$(whole "$1" "$2" 0) ;;
         --verify-wait) verify_wait=$(whole "$1" "$2" 0) ;;
         --bank-latency) latency=$(whole "$1" "$2" 0) ;;
+        --nodes) nodes=$(whole "$1" "$2" 1) ;;
       esac
       shift 2
       ;;
@@ -93,6 +105,14 @@ while (($#)); do
 done
 [[ -n $scenario ]] || usage_error "which scenario? one of: $SCENARIOS"
 [[ " $SCENARIOS " == *" $scenario "* ]] || usage_error "unknown scenario '$scenario' (one of: $SCENARIOS)"
+if [[ -z $nodes ]]; then
+  nodes=1
+  [[ $scenario == node-kill ]] && nodes=3
+fi
+((nodes <= 16)) || usage_error "--nodes must be 1-16 (got $nodes)"
+if [[ $scenario == node-kill ]] && ((nodes < 2)); then
+  usage_error "node-kill needs at least 2 switch nodes (got --nodes $nodes)"
+fi
 
 CHAOS_DIE_CODE=3 # from here on, a failure means the run could not check
 need_tools curl python3 setsid
@@ -134,6 +154,18 @@ case $scenario in
       "$(at 65) restart-adapters.sh ICICI"
       "$(at 75) kill-bank.sh ICICI $down"
     )
+    ;;
+  node-kill)
+    # A kill every max(3, D/10) s until 90% of D, each node down 1-2 s; the
+    # banks fail meanwhile. Kept in time order (the runner waits entry by entry).
+    every=$((D / 10))
+    ((every < 3)) && every=3
+    down=$(clamp $((D / 10)) 2 5)
+    faults=("$(at 20) brownout.sh HDFC 200 0.3 $((D * 2 / 5))" "$(at 40) kill-bank.sh ICICI $down")
+    for ((t = every; t * 10 < D * 9; t += every)); do
+      faults+=("$((t * 1000)) crash-switch.sh $((1 + RANDOM % 2)) random")
+    done
+    while IFS= read -r entry; do schedule+=("$entry"); done < <(printf '%s\n' "${faults[@]}" | sort -n -s -k1,1)
     ;;
   rogue)
     schedule+=("$(at 50) rogue-debit.sh ICICI 700")
@@ -177,7 +209,9 @@ trap 'exit 143' TERM
 say "scenario $scenario: ${rate} tx/s for ${D}s, seed $seed, state in $CHAOS_DIR"
 mkdir -p "$CHAOS_DIR"
 deployed=true # up.sh takes down what it started if it fails; down.sh is harmless then
-if ! "$CHAOS_HOME/up.sh" --bank-latency "$latency" >"$CHAOS_DIR/up.out" 2>&1; then
+up_args=(--bank-latency "$latency")
+((nodes > 1)) && up_args+=(--nodes "$nodes")
+if ! "$CHAOS_HOME/up.sh" "${up_args[@]}" >"$CHAOS_DIR/up.out" 2>&1; then
   cat "$CHAOS_DIR/up.out" >&2
   die "the deployment did not start"
 fi
@@ -190,7 +224,11 @@ for entry in "${schedule[@]}"; do
   read -r due script args <<<"$entry"
   printf 't+%d.%d %s %s\n' $((due / 1000)) $((due % 1000 / 100)) "$script" "$args"
 done >"$REPORTS/plan.txt"
-say "deployment up: switch $SWITCH_URL, HDFC $BANK_HDFC_URLS, ICICI $BANK_ICICI_URLS"
+if ((nodes > 1)); then
+  say "deployment up: $nodes switch nodes ($SWITCH_NODE_URLS) behind haproxy at $SWITCH_URL, HDFC $BANK_HDFC_URLS, ICICI $BANK_ICICI_URLS"
+else
+  say "deployment up: switch $SWITCH_URL, HDFC $BANK_HDFC_URLS, ICICI $BANK_ICICI_URLS"
+fi
 
 t0=$(now_ms)
 printf '%s\n' "$t0" >"$REPORTS/t0"
@@ -241,7 +279,7 @@ verify_rc=0
 
 python3 "$CHAOS_HOME/summary.py" --scenario "$scenario" --t0 "$t0" --dir "$CHAOS_DIR" \
   --verify-rc "$verify_rc" --died "${died# }" --rate "$rate" --duration "$D" --seed "$seed" \
-  --bank-latency "$latency" |
+  --bank-latency "$latency" --nodes "$nodes" |
   tee "$REPORTS/summary.txt"
 
 if ((verify_rc == 1)) || [[ -n $died ]]; then

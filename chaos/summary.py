@@ -49,6 +49,7 @@ def main():
     p.add_argument("--duration", required=True)
     p.add_argument("--seed", required=True)
     p.add_argument("--bank-latency", default="0")
+    p.add_argument("--nodes", type=int, default=1)
     a = p.parse_args()
     reports = os.path.join(a.dir, "reports")
     lg = load_json(os.path.join(reports, "loadgen.json"))
@@ -102,6 +103,9 @@ def main():
                                   if a.bank_latency != "0" else "")))
     else:
         out.append(row("load", f"{a.rate} tx/s for {a.duration} s, seed {a.seed}"))
+    if a.nodes > 1:
+        out.append(row("deployment", f"{a.nodes} switch nodes behind haproxy (round robin, /readyz checks); "
+                                     "loadgen sends to the balancer"))
 
     out.append(row("faults", "none (baseline)" if not faults else
                    f"{len(faults)} applied, {len(failed_faults)} failed; t = s after the load started"))
@@ -118,20 +122,45 @@ def main():
         out.append(f"  t+{t:5.1f}  {script:<20} {what}")
     for rc, what in failed_faults:
         out.append(f"  FAILED (exit {rc}): {what}  (log: {a.dir}/logs/faults.log)")
-    # Each restart of the switch starts a new section of its log ("=== <time> started by …").
-    resumed = []
-    try:
-        with open(os.path.join(a.dir, "logs", "switch.log"), errors="replace") as f:
-            for line in f:
-                if line.startswith("=== "):
-                    resumed.append(0)
-                elif resumed and "resuming saga from its checkpoint" in line:
-                    resumed[-1] += 1
-    except OSError:
-        pass
-    if len(resumed) > 1:
-        out.append(row("  switch restarts", f"{len(resumed) - 1}: sagas resumed from their checkpoints "
-                                            f"after each: {', '.join(map(str, resumed[1:]))}"))
+    # Each restart of a switch node starts a new section of its log ("=== <time>
+    # started by …"); each saga it resumed (its own after a restart, or one it
+    # claimed from a dead node) logs one line.
+    node_logs = ["switch"] + [f"switch-{k}" for k in range(2, a.nodes + 1)]
+    restarts, resumed_total, per_node = 0, 0, []
+    for name in node_logs:
+        sections = []
+        try:
+            with open(os.path.join(a.dir, "logs", f"{name}.log"), errors="replace") as f:
+                for line in f:
+                    if line.startswith("=== "):
+                        sections.append(0)
+                    elif sections and "resuming saga from its checkpoint" in line:
+                        sections[-1] += 1
+        except OSError:
+            continue
+        if len(sections) > 1:
+            restarts += len(sections) - 1
+            per_node.append(f"{name} {len(sections) - 1}")
+        resumed_total += sum(sections)
+        if a.nodes == 1 and len(sections) > 1:
+            out.append(row("  switch restarts", f"{len(sections) - 1}: sagas resumed from their checkpoints "
+                                                f"after each: {', '.join(map(str, sections[1:]))}"))
+    if a.nodes > 1:
+        out.append(row("  node restarts", f"{restarts} ({', '.join(per_node) or 'none'}); "
+                                          f"{resumed_total} saga(s) resumed from checkpoints on all nodes"))
+        takeovers = [what for _, _, what in events if what.startswith("takeover: ") and "owns none" in what]
+        if takeovers:
+            times = []
+            for w in takeovers:
+                parts = w.split()
+                try:
+                    times.append(float(parts[parts.index("after") - 1].rstrip("s")))
+                except (ValueError, IndexError):
+                    pass
+            if times:
+                out.append(row("  takeovers", f"{len(times)} measured: the killed node owned no PENDING saga "
+                                              f"{min(times):.1f}-{max(times):.1f} s after the kill "
+                                              f"(mean {sum(times) / len(times):.1f} s)"))
 
     if lg:
         s, e = lg["schedule"], lg["errors"]

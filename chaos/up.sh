@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF
-Usage: chaos/up.sh [--accounts N] [--frozen N] [--poor N] [--bank-latency MS]
+Usage: chaos/up.sh [--nodes N] [--accounts N] [--frozen N] [--poor N] [--bank-latency MS]
                    [--db-pool-size N] [-- SERVE_ARGS...]
 
 Starts a local deployment and records it in \$CHAOS_DIR (now $CHAOS_DIR):
@@ -17,7 +17,10 @@ Starts a local deployment and records it in \$CHAOS_DIR (now $CHAOS_DIR):
     ledger) and ICICI, each seeded with N accounts ACC001.. of ₹1,00,000.00,
     of which the last --poor hold ₹1.00 and the --frozen before them are FROZEN;
   - the switch (upi-switch serve, --db-pool-size 16 unless told otherwise;
-    SERVE_ARGS after -- are added to its command line);
+    SERVE_ARGS after -- are added to its command line); with --nodes N, N
+    switch nodes (switch, switch-2, …, each on a port of its own, one
+    database, one Redis prefix) and HAProxy in front of them, round robin
+    with /readyz health checks: SWITCH_URL is then the balancer's;
   - the banks and one VPA per account registered through the admin API:
     cust01@hdfc -> HDFC ACC001, …, cust01@icici -> ICICI ACC001, … (listed in
     \$CHAOS_DIR/vpas.txt, one per line, for loadgen --vpas).
@@ -29,13 +32,16 @@ Stop it all and drop the databases with chaos/down.sh. The work is done by
 checks its flags and hands them on.
 
 Options:
+  --nodes N          switch nodes, 1-16 (default 1); more than one needs HAProxy
+                     (apt-get install haproxy)
   --accounts N       accounts (and VPAs) per bank, 2-999 (default 20)
   --frozen N         frozen accounts per bank: payments to them end REVERSED (default 2)
   --poor N           accounts with ₹1.00 per bank: payments from them end FAILED (default 2)
   --bank-latency MS  every bank request takes MS plus 0..MS ms of jitter (bank-sim
                      --latency-ms/--jitter-ms, so it survives restarts; default 0):
                      more sagas are in flight when something is killed
-  --db-pool-size N   the switch's Postgres pool (default 16; Postgres allows 100 in all)
+  --db-pool-size N   each switch node's Postgres pool (default 16; Postgres allows 100
+                     in all: with several nodes, mind nodes x pool)
   -h, --help         this help
 
 Environment: CHAOS_DIR, CHAOS_PG, UPI_SWITCH_BIN (default
@@ -45,11 +51,11 @@ stopped again and the databases dropped); 2 bad arguments.
 EOF
 }
 
-accounts=20 frozen=2 poor=2 pool=16 latency=0 serve_args=()
+accounts=20 frozen=2 poor=2 pool=16 latency=0 nodes=1 serve_args=()
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --accounts | --frozen | --poor | --db-pool-size | --bank-latency)
+    --accounts | --frozen | --poor | --db-pool-size | --bank-latency | --nodes)
       (($# >= 2)) || usage_error "$1 needs a number"
       is_uint "$2" || usage_error "$1 must be a whole number (got '$2')"
       case $1 in
@@ -58,6 +64,7 @@ while (($#)); do
         --poor) poor=$((10#$2)) ;;
         --db-pool-size) pool=$((10#$2)) ;;
         --bank-latency) latency=$((10#$2)) ;;
+        --nodes) nodes=$((10#$2)) ;;
       esac
       shift 2
       ;;
@@ -69,6 +76,7 @@ done
 ((frozen + poor <= accounts - 2)) || usage_error "--frozen + --poor must leave at least two ordinary accounts"
 ((pool >= 1)) || usage_error "--db-pool-size must be at least 1"
 ((latency <= 10000)) || usage_error "--bank-latency must be at most 10000 ms"
+((nodes >= 1 && nodes <= 16)) || usage_error "--nodes must be 1-16"
 
 BIN=$(chaos_bin)
 if [[ -f $CHAOS_ENV ]]; then
@@ -78,6 +86,10 @@ mkdir -p "$CHAOS_DIR"
 # The rig lives in the binary (src/rig/): it writes the state this directory's
 # scripts read, and on a failure or Ctrl-C stops what it started and drops the
 # databases itself.
+# --nodes only when asked for: a binary of an earlier build (UPI_SWITCH_BIN) knows no such flag.
+node_args=()
+((nodes > 1)) && node_args=(--nodes "$nodes")
 exec "$BIN" rig up --dir "$CHAOS_DIR" --prog "$CHAOS_PROG" --pg "${CHAOS_PG:-postgres://postgres@127.0.0.1:5432}" \
   --db-prefix upi_chaos --accounts "$accounts" --frozen "$frozen" --poor "$poor" \
-  --bank-latency "$latency" --db-pool-size "$pool" --rust-log "${RUST_LOG:-info}" -- "${serve_args[@]}"
+  --bank-latency "$latency" --db-pool-size "$pool" "${node_args[@]}" --rust-log "${RUST_LOG:-info}" \
+  -- "${serve_args[@]}"

@@ -164,6 +164,7 @@ pub async fn run(
         hdfc_endpoints: 1,
         bank_port: args.bank_port,
         switch_listen: args.switch.listen,
+        nodes: 1,
         bank_latency_ms: 0,
         bank_http2: false,
         processors: false,

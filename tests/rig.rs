@@ -247,6 +247,129 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
     assert_eq!(rig(&["down", "--dir", &d]).status.code(), Some(0));
 }
 
+/// `rig up --nodes 3`: three switch nodes on one database behind HAProxy,
+/// recorded for the chaos scripts; a payment through the balancer ends within
+/// its `?wait=`; the balancer's `/v1/ops/nodes` lists the three nodes alive;
+/// `rig down` leaves no process and no database.
+#[tokio::test]
+async fn rig_up_with_three_nodes_puts_haproxy_in_front_and_rig_down_stops_all() {
+    let dir = StateDir::new("nodes");
+    let d = dir.0.display().to_string();
+    let db_prefix = prefix("nodes");
+    let up = rig(&[
+        "up",
+        "--dir",
+        &d,
+        "--db-prefix",
+        &db_prefix,
+        "--accounts",
+        "4",
+        "--frozen",
+        "0",
+        "--poor",
+        "0",
+        "--nodes",
+        "3",
+    ]);
+    let ctx = context(&up);
+    assert_eq!(up.status.code(), Some(0), "{ctx}");
+
+    let env = env_of(&dir.0);
+    assert_eq!(env["SWITCH_NODES"], "3", "{ctx}");
+    assert_eq!(env["SWITCH_NODE_NAMES"], "switch switch-2 switch-3");
+    assert_eq!(env["BALANCER"], "haproxy");
+    assert_eq!(
+        env["SERVICES"],
+        "switch switch-2 switch-3 bank-hdfc bank-icici haproxy"
+    );
+    let nodes: Vec<&str> = env["SWITCH_NODE_URLS"].split_whitespace().collect();
+    assert_eq!(nodes.len(), 3, "{ctx}");
+    let switch_url = env["SWITCH_URL"].clone();
+    assert!(
+        !nodes.contains(&switch_url.as_str()),
+        "SWITCH_URL is the balancer's"
+    );
+    assert!(switch_url.ends_with(&format!(":{}", env["SWITCH_PORT"])));
+    assert!(dir.path("haproxy.cfg").is_file());
+    let mut pids = Vec::new();
+    for name in env["SERVICES"].split_whitespace() {
+        let pid: u32 = std::fs::read_to_string(dir.path(&format!("run/{name}.pid")))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        assert!(alive(pid), "{name} is not running");
+        assert_eq!(group_and_session(pid), (pid, pid), "{name}");
+        assert!(dir.path(&format!("logs/{name}.log")).is_file());
+        pids.push(pid);
+    }
+    // Each node has its name and the deployment's one Redis prefix.
+    for (k, name) in ["switch", "switch-2", "switch-3"].iter().enumerate() {
+        let cmd = std::fs::read(dir.path(&format!("run/{name}.cmd"))).expect("cmd");
+        let words: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| w == flag)
+                .map(|i| words[i + 1].clone())
+        };
+        assert_eq!(after("--node-name").as_deref(), Some(*name), "{words:?}");
+        assert_eq!(after("--redis-prefix"), Some(env["SWITCH_DB_NAME"].clone()));
+        assert!(after("--listen").is_some_and(|l| nodes[k].ends_with(&l[l.rfind(':').unwrap()..])));
+    }
+
+    // A payment through the balancer.
+    let http = common::http();
+    let resp = http
+        .post(format!("{switch_url}/v1/transactions?wait=10000"))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&serde_json::json!({
+            "type": "P2P", "payer_vpa": "cust01@hdfc", "payee_vpa": "cust02@icici", "amount": "1.00"
+        }))
+        .send()
+        .await
+        .expect("pay through the balancer");
+    let status = resp.status().as_u16();
+    let txn: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        (status, txn["status"].as_str()),
+        (200, Some("SUCCESS")),
+        "{txn}"
+    );
+
+    // Every node is registered, alive and named; the balancer reaches one of them.
+    let (status, listing) = common::get_json(&http, &format!("{switch_url}/v1/ops/nodes")).await;
+    assert_eq!(status, 200, "{listing}");
+    let mut alive_names: Vec<&str> = listing["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["alive"] == true)
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    alive_names.sort_unstable();
+    assert_eq!(alive_names, ["switch", "switch-2", "switch-3"], "{listing}");
+
+    let down = rig(&["down", "--dir", &d]);
+    assert_eq!(down.status.code(), Some(0), "{}", context(&down));
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "a service survived rig down"
+    );
+    // Nodes name their database, the balancer and the banks the state directory.
+    assert!(
+        processes_naming(&d).is_empty() && processes_naming(&db_prefix).is_empty(),
+        "processes left"
+    );
+    assert!(
+        common::databases_named(&db_prefix).await.is_empty(),
+        "a database survived rig down"
+    );
+}
+
 #[tokio::test]
 async fn a_rig_that_cannot_start_leaves_nothing_behind() {
     let dir = StateDir::new("fail");

@@ -82,8 +82,19 @@ pub fn spawn_loadgen(
         .map_err(|e| format!("cannot start {} loadgen: {e}", spec.bin.display()))
 }
 
-/// The switch's saga counts from `/readyz`: (in flight, backlog).
-pub async fn saga_counts(http: &reqwest::Client, switch: &str) -> Option<(u64, u64)> {
+/// The saga counts of every node, summed, from each node's `/readyz`: (in
+/// flight, backlog); `None` if a node did not say.
+pub async fn saga_counts(http: &reqwest::Client, nodes: &[String]) -> Option<(u64, u64)> {
+    let mut sum = (0, 0);
+    for node in nodes {
+        let (n, b) = node_saga_counts(http, node).await?;
+        sum = (sum.0 + n, sum.1 + b);
+    }
+    Some(sum)
+}
+
+/// One node's saga counts from its `/readyz`: (in flight, backlog).
+async fn node_saga_counts(http: &reqwest::Client, switch: &str) -> Option<(u64, u64)> {
     let resp = http
         .get(format!("{switch}/readyz"))
         .timeout(Duration::from_secs(2))
@@ -95,18 +106,18 @@ pub async fn saga_counts(http: &reqwest::Client, switch: &str) -> Option<(u64, u
     Some((sagas["in_flight"].as_u64()?, sagas["backlog"].as_u64()?))
 }
 
-/// Waits until the switch runs no saga and has none waiting (seen twice in a
-/// row), at most `limit`. `Err` says what was still going on.
+/// Waits until no switch node runs a saga or has one waiting (seen twice in
+/// a row), at most `limit`. `Err` says what was still going on.
 pub async fn wait_idle(
     http: &reqwest::Client,
-    switch: &str,
+    nodes: &[String],
     limit: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let mut quiet = 0;
     let mut last = None;
     loop {
-        match saga_counts(http, switch).await {
+        match saga_counts(http, nodes).await {
             Some((0, 0)) => {
                 quiet += 1;
                 if quiet >= 2 {

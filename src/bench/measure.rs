@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
-    /// The switch process, all its threads.
+    /// The switch processes (every node), all their threads.
     Switch,
     /// Postgres backends connected to the switch's database.
     SwitchBackends,
@@ -28,10 +28,13 @@ pub enum Component {
     Loadgen,
     /// The bench itself (samplers, bookkeeping).
     Bench,
+    /// The load balancer in front of several switch nodes (HAProxy); a row
+    /// of its own, only when there is one, and not in the switch-side sum.
+    Haproxy,
 }
 
 impl Component {
-    pub const ALL: [Component; 9] = [
+    pub const ALL: [Component; 10] = [
         Component::Switch,
         Component::SwitchBackends,
         Component::Rabbitmq,
@@ -41,6 +44,7 @@ impl Component {
         Component::PgShared,
         Component::Loadgen,
         Component::Bench,
+        Component::Haproxy,
     ];
     /// What the 200 µs target covers.
     pub const SWITCH_SIDE: [Component; 4] = [
@@ -61,6 +65,7 @@ impl Component {
             Component::PgShared => "pg shared (wal, ckpt…)",
             Component::Loadgen => "loadgen",
             Component::Bench => "bench (sampling)",
+            Component::Haproxy => "haproxy (balancer)",
         }
     }
 
@@ -75,6 +80,7 @@ impl Component {
             Component::PgShared => "pg_shared",
             Component::Loadgen => "loadgen",
             Component::Bench => "bench",
+            Component::Haproxy => "haproxy",
         }
     }
 }
@@ -251,7 +257,14 @@ pub fn render(phases: &[Phase], rss: Option<&RssPhase>) -> String {
         )
     });
     row("CPU µs per saga", &|_| String::new());
+    // The balancer's row only when a phase ran with one.
+    let balanced = phases
+        .iter()
+        .any(|p| p.cpu_us_per_saga.contains_key(Component::Haproxy.key()));
     for c in Component::ALL {
+        if c == Component::Haproxy && !balanced {
+            continue;
+        }
         row(&format!("  {}", c.label()), &|p| {
             format!(
                 "{:.0}",
@@ -373,12 +386,19 @@ mod tests {
             ..Phase::default()
         };
         p.cpu_us_per_saga.insert("switch", 123.4);
-        let text = render(&[p.clone(), p], None);
+        let text = render(&[p.clone(), p.clone()], None);
         assert!(text.contains("9/10 !"), "{text}");
         assert!(text.contains("7 !"), "not drained: {text}");
         for c in Component::ALL {
-            assert!(text.contains(c.label()), "{}: {text}", c.label());
+            // No balancer, no balancer row.
+            let wanted = c != Component::Haproxy;
+            assert_eq!(text.contains(c.label()), wanted, "{}: {text}", c.label());
         }
+        let mut balanced = p.clone();
+        balanced.cpu_us_per_saga.insert("haproxy", 31.0);
+        let text2 = render(&[p.clone(), balanced], None);
+        let row = text2.lines().find(|l| l.contains("haproxy")).unwrap();
+        assert!(row.ends_with("31"), "{row}");
         let switch_row = text.lines().find(|l| l.contains("switch process")).unwrap();
         assert_eq!(switch_row.matches("123").count(), 2, "{switch_row}");
     }

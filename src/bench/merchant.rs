@@ -125,7 +125,8 @@ async fn contest_run(args: &BenchArgs, rig: &Rig) -> Result<(), BenchError> {
     let started_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let from = Utc::now();
 
-    let switch_pid = rig.pid("switch").unwrap_or(0);
+    // Every switch node's CPU (one, or several behind the balancer).
+    let switch_pids = rig.switch_pids();
     let processor_pids: Vec<u32> = ["processor-default", "processor-fallback"]
         .iter()
         .filter_map(|s| rig.pid(s))
@@ -137,7 +138,7 @@ async fn contest_run(args: &BenchArgs, rig: &Rig) -> Result<(), BenchError> {
             .map(|s| s.cpu_ticks)
             .sum()
     };
-    let (switch0, processors0) = (ticks(&[switch_pid]), ticks(&processor_pids));
+    let (switch0, processors0) = (ticks(&switch_pids), ticks(&processor_pids));
     let pg = PgSampler::start(
         &format!("{}/postgres", rig.pg),
         &rig.switch_db_name,
@@ -160,7 +161,7 @@ async fn contest_run(args: &BenchArgs, rig: &Rig) -> Result<(), BenchError> {
         processor_summary(&ctx, 0, from, to).await.map_err(run)?,
         processor_summary(&ctx, 1, from, to).await.map_err(run)?,
     ];
-    let switch_cpu = ticks(&[switch_pid]).saturating_sub(switch0);
+    let switch_cpu = ticks(&switch_pids).saturating_sub(switch0);
     let processors_cpu = ticks(&processor_pids).saturating_sub(processors0);
     let backends = pg.finish().await.totals();
     let switch_pg: u64 = backends

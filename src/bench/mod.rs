@@ -56,6 +56,8 @@ struct BenchReport {
     /// The binary the switch and banks ran.
     services_bin: String,
     switch_url: String,
+    /// Switch nodes (more than one: behind HAProxy at `switch_url`).
+    switch_nodes: usize,
     /// The switch's and the banks' databases.
     databases: [String; 2],
     /// How the load was sent and where accept→terminal comes from.
@@ -213,6 +215,7 @@ async fn bench(
         },
         services_bin: target.bin.clone(),
         switch_url: target.switch_url.clone(),
+        switch_nodes: target.node_urls.len(),
         databases: [target.switch_db_name.clone(), target.bank_db_name.clone()],
         method: vec![
             if spec.follow {
@@ -221,15 +224,19 @@ async fn bench(
                 "loadgen only posts (--no-follow), open loop; accept latency from the intended send time"
             },
             "accept->terminal and terminal counts: the switch's database (transactions.created_at -> updated_at of the phase's terminal rows)",
-            "CPU: /proc/PID/stat deltas over the window from the first send to the last saga's end; Postgres backends by pg_stat_activity.datname, sampled every 100 ms",
+            "CPU: /proc/PID/stat deltas over the window from the first send to the last saga's end; Postgres backends by pg_stat_activity.datname, sampled every 100 ms; 'switch process' sums every switch node, haproxy (several nodes) is a row of its own outside switch-side",
         ],
         clk_tck,
         warmup_s: args.warmup.as_secs_f64(),
         phases,
         rss,
     };
+    let nodes = match report.switch_nodes {
+        1 => String::new(),
+        n => format!(" ({n} switch nodes behind haproxy)"),
+    };
     println!(
-        "== upi-switch bench: services {} at {} ({} cores, load {} -> {}) ==",
+        "== upi-switch bench: services {} at {}{nodes} ({} cores, load {} -> {}) ==",
         report.services_bin,
         report.switch_url,
         report.host.cores,
@@ -280,7 +287,7 @@ async fn run_phase(
         load::run_loadgen(spec, rate, args.warmup, &file("warmup"), &log("warmup"))
             .await
             .map_err(run)?;
-        load::wait_idle(http, &target.switch_url, args.drain_timeout)
+        load::wait_idle(http, &target.node_urls, args.drain_timeout)
             .await
             .map_err(run)?;
     }
@@ -300,7 +307,7 @@ async fn run_phase(
         .await
         .map_err(run)?;
     bar.set_message(format!("{rate} tx/s: draining"));
-    let drained = load::wait_idle(http, &target.switch_url, args.drain_timeout).await;
+    let drained = load::wait_idle(http, &target.node_urls, args.drain_timeout).await;
     let window = t0.elapsed();
     let after = Snapshot::take(&target.pids);
     let backends = pg.finish().await;
@@ -320,8 +327,10 @@ async fn run_phase(
     );
     let sagas = outcomes.terminal;
     let per = |t: u64| measure::us_per_saga(t, clk_tck, sagas);
+    // The balancer's row only when there is one.
     let cpu_us_per_saga = Component::ALL
         .iter()
+        .filter(|c| **c != Component::Haproxy || target.pids.haproxy.is_some())
         .map(|c| (c.key(), per(ticks.get(c).copied().unwrap_or(0))))
         .collect();
     let switch_side = Component::SWITCH_SIDE
@@ -380,11 +389,18 @@ async fn rss_phase(
     http: &reqwest::Client,
 ) -> Result<RssPhase, BenchError> {
     let run = |e: String| BenchError::Run(format!("RSS phase: {e}"));
-    load::wait_idle(http, &target.switch_url, args.drain_timeout)
+    load::wait_idle(http, &target.node_urls, args.drain_timeout)
         .await
         .map_err(run)?;
-    let switch = target.pids.switch;
-    let idle = procfs::rss_bytes(switch).unwrap_or(0);
+    // Every node's RSS, summed (the balancer spreads the sagas over them).
+    let switch = target.pids.switch.clone();
+    let rss = move || -> u64 {
+        switch
+            .iter()
+            .map(|p| procfs::rss_bytes(*p).unwrap_or(0))
+            .sum()
+    };
+    let idle = rss();
     let old = load::set_bank_latency(http, &target.bank_endpoints, &[args.rss_bank_latency_ms])
         .await
         .map_err(run)?;
@@ -402,11 +418,11 @@ async fn rss_phase(
             if Instant::now() > limit {
                 return Err("loadgen did not end".to_string());
             }
-            if let Some((n, _)) = load::saga_counts(http, &target.switch_url).await
+            if let Some((n, _)) = load::saga_counts(http, &target.node_urls).await
                 && n > in_flight
             {
                 in_flight = n;
-                loaded = procfs::rss_bytes(switch).unwrap_or(0);
+                loaded = rss();
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -417,7 +433,7 @@ async fn rss_phase(
     let restored = load::set_bank_latency(http, &target.bank_endpoints, &old).await;
     let (in_flight, loaded) = sampled.map_err(run)?;
     restored.map_err(run)?;
-    load::wait_idle(http, &target.switch_url, args.drain_timeout)
+    load::wait_idle(http, &target.node_urls, args.drain_timeout)
         .await
         .map_err(run)?;
     Ok(RssPhase {

@@ -1,5 +1,6 @@
 //! Taking CPU samples of the rig's processes: a snapshot of the long-lived
-//! ones (switch, banks, RabbitMQ, Redis, this process, the whole box) at the
+//! ones (every switch node, the balancer if any, banks, RabbitMQ, Redis, this
+//! process, the whole box) at the
 //! ends of a window, and a background sampler of Postgres processes, which
 //! asks `pg_stat_activity` every [`EVERY`] which backend serves which
 //! database, so that backends that come and go inside the window are counted
@@ -19,8 +20,11 @@ const QUERY_LIMIT: Duration = Duration::from_secs(5);
 /// The rig's long-lived processes.
 #[derive(Debug, Clone)]
 pub struct Pids {
-    pub switch: u32,
+    /// Every switch node (one, or several behind the balancer).
+    pub switch: Vec<u32>,
     pub banks: Vec<u32>,
+    /// HAProxy in front of several nodes.
+    pub haproxy: Option<u32>,
 }
 
 /// CPU ticks of the long-lived processes at one moment.
@@ -28,7 +32,8 @@ pub struct Pids {
 pub struct Snapshot {
     pub ticks: BTreeMap<Component, u64>,
     pub box_cpu: BoxCpu,
-    /// The switch's voluntary and involuntary context switches, all threads.
+    /// The switch's voluntary and involuntary context switches, all threads
+    /// of every node.
     pub switch_ctxt: (u64, u64),
 }
 
@@ -41,7 +46,10 @@ impl Snapshot {
                 .sum()
         };
         let mut ticks = BTreeMap::new();
-        ticks.insert(Component::Switch, ticks_of(&[pids.switch]));
+        ticks.insert(Component::Switch, ticks_of(&pids.switch));
+        if let Some(pid) = pids.haproxy {
+            ticks.insert(Component::Haproxy, ticks_of(&[pid]));
+        }
         ticks.insert(Component::Banks, ticks_of(&pids.banks));
         ticks.insert(
             Component::Rabbitmq,
@@ -58,7 +66,11 @@ impl Snapshot {
         Snapshot {
             ticks,
             box_cpu: procfs::box_cpu().unwrap_or_default(),
-            switch_ctxt: procfs::ctxt_all_threads(pids.switch),
+            switch_ctxt: pids
+                .switch
+                .iter()
+                .map(|p| procfs::ctxt_all_threads(*p))
+                .fold((0, 0), |(v, i), (dv, di)| (v + dv, i + di)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What a bench runs against: the rig it started, or a running deployment
 //! recorded in a state directory (`rig up --dir`, `chaos/up.sh`): the
-//! switch's URL and databases, the pids of the switch and the banks, every
+//! switch's URL (the balancer's, with several nodes) and each node's, the
+//! databases, the pids of the switch nodes, the balancer and the banks, every
 //! bank endpoint, and the ordinary VPAs to pay between.
 
 use super::BenchError;
@@ -12,7 +13,10 @@ use std::path::PathBuf;
 
 /// What the bench runs against.
 pub struct Target {
+    /// Where the load goes: the one node, or the balancer.
     pub switch_url: String,
+    /// Each node's own URL (idleness and saga counts are per node).
+    pub node_urls: Vec<String>,
     pub switch_db: String,
     pub switch_db_name: String,
     pub bank_db_name: String,
@@ -31,15 +35,25 @@ pub fn from_rig(rig: &Rig, dir: &std::path::Path) -> Result<Target, BenchError> 
     };
     let tsv = std::fs::read_to_string(dir.join("vpas.tsv"))
         .map_err(|e| BenchError::Run(format!("vpas.tsv: {e}")))?;
+    let switch = rig.switch_pids();
+    if switch.len() != rig.node_urls.len() {
+        return Err(BenchError::Run("the rig has no switch".into()));
+    }
+    let haproxy = match &rig.haproxy {
+        Some(_) => Some(pid(crate::rig::balancer::SERVICE)?),
+        None => None,
+    };
     Ok(Target {
         switch_url: rig.switch_url.clone(),
+        node_urls: rig.node_urls.clone(),
         switch_db: rig.switch_db.clone(),
         switch_db_name: rig.switch_db_name.clone(),
         bank_db_name: rig.bank_db_name.clone(),
         admin_db: format!("{}/postgres", rig.pg),
         pids: Pids {
-            switch: pid("switch")?,
+            switch,
             banks: vec![pid("bank-hdfc")?, pid("bank-icici")?],
+            haproxy,
         },
         bank_endpoints: rig.banks.iter().flat_map(|b| b.urls.clone()).collect(),
         vpas_file: ordinary_vpas_file(&tsv, dir)?,
@@ -78,17 +92,45 @@ pub fn from_state(state: &std::path::Path, dir: &std::path::Path) -> Result<Targ
                 .map(str::to_string),
         );
     }
+    // A deployment of an earlier build names no nodes: its one switch.
+    let switch_url = var("SWITCH_URL")?;
+    let names = env
+        .get("SWITCH_NODE_NAMES")
+        .cloned()
+        .unwrap_or_else(|| "switch".into());
+    let node_urls: Vec<String> = match env.get("SWITCH_NODE_URLS") {
+        Some(urls) => urls.split_whitespace().map(str::to_string).collect(),
+        None => vec![switch_url.clone()],
+    };
+    let switch = names
+        .split_whitespace()
+        .map(pid)
+        .collect::<Result<Vec<u32>, _>>()?;
+    if switch.is_empty() || switch.len() != node_urls.len() {
+        return Err(BenchError::Usage(format!(
+            "{} names {} switch nodes and {} node URLs",
+            st.env_file().display(),
+            switch.len(),
+            node_urls.len()
+        )));
+    }
+    let haproxy = match env.get("BALANCER").filter(|b| !b.is_empty()) {
+        Some(name) => Some(pid(name)?),
+        None => None,
+    };
     let tsv = std::fs::read_to_string(st.dir.join("vpas.tsv"))
         .map_err(|e| BenchError::Usage(format!("{}/vpas.tsv: {e}", st.dir.display())))?;
     Ok(Target {
-        switch_url: var("SWITCH_URL")?,
+        switch_url,
+        node_urls,
         switch_db: var("SWITCH_DB")?,
         switch_db_name: var("SWITCH_DB_NAME")?,
         bank_db_name: var("BANK_DB_NAME")?,
         admin_db: format!("{}/postgres", var("PG")?),
         pids: Pids {
-            switch: pid("switch")?,
+            switch,
             banks,
+            haproxy,
         },
         bank_endpoints: endpoints,
         vpas_file: ordinary_vpas_file(&tsv, dir)?,

@@ -25,6 +25,9 @@ pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
             "--bank-latency must be at most {MAX_BANK_LATENCY_MS} ms"
         )));
     }
+    if l.nodes > 1 && super::balancer::find_haproxy().is_none() {
+        return Err(RigError::Start(super::balancer::missing_message(l.nodes)));
+    }
     let st = StateDir::new(&args.dir);
     if st.env_file().exists() {
         return Err(RigError::Usage(format!(
@@ -57,12 +60,30 @@ pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
     };
     let pid = |name: &str| rig.pid(name).map_or("?".into(), |p| p.to_string());
     let logs = st.logs();
-    println!(
-        "switch      {}   (pid {}, log {}/switch.log)",
-        rig.switch_url,
-        pid("switch"),
-        logs.display()
-    );
+    if rig.haproxy.is_some() {
+        println!(
+            "switch      {}   (haproxy, pid {}, round robin over {} nodes; config {}, log {}/haproxy.log)",
+            rig.switch_url,
+            pid(super::balancer::SERVICE),
+            rig.node_urls.len(),
+            st.dir.join("haproxy.cfg").display(),
+            logs.display()
+        );
+        for (name, url) in rig.node_names().iter().zip(&rig.node_urls) {
+            println!(
+                "  node {name:<9} {url}   (pid {}, log {}/{name}.log)",
+                pid(name),
+                logs.display()
+            );
+        }
+    } else {
+        println!(
+            "switch      {}   (pid {}, log {}/switch.log)",
+            rig.switch_url,
+            pid("switch"),
+            logs.display()
+        );
+    }
     println!(
         "bank HDFC   {}   (pid {}, primary first)",
         rig.banks[0].urls.join(" "),
@@ -119,20 +140,36 @@ pub fn down(args: RigDownArgs) -> Result<(), RigError> {
             .collect();
         let timeout = Duration::from_secs(args.stop_timeout);
         let recorded = |name: &str| std::fs::read(st.cmd_file(name)).ok();
-        for name in &services {
-            let Some(cmdline) = recorded(name) else {
-                continue;
-            };
-            let pids = process::pids_with_cmdline(&cmdline);
-            if pids.is_empty() {
+        // The load first, then the balancer, then every switch node at once
+        // (each drains for a few seconds at most), then the rest together.
+        let stage = |name: &str| match name {
+            "loadgen" => 0,
+            super::balancer::SERVICE => 1,
+            n if super::is_node(n) => 2,
+            _ => 3,
+        };
+        for current in 0..=3 {
+            let running: Vec<(&String, Vec<u32>)> = services
+                .iter()
+                .filter(|name| stage(name) == current)
+                .filter_map(|name| {
+                    let pids = process::pids_with_cmdline(&recorded(name)?);
+                    (!pids.is_empty()).then_some((name, pids))
+                })
+                .collect();
+            if running.is_empty() {
                 continue;
             }
-            let left = process::stop(&pids, timeout, || {});
-            if left.is_empty() {
-                say(&format!("stopped {name}"));
-                let _ = std::fs::remove_file(st.pid_file(name));
-            } else {
-                wrong.push(format!("{name} is still running: {left:?}"));
+            let all: Vec<u32> = running.iter().flat_map(|(_, p)| p.clone()).collect();
+            let left = process::stop(&all, timeout, || {});
+            for (name, pids) in running {
+                let still: Vec<u32> = pids.into_iter().filter(|p| left.contains(p)).collect();
+                if still.is_empty() {
+                    say(&format!("stopped {name}"));
+                    let _ = std::fs::remove_file(st.pid_file(name));
+                } else {
+                    wrong.push(format!("{name} is still running: {still:?}"));
+                }
             }
         }
         // A stray copy of any other recorded command line, too.

@@ -5,7 +5,10 @@
 //! simulators HDFC (one or two endpoints on one ledger) and ICICI and the
 //! switch as child processes of a given binary, registration of the banks and
 //! VPAs through the switch's admin API, the wait until both banks are UP, and
-//! teardown (stop the services, drop fresh databases).
+//! teardown (stop the services, drop fresh databases). With `nodes` above one
+//! it starts that many switch nodes (`switch`, `switch-2`, …) on the one
+//! database and Redis prefix, and HAProxy in front of them on the switch's
+//! port ([`balancer`]); `switch_url` is then the balancer's.
 //!
 //! A rig is torn down when it is dropped, however its owner ends (error,
 //! signal turned into an error, panic); attached services also die with the
@@ -14,6 +17,7 @@
 //! until `rig down` ([`cmd`]). The rig never reads the switch's internals: it
 //! talks to it over its public HTTP API, like any operator.
 
+pub mod balancer;
 pub mod cmd;
 pub mod layout;
 pub mod process;
@@ -34,6 +38,26 @@ pub const START_LIMIT: Duration = Duration::from_secs(60);
 pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// Most registrations in flight at once.
 pub(crate) const REGISTER_CONCURRENCY: usize = 8;
+/// Most switch nodes of one rig.
+pub const MAX_NODES: usize = 16;
+
+/// The service name of switch node `k` (from 1): `switch`, `switch-2`, …
+/// (also its `--node-name` when there are several).
+pub fn node_name(k: usize) -> String {
+    if k <= 1 {
+        "switch".into()
+    } else {
+        format!("switch-{k}")
+    }
+}
+
+/// Is `service` one of a rig's switch nodes?
+pub fn is_node(service: &str) -> bool {
+    service == "switch"
+        || service
+            .strip_prefix("switch-")
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// Why a rig could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +112,10 @@ pub struct RigConfig {
     pub hdfc_endpoints: usize,
     /// First bank port (the next endpoints count up from it); 0 picks free ports.
     pub bank_port: u16,
-    /// The switch's address; port 0 picks a free one.
+    /// The switch's address (the balancer's, with several nodes); port 0 picks a free one.
     pub switch_listen: SocketAddr,
+    /// Switch nodes (1 to [`MAX_NODES`]); more than one get HAProxy in front.
+    pub nodes: usize,
     /// Latency (and as much jitter) every bank request gets, in ms.
     pub bank_latency_ms: u64,
     /// Also start the two payment processors of merchant forwarding (the
@@ -134,6 +160,7 @@ impl RigConfig {
             hdfc_endpoints: 2,
             bank_port: 0,
             switch_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            nodes: l.nodes,
             bank_latency_ms: l.bank_latency,
             bank_http2: l.bank_http2,
             processors: false,
@@ -166,8 +193,15 @@ pub struct RunningBank {
 /// A running (or half-started) rig. Dropping it tears it down unless it was released.
 pub struct Rig {
     pub cfg: RigConfig,
+    /// Where clients go: the one node, or the balancer in front of several.
     pub switch_url: String,
     pub switch_port: u16,
+    /// Each node's own URL, in node order (`switch`, `switch-2`, …).
+    pub node_urls: Vec<String>,
+    /// Each node's port (with one node, `switch_port`).
+    pub node_ports: Vec<u16>,
+    /// The `haproxy` binary, when there are several nodes.
+    pub haproxy: Option<PathBuf>,
     pub banks: Vec<RunningBank>,
     pub switch_db: String,
     pub bank_db: String,
@@ -194,11 +228,26 @@ impl Rig {
         if !(1..=2).contains(&cfg.hdfc_endpoints) {
             return Err(RigError::Usage("HDFC has one or two endpoints".into()));
         }
+        if !(1..=MAX_NODES).contains(&cfg.nodes) {
+            return Err(RigError::Usage(format!(
+                "--nodes must be 1-{MAX_NODES} (got {})",
+                cfg.nodes
+            )));
+        }
+        // Before anything is created: several nodes need the balancer.
+        let haproxy = match cfg.nodes {
+            1 => None,
+            n => Some(
+                balancer::find_haproxy()
+                    .ok_or_else(|| RigError::Start(balancer::missing_message(n)))?,
+            ),
+        };
         let st = state::StateDir::new(&cfg.dir);
         for d in [st.logs(), st.run()] {
             std::fs::create_dir_all(&d).map_err(io(format!("cannot create {}", d.display())))?;
         }
         let mut rig = Rig::plan(cfg)?;
+        rig.haproxy = haproxy;
         let seeds = layout::write_files(&st.dir, &rig.cfg.accounts).map_err(io(format!(
             "cannot write the account files in {}",
             st.dir.display()
@@ -219,6 +268,9 @@ impl Rig {
             rig.start_processors(&st, &http).await?;
         }
         rig.start_switch(&st, &http).await?;
+        if rig.haproxy.is_some() {
+            rig.start_balancer(&st, &http).await?;
+        }
         rig.register(&http).await?;
         rig.wait_banks_up(&http).await?;
         rig.say(&format!(
@@ -271,6 +323,16 @@ impl Rig {
             0 => free_ports(cfg.switch_listen.ip(), 1)?[0],
             p => p,
         };
+        // Several nodes: each on a free port of its own, the balancer on `switch_port`.
+        let node_ports: Vec<u16> = if cfg.nodes <= 1 {
+            vec![switch_port]
+        } else {
+            free_ports(cfg.switch_listen.ip(), cfg.nodes + 1)?
+                .into_iter()
+                .filter(|p| *p != switch_port)
+                .take(cfg.nodes)
+                .collect()
+        };
         let url = |port: u16| format!("http://127.0.0.1:{port}");
         let banks = vec![
             RunningBank {
@@ -296,9 +358,19 @@ impl Rig {
             Vec::new()
         };
         let switch_addr = reachable(SocketAddr::new(cfg.switch_listen.ip(), switch_port));
+        let node_urls = node_ports
+            .iter()
+            .map(|p| {
+                let addr = reachable(SocketAddr::new(cfg.switch_listen.ip(), *p));
+                format!("http://{addr}")
+            })
+            .collect();
         Ok(Rig {
             switch_url: format!("http://{switch_addr}"),
             switch_port,
+            node_urls,
+            node_ports,
+            haproxy: None,
             banks,
             switch_db,
             bank_db,
@@ -320,12 +392,27 @@ impl Rig {
         }
     }
 
-    /// The pid of a running service (`switch`, `bank-hdfc`, `bank-icici`).
+    /// The pid of a running service (`switch`, `switch-2`, `haproxy`,
+    /// `bank-hdfc`, `bank-icici`).
     pub fn pid(&self, service: &str) -> Option<u32> {
         self.children
             .iter()
             .find(|(name, _)| name == service)
             .map(|(_, c)| c.id())
+    }
+
+    /// The service names of the switch nodes, in order: `switch`, `switch-2`, …
+    pub fn node_names(&self) -> Vec<String> {
+        (1..=self.node_urls.len()).map(node_name).collect()
+    }
+
+    /// The pids of every switch node started.
+    pub fn switch_pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter(|(name, _)| is_node(name))
+            .map(|(_, c)| c.id())
+            .collect()
     }
 
     /// The first service found to have exited, if one has.

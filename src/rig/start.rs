@@ -1,13 +1,15 @@
 //! Starting a rig, step by step: the state files of a detached rig, the
 //! migrations, each service (spawned, recorded, waited for until it answers
 //! its health check), the registrations through the switch's admin API, and
-//! the wait until the switch sees both banks UP. Every wait is bounded by
+//! the wait until the switch sees both banks UP (every node, when there are
+//! several, and the balancer in front of them). Every wait is bounded by
 //! [`START_LIMIT`]; an error names the service and quotes its log.
 
 use super::layout::BANKS;
 use super::process::{self, Mode, Service};
 use super::{
-    PROCESSOR_TOKEN, PROCESSORS, REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, io, state,
+    PROCESSOR_TOKEN, PROCESSORS, REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, balancer, io,
+    node_name, state,
 };
 use crate::traffic::transport_text;
 use serde_json::{Value, json};
@@ -26,9 +28,14 @@ impl Rig {
         }
         let port = |u: &str| u.rsplit(':').next().unwrap_or_default().to_string();
         let hdfc = &self.banks[0].urls;
-        let mut services = vec!["switch", "bank-hdfc", "bank-icici"];
+        let nodes = self.node_names();
+        let mut services: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        services.extend(["bank-hdfc", "bank-icici"]);
         if !self.processors.is_empty() {
             services.extend(PROCESSORS.iter().map(|(name, _, _)| *name));
+        }
+        if self.haproxy.is_some() {
+            services.push(balancer::SERVICE);
         }
         let vars = [
             ("BIN", self.cfg.bin.display().to_string()),
@@ -37,6 +44,17 @@ impl Rig {
             ("BANK_DB_NAME", self.bank_db_name.clone()),
             ("SWITCH_PORT", self.switch_port.to_string()),
             ("SWITCH_URL", self.switch_url.clone()),
+            ("SWITCH_NODES", self.node_urls.len().to_string()),
+            ("SWITCH_NODE_NAMES", nodes.join(" ")),
+            ("SWITCH_NODE_URLS", self.node_urls.join(" ")),
+            (
+                "BALANCER",
+                if self.haproxy.is_some() {
+                    balancer::SERVICE.to_string()
+                } else {
+                    String::new()
+                },
+            ),
             ("HDFC_PORT", port(&hdfc[0])),
             (
                 "HDFC_PORT2",
@@ -258,49 +276,112 @@ impl Rig {
         Ok(())
     }
 
+    /// The switch nodes: all started at once (the schema is migrated
+    /// already), then each waited for until its `/readyz` answers 200. One
+    /// node runs exactly as a rig always ran it; several get `--node-name`
+    /// (their service name) and one Redis prefix between them.
     pub(super) async fn start_switch(
         &mut self,
         st: &state::StateDir,
         http: &reqwest::Client,
     ) -> Result<(), RigError> {
-        let listen = SocketAddr::new(self.cfg.switch_listen.ip(), self.switch_port);
-        let mut argv = vec![
-            self.cfg.bin.display().to_string(),
-            "serve".into(),
-            "--listen".into(),
-            listen.to_string(),
-            "--database-url".into(),
-            self.switch_db.clone(),
-        ];
-        if let Some(n) = self.cfg.db_pool_size {
-            argv.extend(["--db-pool-size".into(), n.to_string()]);
-        }
-        if let Some(token) = &self.cfg.admin_token {
-            argv.extend(["--admin-token".into(), token.clone()]);
-        }
-        // Fresh databases get their own Redis keys: deployments share one Redis.
-        if self.fresh
-            && !self
-                .cfg
+        let several = self.node_ports.len() > 1;
+        let given = |flag: &str| {
+            self.cfg
                 .serve_args
                 .iter()
-                .any(|a| a.starts_with("--redis-prefix"))
-        {
-            argv.extend(["--redis-prefix".into(), self.switch_db_name.clone()]);
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        let (name_given, prefix_given) = (given("--node-name"), given("--redis-prefix"));
+        for (i, port) in self.node_ports.clone().into_iter().enumerate() {
+            let name = node_name(i + 1);
+            let listen = SocketAddr::new(self.cfg.switch_listen.ip(), port);
+            let mut argv = vec![
+                self.cfg.bin.display().to_string(),
+                "serve".into(),
+                "--listen".into(),
+                listen.to_string(),
+                "--database-url".into(),
+                self.switch_db.clone(),
+            ];
+            if let Some(n) = self.cfg.db_pool_size {
+                argv.extend(["--db-pool-size".into(), n.to_string()]);
+            }
+            if let Some(token) = &self.cfg.admin_token {
+                argv.extend(["--admin-token".into(), token.clone()]);
+            }
+            if several && !name_given {
+                argv.extend(["--node-name".into(), name.clone()]);
+            }
+            // Fresh databases get their own Redis keys: deployments share one
+            // Redis. The nodes of one deployment share theirs.
+            if self.fresh && !prefix_given {
+                argv.extend(["--redis-prefix".into(), self.switch_db_name.clone()]);
+            }
+            argv.extend(self.cfg.serve_args.iter().cloned());
+            let env = self.service_env();
+            self.spawn(st, Service { name, argv, env })?;
         }
-        argv.extend(self.cfg.serve_args.iter().cloned());
+        for (i, url) in self.node_urls.clone().iter().enumerate() {
+            let name = node_name(i + 1);
+            self.wait_http(st, &name, &format!("{url}/readyz"), http)
+                .await?;
+        }
+        if several {
+            self.say(&format!(
+                "{} switch nodes ready: {}",
+                self.node_urls.len(),
+                self.node_urls.join(" ")
+            ));
+        } else {
+            self.say(&format!("switch ready: {}", self.switch_url));
+        }
+        Ok(())
+    }
+
+    /// HAProxy in front of the nodes, on the switch's port; ready when a
+    /// request through it reaches a ready node.
+    pub(super) async fn start_balancer(
+        &mut self,
+        st: &state::StateDir,
+        http: &reqwest::Client,
+    ) -> Result<(), RigError> {
+        let Some(bin) = self.haproxy.clone() else {
+            return Ok(());
+        };
+        let ip = self.cfg.switch_listen.ip();
+        let nodes: Vec<(String, SocketAddr)> = self
+            .node_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (node_name(i + 1), super::reachable(SocketAddr::new(ip, *p))))
+            .collect();
+        let text = balancer::config(
+            SocketAddr::new(ip, self.switch_port),
+            &nodes,
+            balancer::max_conn(),
+            &self.cfg.prog,
+        );
+        let path = st.dir.join("haproxy.cfg");
+        std::fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
         let env = self.service_env();
         self.spawn(
             st,
             Service {
-                name: "switch".into(),
-                argv,
+                name: balancer::SERVICE.into(),
+                argv: balancer::argv(&bin, &path),
                 env,
             },
         )?;
         let url = format!("{}/readyz", self.switch_url);
-        self.wait_http(st, "switch", &url, http).await?;
-        self.say(&format!("switch ready: {}", self.switch_url));
+        self.wait_http(st, balancer::SERVICE, &url, http).await?;
+        self.say(&format!(
+            "haproxy ({}) ready: {} -> {} nodes, config {}",
+            bin.display(),
+            self.switch_url,
+            nodes.len(),
+            path.display()
+        ));
         Ok(())
     }
 
@@ -426,12 +507,26 @@ impl Rig {
             .map_err(|e| RigError::Register(format!("registering VPAs: {e}")))
     }
 
-    /// The supervisors probe each endpoint: waits until both banks are UP.
+    /// The supervisors probe each endpoint: waits until both banks are UP,
+    /// through `switch_url`, and with several nodes also on each node (the
+    /// balancer's answer is one node's view; each node learns the
+    /// registrations from the shared configuration by itself).
     pub(super) async fn wait_banks_up(&self, http: &reqwest::Client) -> Result<(), RigError> {
+        let mut urls = vec![self.switch_url.clone()];
+        if self.node_urls.len() > 1 {
+            urls.extend(self.node_urls.iter().cloned());
+        }
+        for url in &urls {
+            self.wait_banks_up_at(http, url).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_banks_up_at(&self, http: &reqwest::Client, url: &str) -> Result<(), RigError> {
         let deadline = Instant::now() + START_LIMIT;
         let mut last = Value::Null;
         loop {
-            let mut req = http.get(format!("{}/v1/ops/banks", self.switch_url));
+            let mut req = http.get(format!("{url}/v1/ops/banks"));
             if let Some(token) = &self.cfg.admin_token {
                 req = req.bearer_auth(token);
             }
@@ -448,7 +543,7 @@ impl Rig {
             }
             if Instant::now() >= deadline {
                 return Err(RigError::Start(format!(
-                    "the switch does not see both banks UP after {} s: {last}",
+                    "the switch at {url} does not see both banks UP after {} s: {last}",
                     START_LIMIT.as_secs()
                 )));
             }
