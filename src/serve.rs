@@ -171,7 +171,11 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         admission.clone(),
     )
     .start();
-    cluster::lease::spawn(node.clone(), store.clone(), registry.clone());
+    let lease_arbiter = cluster::lease::spawn(
+        node.clone(),
+        pg::DbUrl::parse(&cfg.database_url)?,
+        registry.clone(),
+    );
 
     // --- Merchant forwarding (issue 4, items 5-6): processor adapters, their
     // supervisor and the forwarder, which resumes unfinished merchant payments.
@@ -280,7 +284,10 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         server: server.run(),
         addrs,
         drain,
-        _arbiters: arbiters.into_iter().chain([writer_arbiter]).collect(),
+        _arbiters: arbiters
+            .into_iter()
+            .chain([writer_arbiter, lease_arbiter])
+            .collect(),
         _relay: relay_addr,
     })
 }

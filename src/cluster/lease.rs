@@ -1,39 +1,55 @@
 //! The lease keeper: renews this node's lease in `switch_nodes` every fifth
-//! of the lease (one row update, however many sagas the node holds), and
-//! tells the registry the moment the node can no longer be sure it holds it:
-//! a renewal that has not succeeded for a whole lease (Postgres away, the
-//! process paused), or one that finds the lease had already run out. The
-//! registry then stops every saga it runs (`StopAll`); they are claimed
-//! again, by this node or another, through the version-bumping claim.
+//! of the lease (one row update, however many sagas the node holds), on a
+//! thread and a Postgres connection of its own — a busy node (its pool
+//! queued, its threads saturated) must not lose its sagas for being busy.
+//! It tells the registry the moment the node can no longer be sure it holds
+//! its lease: a renewal that has not succeeded for a whole lease (Postgres
+//! away, the process paused), or one that finds the lease had already run
+//! out. The registry then stops every saga it runs (`StopAll`); they are
+//! claimed again, by this node or another, through the version-bumping claim.
 
 use super::Node;
 use crate::actors::registry::{StopAll, TxnRegistry};
-use crate::adapters::store::Store;
-use crate::adapters::store::cluster::Renewal;
-use actix::Addr;
+use crate::adapters::pg::DbUrl;
+use crate::adapters::store::cluster::{Renewal, renew};
+use actix::{Addr, Arbiter};
 use std::time::{Duration, Instant};
 
-/// Starts renewing (the node was registered, with a first lease, already).
-pub fn spawn(node: Node, store: Store, registry: Addr<TxnRegistry>) {
-    tokio::spawn(run(node, store, registry));
+/// Starts renewing on an arbiter of its own (the node was registered, with a
+/// first lease, already). The arbiter lives as long as the returned value.
+pub fn spawn(node: Node, db: DbUrl, registry: Addr<TxnRegistry>) -> Arbiter {
+    let arbiter = Arbiter::new();
+    arbiter.spawn(run(node, db, registry));
+    arbiter
 }
 
-async fn run(node: Node, store: Store, registry: Addr<TxnRegistry>) {
+async fn run(node: Node, db: DbUrl, registry: Addr<TxnRegistry>) {
     let every = (node.lease() / 5).max(Duration::from_millis(40));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lease_ms = node.lease().as_millis() as i64;
     let mut holding = node.holds_lease();
+    let mut client = None;
     loop {
         ticks.tick().await;
         if node.is_released() {
             return;
         }
         let sent = Instant::now();
-        let renewal = tokio::time::timeout(
-            node.lease() / 2,
-            store.renew_node(node.id(), node.name(), lease_ms, node.is_draining()),
-        )
+        let renewal = tokio::time::timeout(node.lease() / 2, async {
+            if client
+                .as_ref()
+                .is_none_or(|c: &tokio_postgres::Client| c.is_closed())
+            {
+                client = Some(db.connect().await.map_err(|e| e.to_string())?);
+            }
+            match &client {
+                Some(c) => renew(c, node.id(), node.name(), lease_ms, node.is_draining())
+                    .await
+                    .map_err(|e| crate::adapters::pg::pg_message(&e)),
+                None => Err("no connection".to_string()),
+            }
+        })
         .await;
         if node.is_released() {
             return;
@@ -48,7 +64,11 @@ async fn run(node: Node, store: Store, registry: Addr<TxnRegistry>) {
                 node.renewed(sent);
             }
             Ok(Err(e)) => tracing::warn!(node = %node.id(), error = %e, "lease renewal failed"),
-            Err(_) => tracing::warn!(node = %node.id(), "lease renewal timed out"),
+            Err(_) => {
+                // The connection may be stuck: open a fresh one next time.
+                client = None;
+                tracing::warn!(node = %node.id(), "lease renewal timed out");
+            }
         }
         let holds = node.holds_lease();
         if holding && !holds {

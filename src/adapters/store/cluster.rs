@@ -72,6 +72,45 @@ WITH picked AS (
 )
 SELECT saga, version FROM upd";
 
+const REGISTER: &str = "INSERT INTO switch_nodes (node_id, name, lease_until)
+     VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
+     ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until,
+         renewed_at = now(), draining = false";
+
+/// Extends this node's lease by `lease_ms` from the database's now, on the
+/// lease keeper's own connection (a renewal never queues behind the pool's
+/// work: a busy node must not lose its lease for being busy).
+pub async fn renew(
+    client: &tokio_postgres::Client,
+    node_id: Uuid,
+    name: &str,
+    lease_ms: i64,
+    draining: bool,
+) -> Result<Renewal, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "WITH old AS (
+                 SELECT lease_until FROM switch_nodes WHERE node_id = $1 FOR UPDATE)
+             UPDATE switch_nodes n
+             SET lease_until = now() + make_interval(secs => $2::float8 / 1000),
+                 renewed_at = now(), draining = $3
+             FROM old WHERE n.node_id = $1
+             RETURNING old.lease_until < now()",
+            &[&node_id, &(lease_ms as f64), &draining],
+        )
+        .await?;
+    match row {
+        Some(r) if r.get::<_, bool>(0) => Ok(Renewal::Lapsed),
+        Some(_) => Ok(Renewal::Held),
+        None => {
+            client
+                .execute(REGISTER, &[&node_id, &name, &(lease_ms as f64)])
+                .await?;
+            Ok(Renewal::Gone)
+        }
+    }
+}
+
 impl Store {
     /// Registers this node with a fresh lease (or renews it, if it exists).
     pub async fn register_node(
@@ -82,51 +121,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
-            .execute(
-                "INSERT INTO switch_nodes (node_id, name, lease_until)
-                 VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
-                 ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until,
-                     renewed_at = now(), draining = false",
-                &[&node_id, &name, &(lease_ms as f64)],
-            )
+            .execute(REGISTER, &[&node_id, &name, &(lease_ms as f64)])
             .await?;
         Ok(())
-    }
-
-    /// Extends this node's lease by `lease_ms` from the database's now.
-    pub async fn renew_node(
-        &self,
-        node_id: Uuid,
-        name: &str,
-        lease_ms: i64,
-        draining: bool,
-    ) -> Result<Renewal, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "WITH old AS (
-                             SELECT lease_until FROM switch_nodes WHERE node_id = $1 FOR UPDATE)
-                         UPDATE switch_nodes n
-                         SET lease_until = now() + make_interval(secs => $2::float8 / 1000),
-                             renewed_at = now(), draining = $3
-                         FROM old WHERE n.node_id = $1
-                         RETURNING old.lease_until < now()",
-                    )
-                    .await?,
-                &[&node_id, &(lease_ms as f64), &draining],
-            )
-            .await?;
-        match row {
-            Some(r) if r.get::<_, bool>(0) => Ok(Renewal::Lapsed),
-            Some(_) => Ok(Renewal::Held),
-            None => {
-                drop(client);
-                self.register_node(node_id, name, lease_ms).await?;
-                Ok(Renewal::Gone)
-            }
-        }
     }
 
     /// Hands every unfinished saga of this node back (anyone may claim them
