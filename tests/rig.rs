@@ -399,42 +399,76 @@ async fn a_rig_that_cannot_start_leaves_nothing_behind() {
     assert!(!dir.path("deployment.env").exists(), "{ctx}");
 }
 
-#[tokio::test]
-async fn bench_runs_end_to_end_and_reports_every_component() {
-    let json = std::env::temp_dir().join(format!("bench-{}.json", uuid::Uuid::new_v4().simple()));
-    let db_prefix = prefix("bench");
-    let state = StateDir::new("bench"); // the bench's logs, removed at the end
+/// One `upi-switch bench` run with a fresh database prefix, a state
+/// directory (its logs, removed at the end) and its JSON report read back.
+struct BenchRun {
+    out: Output,
+    ctx: String,
+    report: Value,
+    db_prefix: String,
+    _state: StateDir,
+}
+
+fn bench(what: &str, args: &[&str]) -> BenchRun {
+    let json = std::env::temp_dir().join(format!("{what}-{}.json", uuid::Uuid::new_v4().simple()));
+    let db_prefix = prefix(what);
+    let state = StateDir::new(what);
     let state_dir = state.0.display().to_string();
-    let out = upi(&[
-        "bench",
-        "--rates",
-        "40",
-        "--duration",
-        "2s",
-        "--warmup",
-        "1s",
-        "--rss-rate",
-        "40",
-        "--rss-duration",
-        "2s",
-        "--rss-bank-latency-ms",
-        "300",
-        "--accounts",
-        "4",
+    let json_arg = json.display().to_string();
+    let mut argv = vec!["bench"];
+    argv.extend_from_slice(args);
+    argv.extend([
         "--quiet",
         "--dir",
         &state_dir,
         "--db-prefix",
         &db_prefix,
         "--json",
-        &json.display().to_string(),
+        &json_arg,
     ]);
+    let out = upi(&argv);
     let ctx = context(&out);
     let report: Value = std::fs::read_to_string(&json)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
     let _ = std::fs::remove_file(&json);
+    BenchRun {
+        out,
+        ctx,
+        report,
+        db_prefix,
+        _state: state,
+    }
+}
+
+#[tokio::test]
+async fn bench_runs_end_to_end_and_reports_every_component() {
+    let BenchRun {
+        out,
+        ctx,
+        report,
+        db_prefix,
+        _state,
+    } = bench(
+        "bench",
+        &[
+            "--rates",
+            "40",
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--rss-rate",
+            "40",
+            "--rss-duration",
+            "2s",
+            "--rss-bank-latency-ms",
+            "300",
+            "--accounts",
+            "4",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{ctx}");
     let phase = &report["phases"][0];
     assert_eq!(phase["rate_asked"], 40.0, "{report:#}");
@@ -514,34 +548,24 @@ async fn bench_runs_end_to_end_and_reports_every_component() {
 /// ten phases of processor faults, each 1.2 s long.
 #[tokio::test]
 async fn bench_merchant_runs_the_contest_and_scores_it() {
-    let json =
-        std::env::temp_dir().join(format!("merchant-{}.json", uuid::Uuid::new_v4().simple()));
-    let db_prefix = prefix("merchant");
-    let state = StateDir::new("merchant"); // the bench's logs, removed at the end
-    let state_dir = state.0.display().to_string();
-    let out = upi(&[
-        "bench",
-        "--merchant",
-        "--duration",
-        "12s",
-        "--merchant-users",
-        "20",
-        "--accounts",
-        "4",
-        "--quiet",
-        "--dir",
-        &state_dir,
-        "--db-prefix",
-        &db_prefix,
-        "--json",
-        &json.display().to_string(),
-    ]);
-    let ctx = context(&out);
-    let report: Value = std::fs::read_to_string(&json)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
-    let _ = std::fs::remove_file(&json);
+    let BenchRun {
+        out,
+        ctx,
+        report,
+        db_prefix,
+        _state,
+    } = bench(
+        "merchant",
+        &[
+            "--merchant",
+            "--duration",
+            "12s",
+            "--merchant-users",
+            "20",
+            "--accounts",
+            "4",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{ctx}");
     let ok = report["posts_ok"].as_i64().unwrap_or(0);
     assert!(ok > 20, "{report:#}");
