@@ -346,33 +346,6 @@ impl Handler<View> for BankHealthSupervisor {
     }
 }
 
-/// Operator override for one endpoint (`Some(url)`) or all (`None`).
-#[derive(Message)]
-#[rtype(result = "Result<(), ()>")]
-pub struct SetCircuit {
-    pub endpoint: Option<String>,
-    pub mode: Mode,
-}
-
-impl Handler<SetCircuit> for BankHealthSupervisor {
-    type Result = Result<(), ()>;
-
-    fn handle(&mut self, msg: SetCircuit, _ctx: &mut Self::Context) -> Self::Result {
-        let trimmed = msg.endpoint.as_deref().map(|u| u.trim_end_matches('/'));
-        let mut matched = false;
-        for slot in &mut self.slots {
-            if trimmed.is_none_or(|u| u == slot.url.trim_end_matches('/')) {
-                matched = true;
-                slot.mode = msg.mode;
-                if let Some((addr, _)) = &slot.adapter {
-                    addr.do_send(SetMode(msg.mode));
-                }
-            }
-        }
-        if matched { Ok(()) } else { Err(()) }
-    }
-}
-
 /// The operators' overrides as stored (endpoint URL, or "" for every
 /// endpoint, → mode): each endpoint gets its own, else the bank's, else auto.
 #[derive(Message)]

@@ -94,12 +94,8 @@ pub async fn reload_all(t: &Targets) -> Result<(), StoreError> {
     for bank in t.store.banks().await? {
         set_bank(t, bank).await;
     }
-    let mut overrides = t.store.circuit_overrides().await?;
     if let Ok(all) = t.router.send(AllBanks).await {
-        for (code, sup) in all {
-            let modes = modes(overrides.remove(&code).unwrap_or_default());
-            let _ = sup.send(ApplyOverrides(modes)).await;
-        }
+        apply_overrides(&t.store, &t.router, all.into_iter().map(|(code, _)| code)).await?;
     }
     t.cache.forget_local_vpas();
     Ok(())
@@ -128,12 +124,24 @@ async fn apply(t: &Targets, notices: &BTreeSet<String>) -> Result<(), StoreError
         }
     }
     if !circuits.is_empty() {
-        let mut overrides = t.store.circuit_overrides().await?;
-        for code in circuits {
-            if let Ok(Some(sup)) = t.router.send(Lookup(code.clone())).await {
-                let modes = modes(overrides.remove(&code).unwrap_or_default());
-                let _ = sup.send(ApplyOverrides(modes)).await;
-            }
+        apply_overrides(&t.store, &t.router, circuits).await?;
+    }
+    Ok(())
+}
+
+/// Gives each of these banks' supervisors the circuit overrides stored for
+/// it (none: every endpoint back to auto). The one way overrides reach a
+/// supervisor: the operator's PUT, a notice, a reload.
+pub async fn apply_overrides(
+    store: &Store,
+    router: &Addr<BankRouter>,
+    codes: impl IntoIterator<Item = String>,
+) -> Result<(), StoreError> {
+    let mut overrides = store.circuit_overrides().await?;
+    for code in codes {
+        if let Ok(Some(sup)) = router.send(Lookup(code.clone())).await {
+            let modes = modes(overrides.remove(&code).unwrap_or_default());
+            let _ = sup.send(ApplyOverrides(modes)).await;
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use super::AppState;
 use super::admin::authorise;
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::actors::bank_router::{AllBanks, Lookup};
-use crate::actors::bank_supervisor::{BankHealthSupervisor, RestartAdapters, SetCircuit, View};
+use crate::actors::bank_supervisor::{BankHealthSupervisor, RestartAdapters, View};
 use crate::domain::breaker::Mode;
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -93,28 +93,15 @@ async fn set_circuit(
             format!("{url:?} is not an endpoint of this bank"),
         ));
     }
-    let stored_mode = (mode != Mode::Auto).then(|| mode.as_str());
     state
         .store
-        .set_circuit_override(&code, trimmed, stored_mode)
+        .set_circuit_override(&code, trimmed, mode.as_str())
         .await
         .map_err(|e| Problem::unavailable(&e))?;
-    let applied = sup
-        .send(SetCircuit {
-            endpoint: body.endpoint.clone(),
-            mode,
-        })
+    // Applied here at once, from the stored state, as every node applies it.
+    crate::cluster::config_sync::apply_overrides(&state.store, &state.banks, [code])
         .await
         .map_err(|e| Problem::unavailable(&e))?;
-    if applied.is_err() {
-        return Err(Problem::unprocessable(
-            "UNKNOWN_ENDPOINT",
-            format!(
-                "{:?} is not an endpoint of this bank",
-                body.endpoint.unwrap_or_default()
-            ),
-        ));
-    }
     tracing::info!(endpoint = ?body.endpoint, mode = mode.as_str(), "operator set circuit mode");
     let view = sup.send(View).await.map_err(|e| Problem::unavailable(&e))?;
     Ok(HttpResponse::Ok().json(view))

@@ -112,7 +112,8 @@ pub async fn renew(
 }
 
 impl Store {
-    /// Registers this node with a fresh lease (or renews it, if it exists).
+    /// Registers this node with a fresh lease (or renews it, if it exists),
+    /// and forgets nodes gone for an hour that hold nothing.
     pub async fn register_node(
         &self,
         node_id: Uuid,
@@ -122,6 +123,16 @@ impl Store {
         let client = self.pool.get().await?;
         client
             .execute(REGISTER, &[&node_id, &name, &(lease_ms as f64)])
+            .await?;
+        // Nodes gone for an hour and holding nothing are forgotten, once per
+        // node start rather than on every read of the list.
+        client
+            .execute(
+                "DELETE FROM switch_nodes n WHERE lease_until < now() - interval '1 hour'
+                 AND NOT EXISTS (SELECT 1 FROM transactions t
+                                 WHERE t.owner = n.node_id AND t.status = 'PENDING')",
+                &[],
+            )
             .await?;
         Ok(())
     }
@@ -200,18 +211,9 @@ impl Store {
         Ok(row.get(0))
     }
 
-    /// Every node registered, with the sagas each holds; nodes gone for
-    /// more than an hour are forgotten here.
+    /// Every node registered, with the sagas each holds.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "DELETE FROM switch_nodes n WHERE lease_until < now() - interval '1 hour'
-                 AND NOT EXISTS (SELECT 1 FROM transactions t
-                                 WHERE t.owner = n.node_id AND t.status = 'PENDING')",
-                &[],
-            )
-            .await?;
         let rows = client
             .query(
                 "SELECT n.node_id, n.name, n.started_at, n.renewed_at, n.lease_until,
@@ -237,36 +239,32 @@ impl Store {
             .collect())
     }
 
-    /// Sets (or, with `mode` None, clears) an operator's circuit override.
-    /// `endpoint` None is the whole bank, and replaces every override of it.
+    /// Stores an operator's circuit override, with the meaning the operator
+    /// gave it. `endpoint` None is the whole bank: it replaces every override
+    /// of the bank (`auto` then leaves none). One endpoint's mode, `auto`
+    /// included, is stored for that endpoint and wins over the bank's.
     pub async fn set_circuit_override(
         &self,
         bank: &str,
         endpoint: Option<&str>,
-        mode: Option<&str>,
+        mode: &str,
     ) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        match endpoint {
-            None => {
-                tx.execute(
-                    "DELETE FROM circuit_overrides WHERE bank_code = $1",
-                    &[&bank],
-                )
-                .await?
-            }
-            Some(url) => {
-                tx.execute(
-                    "DELETE FROM circuit_overrides WHERE bank_code = $1 AND endpoint = $2",
-                    &[&bank, &url],
-                )
-                .await?
-            }
-        };
-        if let Some(mode) = mode {
+        let url = endpoint.unwrap_or("");
+        if endpoint.is_none() {
             tx.execute(
-                "INSERT INTO circuit_overrides (bank_code, endpoint, mode) VALUES ($1, $2, $3)",
-                &[&bank, &endpoint.unwrap_or(""), &mode],
+                "DELETE FROM circuit_overrides WHERE bank_code = $1",
+                &[&bank],
+            )
+            .await?;
+        }
+        if endpoint.is_some() || mode != "auto" {
+            tx.execute(
+                "INSERT INTO circuit_overrides (bank_code, endpoint, mode) VALUES ($1, $2, $3)
+                 ON CONFLICT (bank_code, endpoint) DO UPDATE
+                 SET mode = EXCLUDED.mode, updated_at = now()",
+                &[&bank, &url, &mode],
             )
             .await?;
         }
