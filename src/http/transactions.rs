@@ -11,7 +11,7 @@ use crate::actors::transaction::now_ms;
 use crate::adapters::cache::Admission;
 use crate::adapters::store::{Created, NewTxn, TxnRequest, TxnRow, VpaRecord};
 use crate::domain::{Paise, Vpa, mask_name};
-use crate::saga::{Party, Saga, Status};
+use crate::saga::{Party, PaymentType, Saga, Status};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -287,7 +287,7 @@ async fn create(
     };
     // A bank that is DOWN fails the transaction at once: no debit is tried.
     let saga = match down_bank(&state, &payer.bank, &payee.bank) {
-        Some(detail) => Saga::failed_at_admission(Uuid::new_v4(), payer, payee, amount, detail),
+        Some(detail) => Saga::failed_at_admission(PaymentType::P2P, Uuid::new_v4(), payer, payee, amount, detail),
         None => Saga::new(Uuid::new_v4(), payer, payee, amount, now_ms()),
     };
     let txn_id = saga.txn_id;
