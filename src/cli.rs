@@ -403,6 +403,19 @@ pub struct LoadgenArgs {
     /// How payers and payees are paired.
     #[arg(long, value_enum, default_value_t = Pairing::Random)]
     pub pairing: Pairing,
+    /// Payment types and their weights, any subset of the four:
+    /// `p2p=70,p2m=20,collect=5,refund=5`. P2M pays a merchant (--merchant);
+    /// REFUND asks back half of an earlier SUCCESS P2P/P2M of this run (a P2P
+    /// or P2M instead while none is known); COLLECT requests, then approves.
+    #[arg(long, default_value = "p2p=100")]
+    pub mix: String,
+    /// A merchant VPA that P2M payments go to (repeat it; or --merchants FILE):
+    /// one registered with `"merchant":true` and an MCC.
+    #[arg(long = "merchant", value_name = "VPA")]
+    pub merchant: Vec<String>,
+    /// A file of merchant VPAs, one per line (like --vpas; a rig writes merchants.txt).
+    #[arg(long = "merchants", value_name = "FILE")]
+    pub merchants_file: Option<PathBuf>,
     /// Seed of the random choices (pairs, amounts); drawn when not given, and reported.
     #[arg(long)]
     pub seed: Option<u64>,

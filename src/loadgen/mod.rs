@@ -2,10 +2,13 @@
 //!
 //! Arrivals are scheduled at fixed intervals from the start (arrival `i` at
 //! `t0 + i / --rate`) for `--duration`, whatever the switch answers. Each
-//! arrival posts one P2P payment between two of the given VPAs (never one to
+//! arrival posts one payment between two of the given VPAs (never one to
 //! itself) with its own Idempotency-Key (`<run id>-<i>`), then follows it with
 //! `GET /v1/transactions/{id}?wait=` long-polls until it is terminal or the
-//! drain deadline (`--drain-timeout` after the sending ends) passes.
+//! drain deadline (`--drain-timeout` after the sending ends) passes. Its type
+//! is drawn from `--mix` ([`mix`]): P2P (the default, and all there was
+//! before), P2M to a `--merchant`, REFUND of half of an earlier SUCCESS P2P or
+//! P2M of this run, COLLECT (request, then approve); [`send`] sends each.
 //!
 //! `--concurrency` caps the transactions in flight (a slot is taken at the
 //! send and given back when following ends), which also caps open requests
@@ -24,17 +27,23 @@
 //! The measuring and reporting is pure and lives in [`report`]; the pieces it
 //! shares with the demo (payment body, following, histograms) in `crate::traffic`.
 
+pub mod mix;
 pub mod report;
 mod schedule;
+mod send;
 pub mod wire;
 
 use crate::cli::{LoadgenArgs, Pairing};
 use crate::domain::{MAX_WIRE_PAISE, Paise, Vpa};
+use crate::saga::PaymentType;
 use crate::traffic::{
-    self, Counters, Kinds, Latency, Pairs, Poll, Status, shutdown_signal, transport_text,
+    self, Counters, Kinds, Latency, Pairs, Poll, shutdown_signal, transport_text,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use report::{ErrorsReport, Latencies, Lateness, Report, RunArgs, Schedule, ScheduleReport};
+use mix::{Mix, Originals};
+use report::{
+    ErrorsReport, Latencies, Lateness, Report, RunArgs, Schedule, ScheduleReport, TypeReport,
+};
 use schedule::{Sending, send_all};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
@@ -42,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Shortest `--poll-wait`: a shorter one would poll a pending transaction in a busy loop.
@@ -111,6 +120,18 @@ impl Amounts {
 /// The VPAs of `--vpa` and the lines of `--vpas FILE`, checked, without
 /// repeats (VPAs compare case-insensitively, so a repeat could pay itself).
 pub fn collect_vpas(flags: &[String], file_text: Option<&str>) -> Result<Vec<Vpa>, String> {
+    let vpas = vpa_list(flags, file_text)?;
+    if vpas.len() < 2 {
+        return Err(format!(
+            "need at least two different VPAs (--vpa alice@hdfc --vpa bob@icici, or --vpas FILE); got {}",
+            vpas.len()
+        ));
+    }
+    Ok(vpas)
+}
+
+/// VPAs of flags and a file's lines (blank lines and `#` comments skipped), checked, without repeats.
+fn vpa_list(flags: &[String], file_text: Option<&str>) -> Result<Vec<Vpa>, String> {
     let lines = file_text
         .into_iter()
         .flat_map(str::lines)
@@ -123,13 +144,18 @@ pub fn collect_vpas(flags: &[String], file_text: Option<&str>) -> Result<Vec<Vpa
             vpas.push(vpa);
         }
     }
-    if vpas.len() < 2 {
-        return Err(format!(
-            "need at least two different VPAs (--vpa alice@hdfc --vpa bob@icici, or --vpas FILE); got {}",
-            vpas.len()
-        ));
-    }
     Ok(vpas)
+}
+
+/// The text of an optional list file.
+fn read_list(path: Option<&PathBuf>) -> Result<Option<String>, LoadgenError> {
+    path.map(|path| {
+        std::fs::read_to_string(path).map_err(|source| LoadgenError::VpaFile {
+            path: path.clone(),
+            source,
+        })
+    })
+    .transpose()
 }
 
 /// The run's settings, checked.
@@ -142,6 +168,9 @@ struct Config {
     pairs: Pairs,
     pairing: Pairing,
     amounts: Amounts,
+    mix: Mix,
+    /// Payees of P2M payments.
+    merchants: Vec<Vpa>,
     seed: u64,
     request_timeout: Duration,
     poll: Poll,
@@ -175,18 +204,17 @@ impl Config {
                 traffic::MAX_POLL_WAIT.as_secs()
             )));
         }
-        let file_text = match &args.vpas_file {
-            Some(path) => {
-                Some(
-                    std::fs::read_to_string(path).map_err(|source| LoadgenError::VpaFile {
-                        path: path.clone(),
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let file_text = read_list(args.vpas_file.as_ref())?;
         let vpas = collect_vpas(&args.vpa, file_text.as_deref()).map_err(usage)?;
+        let mix = Mix::parse(&args.mix).map_err(usage)?;
+        let merchants_text = read_list(args.merchants_file.as_ref())?;
+        let merchants = vpa_list(&args.merchant, merchants_text.as_deref()).map_err(usage)?;
+        if mix.needs_merchants() && merchants.is_empty() {
+            return Err(usage(format!(
+                "--mix {mix} sends P2M payments: name their payees with --merchant VPA or --merchants FILE \
+                 (VPAs registered with \"merchant\":true and an MCC)"
+            )));
+        }
         let pairs = Pairs::new(vpas.len())
             .ok_or_else(|| usage("need at least two different VPAs".into()))?;
         let amounts = Amounts::parse(&args.amount).map_err(usage)?;
@@ -201,6 +229,8 @@ impl Config {
             pairs,
             pairing: args.pairing,
             amounts,
+            mix,
+            merchants,
             seed: args
                 .seed
                 .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0),
@@ -230,6 +260,31 @@ impl Config {
         self.amounts.nth(traffic::mix(!self.seed, i))
     }
 
+    /// The type arrival `i` is drawn as (a stream of its own).
+    fn kind(&self, i: u64) -> PaymentType {
+        self.mix.pick(traffic::mix(self.seed.rotate_left(17), i))
+    }
+
+    /// Arrival `i`'s draw for everything else: the merchant, the refund, a fallback.
+    fn draw(&self, i: u64) -> u64 {
+        traffic::mix(self.seed.rotate_left(41), i)
+    }
+
+    /// Payer and payee of arrival `i` when it is a payment of `kind` (P2M: to
+    /// a merchant, from a payer that is not that merchant).
+    fn parties(&self, kind: PaymentType, i: u64) -> (&Vpa, &Vpa) {
+        let (payer, payee) = self.pair(i);
+        if kind != PaymentType::P2M || self.merchants.is_empty() {
+            return (payer, payee);
+        }
+        let merchant = &self.merchants[(self.draw(i) % self.merchants.len() as u64) as usize];
+        if payer == merchant {
+            (payee, merchant)
+        } else {
+            (payer, merchant)
+        }
+    }
+
     fn run_args(&self, args: &LoadgenArgs) -> RunArgs {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         RunArgs {
@@ -240,6 +295,12 @@ impl Config {
             concurrency: self.concurrency,
             vpas: self.vpas.iter().map(|v| v.as_str().to_string()).collect(),
             amount: args.amount.clone(),
+            mix: self.mix.to_string(),
+            merchants: self
+                .merchants
+                .iter()
+                .map(|v| v.as_str().to_string())
+                .collect(),
             pairing: self.pairing,
             seed: self.seed,
             request_timeout_ms: ms(self.request_timeout),
@@ -261,6 +322,16 @@ struct Tally {
     accept_to_terminal: Latency,
     end_to_end: Latency,
     statuses: BTreeMap<String, u64>,
+    /// Sends, acceptances, statuses and errors of each payment type.
+    by_type: BTreeMap<&'static str, TypeReport>,
+    /// Refund arrivals sent as a P2P or P2M: no refundable payment was known yet.
+    refund_fallbacks: u64,
+}
+
+impl Tally {
+    fn of(&mut self, kind: PaymentType) -> &mut TypeReport {
+        self.by_type.entry(kind.as_str()).or_default()
+    }
 }
 
 /// What every payment task shares.
@@ -278,6 +349,11 @@ struct Shared {
     follow_errors: Kinds,
     reasons: Kinds,
     stop: watch::Receiver<Option<&'static str>>,
+    /// SUCCESS P2P/P2M payments of this run that refunds may ask back.
+    originals: Mutex<Originals>,
+    /// With `--no-follow`: accepted P2P/P2M payments whose end is not known
+    /// yet, oldest first (a refund looks one of them up when it needs one).
+    unconfirmed: Mutex<VecDeque<(String, Paise)>>,
 }
 
 impl Shared {
@@ -330,7 +406,7 @@ async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let show = !args.quiet && std::io::stdout().is_terminal();
     if !args.quiet {
         eprintln!(
-            "upi-switch loadgen {}: {} tx/s for {:.1} s ({} sends) to {}, concurrency {}, {} VPAs, seed {}",
+            "upi-switch loadgen {}: {} tx/s for {:.1} s ({} sends) to {}, concurrency {}, {} VPAs, mix {}, seed {}",
             cfg.run_id,
             cfg.schedule.rate(),
             cfg.schedule.duration().as_secs_f64(),
@@ -338,6 +414,7 @@ async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
             cfg.switch,
             cfg.concurrency,
             cfg.vpas.len(),
+            cfg.mix,
             cfg.seed
         );
     }
@@ -358,11 +435,15 @@ async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
             accept_to_terminal: Latency::new(),
             end_to_end: Latency::new(),
             statuses: BTreeMap::new(),
+            by_type: BTreeMap::new(),
+            refund_fallbacks: 0,
         }),
         send_errors: Kinds::default(),
         follow_errors: Kinds::default(),
         reasons: Kinds::default(),
         stop,
+        originals: Mutex::new(Originals::new(send::KEEP_ORIGINALS)),
+        unconfirmed: Mutex::new(VecDeque::new()),
     });
     let bar = progress_bar(show, shared.cfg.schedule.arrivals());
     let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
@@ -416,92 +497,6 @@ async fn preflight(http: &reqwest::Client, switch: &str) -> Result<(), LoadgenEr
             url: switch.to_string(),
             why: transport_text(&e),
         })
-}
-
-/// One arrival: post the payment, then follow it until terminal or the drain deadline.
-async fn pay(shared: Arc<Shared>, i: u64, intended: Instant, _slot: OwnedSemaphorePermit) {
-    let sent_at = Instant::now();
-    Counters::bump(&shared.counters.sent);
-    let lag = sent_at.saturating_duration_since(intended);
-    let cfg = &shared.cfg;
-    let (payer, payee) = cfg.pair(i);
-    let key = format!("{}-{i}", cfg.run_id);
-    let body = traffic::payment_body(payer.as_str(), payee.as_str(), cfg.amount(i), &cfg.note);
-    // A struct of strings always serialises; were it not to, the switch would answer 400.
-    let json = serde_json::to_string(&body).unwrap_or_default();
-    let request = wire::request(shared.posts.endpoint(), &key, &json);
-    let posted = shared.posts.post(&request).await;
-    let accepted_at = Instant::now();
-    let accepted = match posted {
-        Ok(a) => a,
-        Err(e) => {
-            Counters::bump(&shared.counters.errors);
-            shared.send_errors.add(e.to_string());
-            shared.tally(|t| {
-                t.lateness.record(lag);
-                t.lag.record(lag);
-            });
-            return;
-        }
-    };
-    Counters::bump(&shared.counters.accepted);
-    shared.tally(|t| {
-        t.lateness.record(lag);
-        t.lag.record(lag);
-        t.accept
-            .record(accepted_at.saturating_duration_since(intended));
-        t.accept_service
-            .record(accepted_at.saturating_duration_since(sent_at));
-        if !cfg.follow {
-            // Only posted: the answer's status is all this run knows.
-            count_status(&mut t.statuses, accepted.status);
-        }
-    });
-    if !cfg.follow {
-        return;
-    }
-    // Even a transaction decided at once is asked for once: its reason.
-    let mut stop = shared.stop.clone();
-    let followed = tokio::select! {
-        f = traffic::follow(
-            &shared.http,
-            &cfg.switch,
-            &accepted.txn_id,
-            &cfg.poll,
-            shared.drain_deadline,
-            |kind| {
-                Counters::bump(&shared.counters.errors);
-                shared.follow_errors.add(kind);
-            },
-        ) => f,
-        _ = stop.wait_for(Option::is_some) => traffic::Followed { status: Status::Pending, reason: None },
-    };
-    let done = Instant::now();
-    if followed.status.is_terminal() {
-        Counters::bump(&shared.counters.terminal);
-        if let Some(reason) = followed.reason {
-            shared.reasons.add(reason);
-        }
-    }
-    shared.tally(|t| {
-        if followed.status.is_terminal() {
-            t.accept_to_terminal
-                .record(done.saturating_duration_since(accepted_at));
-            t.end_to_end
-                .record(done.saturating_duration_since(intended));
-        }
-        count_status(&mut t.statuses, followed.status);
-    });
-}
-
-/// One more of `status` (no allocation once the status is in the map).
-fn count_status(statuses: &mut BTreeMap<String, u64>, status: Status) {
-    match statuses.get_mut(status.as_str()) {
-        Some(n) => *n += 1,
-        None => {
-            statuses.insert(status.as_str().to_string(), 1);
-        }
-    }
 }
 
 /// Waits for the payment tasks, which end by the drain deadline on their own;
@@ -565,6 +560,12 @@ fn build_report(
         achieved_accept_rate: 0.0,
         terminal: 0,
         statuses: tally.statuses.clone(),
+        by_type: tally
+            .by_type
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        refund_fallbacks: tally.refund_fallbacks,
         reasons: shared.reasons.snapshot(),
         errors: ErrorsReport::new(
             shared.send_errors.snapshot(),

@@ -126,6 +126,10 @@ pub struct RunArgs {
     pub concurrency: usize,
     pub vpas: Vec<String>,
     pub amount: String,
+    /// The payment types and their weights (`--mix`, canonical).
+    pub mix: String,
+    /// Payees of P2M payments.
+    pub merchants: Vec<String>,
     pub pairing: crate::cli::Pairing,
     pub seed: u64,
     pub request_timeout_ms: u64,
@@ -183,6 +187,19 @@ impl ErrorsReport {
     }
 }
 
+/// What one payment type amounted to.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeReport {
+    /// Arrivals sent as this type.
+    pub sent: u64,
+    pub accepted: u64,
+    /// Final status of each accepted one (the answer's with `--no-follow`).
+    pub statuses: BTreeMap<String, u64>,
+    /// Sends not accepted (for a collect: its request or its approval).
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
 /// Latency distributions, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latencies {
@@ -213,6 +230,11 @@ pub struct Report {
     pub terminal: u64,
     /// Final status of every accepted transaction (`PENDING`: not terminal at the drain timeout).
     pub statuses: BTreeMap<String, u64>,
+    /// The same by payment type (`P2P`, `P2M`, `REFUND`, `COLLECT`), with sends and errors.
+    pub by_type: BTreeMap<String, TypeReport>,
+    /// Refund arrivals sent as a P2P or P2M instead: no SUCCESS payment of
+    /// this run was known yet to refund (counted under the type they became).
+    pub refund_fallbacks: u64,
     /// `reason.code` of terminal transactions.
     pub reasons: BTreeMap<String, u64>,
     pub errors: ErrorsReport,
@@ -234,6 +256,9 @@ impl Report {
         self.achieved_accept_rate = self.accepted as f64 / secs;
         for s in STATUSES {
             self.statuses.entry(s.as_str().to_string()).or_insert(0);
+            for t in self.by_type.values_mut() {
+                t.statuses.entry(s.as_str().to_string()).or_insert(0);
+            }
         }
         self.terminal = STATUSES
             .iter()
@@ -312,6 +337,42 @@ impl Report {
                     statuses.join("  ")
                 ),
             );
+        }
+        if self.by_type.keys().any(|k| k != "P2P") {
+            row(
+                "by type",
+                format!(
+                    "mix {}{}",
+                    a.mix,
+                    if self.refund_fallbacks > 0 {
+                        format!(
+                            "  ({} refund(s) sent as P2P/P2M: nothing to refund yet)",
+                            self.refund_fallbacks
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            for (kind, t) in &self.by_type {
+                let statuses: Vec<String> = STATUSES
+                    .iter()
+                    .map(|st| {
+                        let n = t.statuses.get(st.as_str()).copied().unwrap_or(0);
+                        format!("{} {n}", st.as_str())
+                    })
+                    .collect();
+                row(
+                    "",
+                    format!(
+                        "{kind:<8}sent {}  accepted {}  {}  errors {}",
+                        t.sent,
+                        t.accepted,
+                        statuses.join("  "),
+                        t.errors
+                    ),
+                );
+            }
         }
         if !self.reasons.is_empty() {
             let reasons: Vec<String> = self
@@ -511,6 +572,8 @@ mod tests {
                 concurrency: 4,
                 vpas: vec!["a@x".into(), "b@y".into()],
                 amount: "1.00".into(),
+                mix: "p2p=1".into(),
+                merchants: vec![],
                 pairing: crate::cli::Pairing::Random,
                 seed: 1,
                 request_timeout_ms: 1000,
@@ -539,6 +602,8 @@ mod tests {
                 ("SUCCESS".into(), sent - pending),
                 ("PENDING".into(), pending),
             ]),
+            by_type: BTreeMap::new(),
+            refund_fallbacks: 0,
             reasons: BTreeMap::new(),
             errors: ErrorsReport::default(),
             latency_ms: Latencies {
@@ -607,6 +672,43 @@ mod tests {
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         assert!(r.warnings[0].contains("PENDING when Ctrl-C stopped the run"));
         assert!(r.render().contains("stopped early by Ctrl-C"));
+    }
+
+    #[test]
+    fn a_mixed_run_shows_each_type() {
+        let mut r = report(100, 100, 0, 0);
+        r.args.mix = "p2p=70,p2m=20,collect=5,refund=5".into();
+        r.refund_fallbacks = 2;
+        for (kind, n) in [("P2P", 72), ("P2M", 20), ("COLLECT", 5), ("REFUND", 3)] {
+            r.by_type.insert(
+                kind.into(),
+                TypeReport {
+                    sent: n,
+                    accepted: n,
+                    statuses: BTreeMap::from([("SUCCESS".into(), n)]),
+                    ..TypeReport::default()
+                },
+            );
+        }
+        let r = r.finish();
+        assert_eq!(
+            r.by_type["REFUND"].statuses["FAILED"], 0,
+            "every status is listed"
+        );
+        let text = r.render();
+        assert!(
+            text.contains("mix p2p=70,p2m=20,collect=5,refund=5  (2 refund(s) sent as P2P/P2M"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "REFUND  sent 3  accepted 3  SUCCESS 3  FAILED 0  REVERSED 0  PENDING 0  errors 0"
+            ),
+            "{text}"
+        );
+        // P2P alone: the summary is as it always was.
+        let plain = report(10, 10, 0, 0).render();
+        assert!(!plain.contains("by type"), "{plain}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! waits for a free slot under `--concurrency`, and whatever it waited counts
 //! in its latency.
 
-use super::{Shared, pay};
+use super::Shared;
+use super::send::pay;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;

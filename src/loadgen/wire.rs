@@ -29,6 +29,8 @@ pub struct Endpoint {
     host: String,
     /// Path of `POST …/v1/transactions`.
     path: String,
+    /// What comes before `/v1/…` (`""`, or the URL's path prefix).
+    prefix: String,
 }
 
 impl Endpoint {
@@ -58,19 +60,34 @@ impl Endpoint {
             addr,
             host: authority.to_string(),
             path: format!("{prefix}/v1/transactions"),
+            prefix: prefix.to_string(),
         })
+    }
+
+    /// The path of `tail` (`/v1/collects`) on this switch.
+    pub fn path(&self, tail: &str) -> String {
+        format!("{}{tail}", self.prefix)
     }
 }
 
-/// The request's bytes: head and JSON body in one buffer.
+/// The bytes of `POST /v1/transactions`: head and JSON body in one buffer.
 pub fn request(endpoint: &Endpoint, key: &str, body: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + key.len() + body.len());
+    request_to(endpoint, &endpoint.path, Some(key), body)
+}
+
+/// The bytes of a `POST` to `path` (with an Idempotency-Key when given).
+pub fn request_to(endpoint: &Endpoint, path: &str, key: Option<&str>, body: &str) -> Vec<u8> {
+    let key_len = key.map_or(0, str::len);
+    let mut out = Vec::with_capacity(160 + path.len() + key_len + body.len());
     out.extend_from_slice(b"POST ");
-    out.extend_from_slice(endpoint.path.as_bytes());
+    out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(endpoint.host.as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\nidempotency-key: ");
-    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json");
+    if let Some(key) = key {
+        out.extend_from_slice(b"\r\nidempotency-key: ");
+        out.extend_from_slice(key.as_bytes());
+    }
     out.extend_from_slice(b"\r\ncontent-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
@@ -139,6 +156,22 @@ struct Answer<'a> {
     status: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     code: Option<&'a str>,
+    #[serde(borrow)]
+    collect_id: Option<&'a str>,
+}
+
+/// What `POST /v1/collects` answered: the new (or same) collect's id.
+pub fn judge_collect(status: u16, body: &[u8]) -> Result<String, SendError> {
+    let answer: Option<Answer> = serde_json::from_slice(body).ok();
+    match (status, answer.as_ref().and_then(|a| a.collect_id)) {
+        (200 | 201, Some(id)) => Ok(id.to_string()),
+        (200 | 201, None) if answer.is_none() => Err(SendError::Transport("body")),
+        (200 | 201, None) => Err(SendError::NoTxnId(status)),
+        _ => Err(SendError::Refused {
+            status,
+            code: answer.and_then(|a| a.code).unwrap_or("-").to_string(),
+        }),
+    }
 }
 
 /// What `POST /v1/transactions` answered, as the tools count it.
@@ -188,10 +221,11 @@ impl Conn {
     }
 
     /// Writes `request`, reads one answer and judges it: (what it said, keep the connection).
-    async fn exchange(
+    async fn exchange<R>(
         &mut self,
         request: &[u8],
-    ) -> Result<(Result<Accepted, SendError>, bool), Failed> {
+        judge: fn(u16, &[u8]) -> R,
+    ) -> Result<(R, bool), Failed> {
         let broke = |kind, before_answer| Failed {
             kind,
             before_answer,
@@ -282,17 +316,30 @@ impl Pool {
 
     /// Posts one payment (the bytes of [`request`]) within the pool's timeout.
     pub async fn post(&self, request: &[u8]) -> Result<Accepted, SendError> {
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+        self.post_with(request, judge).await
+    }
+
+    /// Posts `request` within the pool's timeout; `judge` reads the answer.
+    pub async fn post_with<R>(
+        &self,
+        request: &[u8],
+        judge: fn(u16, &[u8]) -> Result<R, SendError>,
+    ) -> Result<R, SendError> {
+        match tokio::time::timeout(self.timeout, self.exchange(request, judge)).await {
             Ok(Ok(verdict)) => verdict,
             Ok(Err(kind)) => Err(SendError::Transport(kind)),
             Err(_) => Err(SendError::Transport("timeout")),
         }
     }
 
-    async fn exchange(&self, request: &[u8]) -> Result<Result<Accepted, SendError>, &'static str> {
+    async fn exchange<R>(
+        &self,
+        request: &[u8],
+        judge: fn(u16, &[u8]) -> R,
+    ) -> Result<R, &'static str> {
         // A reused connection the server closed while idle: once more on a fresh one.
         if let Some(mut conn) = self.take() {
-            match conn.exchange(request).await {
+            match conn.exchange(request, judge).await {
                 Ok((verdict, keep)) => {
                     if keep {
                         self.give_back(conn);
@@ -304,7 +351,7 @@ impl Pool {
             }
         }
         let mut conn = Conn::open(self.endpoint.addr).await?;
-        let (verdict, keep) = conn.exchange(request).await.map_err(|f| f.kind)?;
+        let (verdict, keep) = conn.exchange(request, judge).await.map_err(|f| f.kind)?;
         if keep {
             self.give_back(conn);
         }
@@ -358,10 +405,41 @@ mod tests {
             addr: "127.0.0.1:8080".parse().unwrap(),
             host: "127.0.0.1:8080".into(),
             path: "/v1/transactions".into(),
+            prefix: String::new(),
         };
         let bytes = request(&endpoint, "lg-1-7", "{\"a\":1}");
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("POST /v1/transactions HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"));
         assert!(text.contains("idempotency-key: lg-1-7\r\ncontent-length: 7\r\n\r\n{\"a\":1}"));
+        let approve = request_to(
+            &endpoint,
+            &endpoint.path("/v1/collects/c1/approve"),
+            None,
+            "{}",
+        );
+        let text = String::from_utf8(approve).unwrap();
+        assert!(
+            text.starts_with("POST /v1/collects/c1/approve HTTP/1.1\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("idempotency-key"), "{text}");
+        assert!(text.ends_with("content-length: 2\r\n\r\n{}"), "{text}");
+    }
+
+    #[test]
+    fn collect_answers_are_judged_by_their_collect_id() {
+        let made = br#"{"collect_id":"c1","status":"REQUESTED","expires_at":"x"}"#;
+        assert_eq!(judge_collect(201, made).unwrap(), "c1");
+        assert_eq!(judge_collect(200, made).unwrap(), "c1");
+        assert_eq!(
+            judge_collect(422, br#"{"code":"UNKNOWN_VPA"}"#)
+                .unwrap_err()
+                .to_string(),
+            "POST 422 UNKNOWN_VPA"
+        );
+        // An approval answers with the payment's txn_id: an accepted payment.
+        let approved = br#"{"collect_id":"c1","status":"APPROVED","txn_id":"t1"}"#;
+        let ok = judge(202, approved).unwrap();
+        assert_eq!((ok.txn_id.as_str(), ok.status), ("t1", Status::Pending));
     }
 }
