@@ -3,6 +3,7 @@
 //! dispatches to one plain function per mode.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::domain::Paise;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,18 +101,44 @@ pub struct SwitchConfig {
     /// Pending transactions (running or waiting) above which new ones get 503 SWITCH_BUSY.
     #[arg(long, env = "MAX_PENDING", default_value_t = 20_000)]
     pub max_pending: usize,
-    /// Per-transaction limit in paise (default ₹1,00,000).
-    #[arg(long, env = "TXN_LIMIT_PAISE", default_value_t = 10_000_000)]
-    pub txn_limit_paise: i64,
-    /// Deadline of each bank call, in milliseconds.
+    /// Limit of one P2P or COLLECT payment, in rupees (`0`: none).
+    #[arg(long, env = "TXN_LIMIT", default_value = "100000.00", value_parser = rupees_flag)]
+    pub txn_limit: Paise,
+    /// Limit of one P2M payment, in rupees, unless its MCC has its own (`0`: none).
+    #[arg(long, env = "P2M_TXN_LIMIT", default_value = "100000.00", value_parser = rupees_flag)]
+    pub p2m_txn_limit: Paise,
+    /// Limit of one P2M payment to merchants of one MCC: `6012=500000.00`
+    /// (repeatable; in the environment, comma-separated).
+    #[arg(long = "mcc-limit", env = "MCC_LIMITS", value_delimiter = ',', value_parser = mcc_limit_flag)]
+    pub mcc_limits: Vec<(String, Paise)>,
+    /// Most one payer VPA may pay in an IST day (P2P, P2M, COLLECT), in rupees (`0`: none).
+    #[arg(long, env = "DAILY_AMOUNT_LIMIT", default_value = "100000.00", value_parser = rupees_flag)]
+    pub daily_amount_limit: Paise,
+    /// Most payments by one payer VPA in an IST day (`0`: none).
+    #[arg(long, env = "DAILY_COUNT_LIMIT", default_value_t = 20)]
+    pub daily_count_limit: i64,
+    /// Deadline of each debit or credit call, in milliseconds.
     #[arg(long, env = "BANK_TIMEOUT_MS", default_value_t = 2_000)]
     pub bank_timeout_ms: u64,
-    /// How long a debit with an unknown outcome is inquired/retried before it is fenced.
-    #[arg(long, env = "DEBIT_DEADLINE_MS", default_value_t = 15_000)]
-    pub debit_deadline_ms: u64,
-    /// How long a credit with an unknown outcome is inquired/retried before it is fenced.
-    #[arg(long, env = "CREDIT_DEADLINE_MS", default_value_t = 30_000)]
-    pub credit_deadline_ms: u64,
+    /// How long a debit or credit may stay unconfirmed (inquired, retried)
+    /// before it is fenced with a reverse: NPCI's payment response time
+    /// (15 s since 16 June 2025).
+    #[arg(long, env = "PAYMENT_TIMEOUT_MS", default_value_t = 15_000)]
+    pub payment_timeout_ms: u64,
+    /// Deadline of one status inquiry call: NPCI's check-status response
+    /// time (10 s since 16 June 2025).
+    #[arg(long, env = "STATUS_CHECK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub status_check_timeout_ms: u64,
+    /// Deadline of one reverse call (it is retried until answered): NPCI's
+    /// reversal response time (10 s since 16 June 2025).
+    #[arg(long, env = "REVERSAL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub reversal_timeout_ms: u64,
+    /// The debit's own deadline, when it must differ from `--payment-timeout-ms`.
+    #[arg(long, env = "DEBIT_DEADLINE_MS")]
+    pub debit_deadline_ms: Option<u64>,
+    /// The credit's own deadline, when it must differ from `--payment-timeout-ms`.
+    #[arg(long, env = "CREDIT_DEADLINE_MS")]
+    pub credit_deadline_ms: Option<u64>,
     /// Longest pause between retries of one bank step, in milliseconds.
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 5_000)]
     pub retry_max_ms: u64,
@@ -687,4 +714,26 @@ mod tests {
         }
         assert!(parse_duration(&format!("{}h", u64::MAX / 1000)).is_err());
     }
+}
+
+/// A rupee amount flag (`"1000.00"`, exact), `0` for none.
+fn rupees_flag(text: &str) -> Result<Paise, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b == b'0' || b == b'.') && t.starts_with('0') {
+        return Ok(Paise(0));
+    }
+    Paise::parse_rupees(t, Paise(i64::MAX))
+        .map_err(|e| format!("{e} (rupees with at most two decimals, e.g. 1000.00; 0 for none)"))
+}
+
+/// `MCC=AMOUNT`, e.g. `6012=500000.00`.
+fn mcc_limit_flag(text: &str) -> Result<(String, Paise), String> {
+    let (mcc, amount) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected MCC=AMOUNT, e.g. 6012=500000.00"))?;
+    let mcc = mcc.trim();
+    if mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{mcc:?}: an MCC is 4 digits"));
+    }
+    Ok((mcc.to_string(), rupees_flag(amount)?))
 }

@@ -13,6 +13,12 @@ pub struct Metrics {
     pub txns_created: IntCounterVec,
     /// Transactions that reached a terminal status, by type and status.
     pub txns_finished: IntCounterVec,
+    /// Collect requests by what happened to them: REQUESTED, APPROVED,
+    /// DECLINED, EXPIRED.
+    pub collects: IntCounterVec,
+    /// Payments refused at acceptance by a limit, a refund cap or a
+    /// collect's state, by type and code.
+    pub refusals: IntCounterVec,
     /// Sagas running as actors now.
     pub sagas_in_flight: IntGauge,
     /// What woke a `?wait=` caller: its saga's actor stopping here (`here`),
@@ -97,6 +103,16 @@ impl Metrics {
                 "upi_transactions_created_total",
                 "Transactions accepted",
                 &["type"],
+            ),
+            collects: counter(
+                "upi_collects_total",
+                "Collect requests by what happened to them (REQUESTED, APPROVED, DECLINED, EXPIRED)",
+                &["status"],
+            ),
+            refusals: counter(
+                "upi_payments_refused_total",
+                "Payments refused at acceptance by a limit, a refund cap or a collect's state",
+                &["type", "code"],
             ),
             wait_wakeups: counter(
                 "upi_wait_wakeups_total",

@@ -23,7 +23,6 @@ use crate::adapters::pg::{self, DbError, Schema};
 use crate::adapters::store::{Store, StoreError};
 use crate::cli::{SwitchConfig, WhenRedisDown};
 use crate::cluster::{self, Node};
-use crate::domain::Paise;
 use crate::domain::breaker::BreakerConfig;
 use crate::http::{self, AppState, Limits};
 use crate::metrics::{CacheMetrics, Metrics};
@@ -64,9 +63,9 @@ pub struct Running {
 }
 
 pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
-    if cfg.txn_limit_paise <= 0 {
+    if cfg.daily_count_limit < 0 {
         return Err(ServeError::Config(
-            "--txn-limit-paise must be positive".into(),
+            "--daily-count-limit must be 0 (none) or more".into(),
         ));
     }
     // Take the port before any actor starts, so a taken port is a clean error.
@@ -118,6 +117,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         http: BankClient::http_client(),
         http2: BankClient::http2_client(),
         call_timeout: bank_timeout,
+        inquiry_timeout: Duration::from_millis(cfg.status_check_timeout_ms.max(1)),
+        reverse_timeout: Duration::from_millis(cfg.reversal_timeout_ms.max(1)),
         adapter: AdapterConfig {
             breaker: BreakerConfig {
                 consecutive_failures: cfg.breaker_consecutive_failures.max(1),
@@ -153,8 +154,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         checkpoints: writer.clone(),
         board: health.clone(),
         cfg: SagaConfig {
-            debit_deadline_ms: cfg.debit_deadline_ms,
-            credit_deadline_ms: cfg.credit_deadline_ms,
+            debit_deadline_ms: cfg.debit_deadline_ms.unwrap_or(cfg.payment_timeout_ms),
+            credit_deadline_ms: cfg.credit_deadline_ms.unwrap_or(cfg.payment_timeout_ms),
             retry_base_ms: 50,
             retry_max_ms: cfg.retry_max_ms.max(50),
         },
@@ -171,6 +172,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         admission.clone(),
     )
     .start();
+    crate::actors::collect_expiry::spawn(store.clone(), metrics.clone());
     let lease_arbiter = cluster::lease::spawn(
         node.clone(),
         pg::DbUrl::parse(&cfg.database_url)?,
@@ -220,7 +222,11 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         health,
         metrics: metrics.clone(),
         limits: Limits {
-            txn_limit: Paise(cfg.txn_limit_paise),
+            txn_limit: cfg.txn_limit,
+            p2m_txn_limit: cfg.p2m_txn_limit,
+            mcc_limits: std::sync::Arc::new(cfg.mcc_limits.iter().cloned().collect()),
+            daily_amount: cfg.daily_amount_limit,
+            daily_count: cfg.daily_count_limit,
         },
         admin_token: cfg.admin_token.clone(),
         events,

@@ -30,6 +30,10 @@ pub struct SupervisorConfig {
     /// The client of endpoints registered with `"http2": true`.
     pub http2: reqwest::Client,
     pub call_timeout: Duration,
+    /// Deadline of a status inquiry (`--status-check-timeout-ms`).
+    pub inquiry_timeout: Duration,
+    /// Deadline of a reverse (`--reversal-timeout-ms`).
+    pub reverse_timeout: Duration,
     pub adapter: AdapterConfig,
     pub probe_every: Duration,
     pub metrics: Metrics,
@@ -158,7 +162,8 @@ impl BankHealthSupervisor {
         } else {
             &self.cfg.http
         };
-        let client = BankClient::new(http.clone(), &slot.url, self.cfg.call_timeout);
+        let client = BankClient::new(http.clone(), &slot.url, self.cfg.call_timeout)
+            .with_step_timeouts(self.cfg.inquiry_timeout, self.cfg.reverse_timeout);
         let (priority, cfg, mode) = (slot.priority, self.cfg.adapter, slot.mode);
         let addr = PspAdapterActor::start_in_arbiter(&arbiter.handle(), move |_| {
             PspAdapterActor::new(client, priority, cfg, mode)

@@ -8,12 +8,15 @@
 //! - `CheckpointWriter` group-commits every saga write (creates and
 //!   checkpoints) and answers each when its batch is durable.
 //! - `OutboxRelay` publishes the outbox's domain events to RabbitMQ.
+//! - `collect_expiry` (a task, not an actor: it has no messages) writes
+//!   expired collect requests down.
 //!
 //! No actor shares mutable business state with another; no `Arc<Mutex<…>>`.
 
 pub mod bank_router;
 pub mod bank_supervisor;
 pub mod checkpoint_writer;
+pub mod collect_expiry;
 pub mod outbox_relay;
 pub mod psp_adapter;
 pub mod registry;

@@ -175,7 +175,7 @@ impl Actor for TransactionActor {
             self.deps
                 .metrics
                 .txns_finished
-                .with_label_values(&["P2P", status.as_str()])
+                .with_label_values(&[self.saga.kind.as_str(), status.as_str()])
                 .inc();
             tracing::info!(parent: &self.span, status = status.as_str(), reason = ?self.saga.reason(), "transaction finished");
         }

@@ -81,7 +81,12 @@ pub enum InquiryOutcome {
 pub struct BankClient {
     http: reqwest::Client,
     base_url: String,
+    /// Deadline of a debit, a credit and every read.
     timeout: Duration,
+    /// Deadline of a status inquiry (NPCI: check-status 10 s).
+    inquiry_timeout: Duration,
+    /// Deadline of a reverse (NPCI: reversal 10 s).
+    reverse_timeout: Duration,
     /// The movement endpoints, parsed once (`None` if the base URL is not one).
     urls: Option<std::sync::Arc<MovementUrls>>,
 }
@@ -114,7 +119,17 @@ impl BankClient {
             urls: MovementUrls::parse(&base_url).map(std::sync::Arc::new),
             base_url,
             timeout,
+            inquiry_timeout: timeout,
+            reverse_timeout: timeout,
         }
+    }
+
+    /// The same client with its own deadlines for status inquiries and
+    /// reverses (otherwise those of every call).
+    pub fn with_step_timeouts(mut self, inquiry: Duration, reverse: Duration) -> BankClient {
+        self.inquiry_timeout = inquiry;
+        self.reverse_timeout = reverse;
+        self
     }
 
     /// A connection-pooling HTTP client suited to bank calls (shared by all
@@ -210,7 +225,7 @@ impl BankClient {
             Ok(url) => url,
             Err(unknown) => return ReverseOutcome::Unknown(unknown),
         };
-        let call = self.http.post(url).timeout(self.timeout).json(req);
+        let call = self.http.post(url).timeout(self.reverse_timeout).json(req);
         let (status, body) = match send(call).await {
             Ok(answer) => answer,
             Err(unknown) => return ReverseOutcome::Unknown(unknown),
@@ -236,7 +251,7 @@ impl BankClient {
         let call = self
             .http
             .get(format!("{}/v1/ops/{op_id}", self.base_url))
-            .timeout(self.timeout);
+            .timeout(self.inquiry_timeout);
         let (status, body) = match send(call).await {
             Ok(answer) => answer,
             Err(unknown) => return InquiryOutcome::Unknown(unknown),

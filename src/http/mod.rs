@@ -4,8 +4,11 @@
 //! — the same function the server and the tests use.
 
 pub mod admin;
+pub mod collects;
 pub mod events;
+pub mod input;
 pub mod ops;
+pub mod payments;
 pub mod problem;
 pub mod transactions;
 
@@ -23,10 +26,49 @@ use actix_web::{HttpResponse, web};
 use problem::Problem;
 use std::time::Duration;
 
-/// Limits applied to client input.
-#[derive(Clone, Copy, Debug)]
+/// Limits applied to payments at acceptance (`Paise(0)` / `0`: off).
+#[derive(Clone, Debug)]
 pub struct Limits {
+    /// One P2P or COLLECT payment.
     pub txn_limit: Paise,
+    /// One P2M payment, unless its MCC has a limit of its own.
+    pub p2m_txn_limit: Paise,
+    pub mcc_limits: std::sync::Arc<std::collections::HashMap<String, Paise>>,
+    /// Paid by one payer VPA in an IST day (P2P, P2M, COLLECT).
+    pub daily_amount: Paise,
+    /// Payments by one payer VPA in an IST day.
+    pub daily_count: i64,
+}
+
+impl Limits {
+    /// The limit of one P2M payment to a merchant of this MCC.
+    pub fn p2m_limit(&self, mcc: &str) -> Paise {
+        self.mcc_limits
+            .get(mcc)
+            .copied()
+            .unwrap_or(self.p2m_txn_limit)
+    }
+
+    /// The largest amount a payment of `kind` could be allowed before its
+    /// payee is known (`0`: none): amounts above it are refused while parsing.
+    pub fn parse_ceiling(&self, kind: crate::saga::PaymentType) -> Paise {
+        use crate::saga::PaymentType;
+        match kind {
+            PaymentType::P2P | PaymentType::Collect => self.txn_limit,
+            PaymentType::Refund => Paise(0),
+            PaymentType::P2M => {
+                let limits = std::iter::once(self.p2m_txn_limit).chain(self.mcc_limits.values().copied());
+                let mut ceiling = Paise(0);
+                for l in limits {
+                    if l.0 == 0 {
+                        return Paise(0);
+                    }
+                    ceiling = ceiling.max(l);
+                }
+                ceiling
+            }
+        }
+    }
 }
 
 /// What every handler shares. Cheap to clone.
@@ -59,7 +101,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub fn app_config(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .configure(payments::config)
         .configure(transactions::config)
+        .configure(collects::config)
         .configure(events::config)
         .configure(admin::config)
         .configure(ops::config)

@@ -425,6 +425,13 @@ impl SwitchProc {
             if !extra.iter().any(|a| a == "--db-pool-size") {
                 args.extend(["--db-pool-size".into(), "12".into()]);
             }
+            // Tests pay many times from a few VPAs: the daily limits are off
+            // unless a test sets them (tests/payment_types.rs does).
+            for (flag, off) in [("--daily-count-limit", "0"), ("--daily-amount-limit", "0")] {
+                if !extra.iter().any(|a| a == flag) {
+                    args.extend([flag.into(), off.into()]);
+                }
+            }
             args.extend(extra.iter().cloned());
             args
         });

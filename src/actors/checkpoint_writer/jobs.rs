@@ -3,7 +3,8 @@
 //! `merchant::flow_batch`), and how a committed statement answers each job.
 
 use super::{Session, WriteError};
-use crate::adapters::store::batch;
+use crate::adapters::store::{batch, guarded};
+use crate::saga::guards::Refusal;
 use crate::adapters::store::{CheckpointError, CheckpointWrite, NewTxn};
 use crate::merchant::flow_batch::{self, Accept, Announce, Release};
 use chrono::{DateTime, Utc};
@@ -16,6 +17,8 @@ use uuid::Uuid;
 pub(super) enum CreateOutcome {
     Inserted,
     KeyTaken,
+    /// Its acceptance checks refused it; nothing was written.
+    Refused(Refusal),
 }
 
 pub(super) enum Job {
@@ -71,6 +74,11 @@ impl Job {
         }
     }
 
+    /// A create with acceptance checks (limits, a refund cap, a collect).
+    pub(super) fn is_guarded(&self) -> bool {
+        matches!(self, Job::Create { new, .. } if !new.guard.is_empty())
+    }
+
     pub(super) fn statement(&self) -> Statement {
         match self {
             Job::Create { .. } | Job::Checkpoint { .. } | Job::Receive { .. } => Statement::Sagas,
@@ -99,7 +107,8 @@ impl Job {
 
 /// What one committed statement did.
 pub(super) enum Written {
-    Sagas(batch::Written),
+    /// The sagas' statement, and the creates its acceptance checks refused.
+    Sagas(batch::Written, HashMap<Uuid, Refusal>),
     Flows(flow_batch::Written),
 }
 
@@ -120,33 +129,79 @@ pub(super) async fn write(s: &Session, jobs: &[Job]) -> Result<Written, tokio_po
                 .await
                 .map(Written::Flows)
         }
+        _ if jobs.iter().any(Job::is_guarded) => write_guarded(s, jobs).await,
         _ => {
-            let mut columns = batch::Columns::owned_by(s.node_id);
-            for job in jobs {
-                match job {
-                    Job::Create { new, .. } => columns.create(new),
-                    Job::Checkpoint { write, .. } => columns.checkpoint(write),
-                    Job::Receive {
-                        correlation_id,
-                        amount_cents,
-                        ..
-                    } => columns.merchant_payment(*correlation_id, *amount_cents),
-                    _ => {}
-                }
-            }
+            let refused = HashMap::new();
+            let columns = saga_columns(s, jobs, &refused);
             batch::write(&s.client, &s.statement, &columns)
                 .await
-                .map(Written::Sagas)
+                .map(|w| Written::Sagas(w, refused))
         }
     }
+}
+
+/// The sagas' statement's columns for `jobs`, leaving out the refused.
+fn saga_columns(s: &Session, jobs: &[Job], refused: &HashMap<Uuid, Refusal>) -> batch::Columns {
+    let mut columns = batch::Columns::owned_by(s.node_id);
+    for job in jobs {
+        match job {
+            Job::Create { new, .. } if !refused.contains_key(&new.saga.txn_id) => {
+                columns.create(new)
+            }
+            Job::Checkpoint { write, .. } => columns.checkpoint(write),
+            Job::Receive {
+                correlation_id,
+                amount_cents,
+                ..
+            } => columns.merchant_payment(*correlation_id, *amount_cents),
+            _ => {}
+        }
+    }
+    columns
+}
+
+/// A batch with guarded creates: one transaction that takes the guards'
+/// locks, decides each create (`store::guarded`), then runs the sagas'
+/// statement without the refused.
+async fn write_guarded(s: &Session, jobs: &[Job]) -> Result<Written, tokio_postgres::Error> {
+    s.client.batch_execute("BEGIN").await?;
+    let result = async {
+        let candidates: Vec<guarded::Candidate<'_>> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                Job::Create { new, .. } if !new.guard.is_empty() => Some(guarded::Candidate {
+                    txn_id: new.saga.txn_id,
+                    key: new.request.guard_key(),
+                    guard: &new.guard,
+                    amount: new.saga.amount,
+                }),
+                _ => None,
+            })
+            .collect();
+        let refused = guarded::decide(&s.client, &s.guarded, &candidates).await?;
+        let columns = saga_columns(s, jobs, &refused);
+        let written = batch::write(&s.client, &s.statement, &columns).await?;
+        s.client.batch_execute("COMMIT").await?;
+        Ok(Written::Sagas(written, refused))
+    }
+    .await;
+    if result.is_err() && !s.client.is_closed() {
+        let _ = s.client.batch_execute("ROLLBACK").await;
+    }
+    result
 }
 
 /// Answers every job from what its committed statement says: a job absent
 /// from it was fenced (a stale version, a lost claim, a key or id taken).
 pub(super) fn answer(jobs: impl Iterator<Item = Job>, written: &Written) {
     let empty = (HashSet::new(), HashSet::new(), HashSet::new());
+    let no_refusals = HashMap::new();
+    let refused = match written {
+        Written::Sagas(_, refused) => refused,
+        Written::Flows(_) => &no_refusals,
+    };
     let (created, updated, received) = match written {
-        Written::Sagas(w) => (
+        Written::Sagas(w, _) => (
             w.created.iter().copied().collect(),
             w.updated.iter().copied().collect(),
             w.received.iter().copied().collect(),
@@ -163,12 +218,14 @@ pub(super) fn answer(jobs: impl Iterator<Item = Job>, written: &Written) {
             w.accepted.iter().copied().collect(),
             w.released.iter().copied().collect(),
         ),
-        Written::Sagas(_) => Default::default(),
+        Written::Sagas(..) => Default::default(),
     };
     for job in jobs {
         match job {
             Job::Create { new, reply } => {
-                let outcome = if created.contains(&new.saga.txn_id) {
+                let outcome = if let Some(r) = refused.get(&new.saga.txn_id) {
+                    CreateOutcome::Refused(r.clone())
+                } else if created.contains(&new.saga.txn_id) {
                     CreateOutcome::Inserted
                 } else {
                     CreateOutcome::KeyTaken

@@ -193,6 +193,7 @@ impl CheckpointWriter {
         self.offer(Job::Create { new, reply })?;
         match rx.await.map_err(|_| WriteError::Stopped)?? {
             CreateOutcome::Inserted => Ok(Created::New),
+            CreateOutcome::Refused(r) => Ok(Created::Refused(r)),
             // The key's owner committed before our insert gave up; read it.
             CreateOutcome::KeyTaken => self
                 .store
@@ -271,6 +272,8 @@ struct Session {
     statement: tokio_postgres::Statement,
     /// Merchant forwarding's fenced writes (announce, accept, release).
     flows: tokio_postgres::Statement,
+    /// The acceptance checks of guarded creates.
+    guarded: crate::adapters::store::guarded::Statements,
     node_id: Uuid,
 }
 
@@ -285,10 +288,12 @@ async fn open(db: &DbUrl, node_id: Uuid) -> Result<Session, DbError> {
         .await?;
     let statement = client.prepare(batch::SQL).await?;
     let flows = client.prepare(flow_batch::SQL).await?;
+    let guarded = crate::adapters::store::guarded::Statements::prepare(&client).await?;
     Ok(Session {
         client,
         statement,
         flows,
+        guarded,
         node_id,
     })
 }

@@ -32,19 +32,25 @@ pub const SQL: &str = "
 WITH c AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[],
-                         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+                         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+                         $31::text[], $32::text[], $33::text[], $34::uuid[], $35::uuid[])
         AS c(txn_id, idempotency_key, payer_vpa, payee_vpa, payer_bank, payer_account,
              payee_bank, payee_account, amount_paise, note, status, saga,
-             state, op_id, reason_code, reason_detail, event_type)
+             state, op_id, reason_code, reason_detail, event_type,
+             type, merchant_ref, mcc, original_txn_id, collect_id)
 ), ins AS (
     INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
         payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
-        status, saga, version, reason_code, reason_detail, owner)
-    SELECT txn_id, idempotency_key, 'P2P', payer_vpa, payee_vpa, payer_bank, payer_account,
+        status, saga, version, reason_code, reason_detail, owner,
+        merchant_ref, mcc, original_txn_id, collect_id)
+    SELECT txn_id, idempotency_key, type, payer_vpa, payee_vpa, payer_bank, payer_account,
            payee_bank, payee_account, amount_paise, note, status, saga, 1,
-           reason_code, reason_detail, CASE WHEN status = 'PENDING' THEN $30::uuid END
+           reason_code, reason_detail, CASE WHEN status = 'PENDING' THEN $30::uuid END,
+           merchant_ref, mcc, original_txn_id, collect_id
     FROM c
-    ON CONFLICT (idempotency_key) DO NOTHING
+    -- Any unique key: the client's idempotency key, or the collect request
+    -- a collect's payment belongs to.
+    ON CONFLICT DO NOTHING
     RETURNING txn_id
 ), ins_cp AS (
     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
@@ -53,8 +59,14 @@ WITH c AS (
     INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
                         txn_type, payer_vpa, payee_vpa, amount_paise)
     SELECT c.txn_id, 1, c.event_type, c.state, c.status, c.op_id, c.reason_code, c.reason_detail,
-           'P2P', c.payer_vpa, c.payee_vpa, c.amount_paise
+           c.type, c.payer_vpa, c.payee_vpa, c.amount_paise
     FROM c JOIN ins USING (txn_id)
+), ins_collect AS (
+    -- An approved collect names its payment, in the statement that makes it
+    -- (the writer holds the collect's row lock, taken before it decided).
+    UPDATE collects k SET status = 'APPROVED', txn_id = c.txn_id, updated_at = now()
+    FROM c JOIN ins USING (txn_id)
+    WHERE k.collect_id = c.collect_id
 ), u AS (
     SELECT * FROM unnest($18::uuid[], $19::int4[], $20::text[], $21::text[], $22::text[],
                          $23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
@@ -95,7 +107,7 @@ pub struct Columns {
     owner: Uuid,
     // creates
     c_txn: Vec<Uuid>,
-    c_key: Vec<String>,
+    c_key: Vec<Option<String>>,
     c_payer_vpa: Vec<String>,
     c_payee_vpa: Vec<String>,
     c_payer_bank: Vec<String>,
@@ -111,6 +123,11 @@ pub struct Columns {
     c_reason_code: Vec<Option<String>>,
     c_reason_detail: Vec<Option<String>>,
     c_event: Vec<String>,
+    c_type: Vec<&'static str>,
+    c_merchant_ref: Vec<Option<String>>,
+    c_mcc: Vec<Option<String>>,
+    c_original: Vec<Option<Uuid>>,
+    c_collect: Vec<Option<Uuid>>,
     // checkpoints
     u_txn: Vec<Uuid>,
     u_expected: Vec<i32>,
@@ -162,6 +179,11 @@ impl Columns {
         self.c_reason_code.push(code);
         self.c_reason_detail.push(detail);
         self.c_event.push(event_type(label));
+        self.c_type.push(req.kind.as_str());
+        self.c_merchant_ref.push(req.merchant_ref.clone());
+        self.c_mcc.push(new.mcc.clone());
+        self.c_original.push(req.original_txn_id);
+        self.c_collect.push(req.collect_id);
     }
 
     pub fn checkpoint(&mut self, w: &CheckpointWrite) {
@@ -184,7 +206,7 @@ impl Columns {
         self.m_amount.push(amount_cents);
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 35] {
         [
             &self.c_txn,
             &self.c_key,
@@ -216,6 +238,11 @@ impl Columns {
             &self.m_id,
             &self.m_amount,
             &self.owner,
+            &self.c_type,
+            &self.c_merchant_ref,
+            &self.c_mcc,
+            &self.c_original,
+            &self.c_collect,
         ]
     }
 }

@@ -1,9 +1,11 @@
 //! The switch's Postgres store: bank and VPA registrations, transactions with
 //! their idempotency keys, the saga checkpoint log and the outbox.
 //!
-//! Layout: this file (types, registrations, reads), `batch` (the one
-//! group-commit statement that writes creates and checkpoints), `outbox`
-//! (the relay's reads and deletes).
+//! Layout: this file (types, registrations), `reads` (what clients and
+//! tools read back), `batch` (the one group-commit statement that writes
+//! creates and checkpoints), `guarded` (the acceptance checks a batch's
+//! limited creates pass under the database's locks), `collects` (collect
+//! requests and their expiry), `outbox` (the relay's reads and deletes).
 //!
 //! Invariants kept here:
 //! - Idempotency is decided by the database (`INSERT … ON CONFLICT DO NOTHING`
@@ -20,12 +22,18 @@
 
 pub mod batch;
 pub mod cluster;
+pub mod collects;
+pub mod guarded;
 mod outbox;
+mod reads;
+
+pub use reads::OriginalRow;
 
 use crate::adapters::pg::DbError;
 use crate::domain::{Paise, Vpa};
-use crate::events::{StepFacts, TxnEvent, TxnFacts};
-use crate::saga::{Checkpoint, Saga, Status};
+use crate::events::TxnEvent;
+use crate::saga::guards::{Guard, Refusal};
+use crate::saga::{Checkpoint, PaymentType, Saga, Status};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
@@ -67,11 +75,27 @@ pub struct VpaRecord {
 /// What a client asked for, as compared for idempotent replays.
 #[derive(Debug, Clone)]
 pub struct TxnRequest {
-    pub idempotency_key: String,
+    /// The client's key; `None` for a collect's payment (unique per collect).
+    pub idempotency_key: Option<String>,
+    pub kind: PaymentType,
     pub payer_vpa: Vpa,
     pub payee_vpa: Vpa,
     pub amount: Paise,
     pub note: Option<String>,
+    pub merchant_ref: Option<String>,
+    pub original_txn_id: Option<Uuid>,
+    pub collect_id: Option<Uuid>,
+}
+
+impl TxnRequest {
+    /// The key the acceptance checks know this request by.
+    pub fn guard_key(&self) -> String {
+        match (&self.idempotency_key, self.collect_id) {
+            (Some(key), _) => key.clone(),
+            (None, Some(id)) => format!("collect:{id}"),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// A transaction about to be created, with its saga already in its first state.
@@ -79,6 +103,10 @@ pub struct TxnRequest {
 pub struct NewTxn {
     pub request: TxnRequest,
     pub saga: Saga,
+    /// The payee merchant's MCC (P2M).
+    pub mcc: Option<String>,
+    /// What it must be checked against at acceptance (none: written as is).
+    pub guard: Guard,
 }
 
 /// What creating a transaction did.
@@ -90,6 +118,8 @@ pub enum Created {
     Existing { txn_id: Uuid, status: Status },
     /// The key was used before with a different request.
     KeyReused,
+    /// A limit, a refund cap or a collect's state refused it: nothing written.
+    Refused(Refusal),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +145,11 @@ pub struct TxnRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub steps: Vec<StepRow>,
+    pub merchant_ref: Option<String>,
+    pub original_txn_id: Option<Uuid>,
+    pub collect_id: Option<Uuid>,
+    /// The sum of its `SUCCESS` refunds (P2P and P2M).
+    pub refunded: Paise,
 }
 
 /// Where a transaction's money comes from and goes to, as recorded: what
@@ -142,6 +177,8 @@ pub struct StoredSaga {
 pub enum StoreError {
     #[error("unknown bank {0}")]
     UnknownBank(String),
+    #[error("{0}")]
+    Raced(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -315,96 +352,6 @@ impl Store {
         }))
     }
 
-    /// The transaction created earlier under this key, compared with `new`.
-    pub async fn by_idempotency_key(
-        &self,
-        new: &TxnRequest,
-    ) -> Result<Option<Created>, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT txn_id, status, payer_vpa, payee_vpa, amount_paise, note
-                 FROM transactions WHERE idempotency_key = $1",
-                    )
-                    .await?,
-                &[&new.idempotency_key],
-            )
-            .await?;
-        Ok(row.map(|r| {
-            let same = r.get::<_, String>(2) == new.payer_vpa.as_str()
-                && r.get::<_, String>(3) == new.payee_vpa.as_str()
-                && r.get::<_, i64>(4) == new.amount.0
-                && r.get::<_, Option<String>>(5) == new.note;
-            if same {
-                Created::Existing {
-                    txn_id: r.get(0),
-                    status: Status::parse(r.get(1)).unwrap_or(Status::Pending),
-                }
-            } else {
-                Created::KeyReused
-            }
-        }))
-    }
-
-    /// A transaction with its steps: one statement, so row and steps are one
-    /// consistent snapshot.
-    pub async fn txn(&self, txn_id: Uuid) -> Result<Option<TxnRow>, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT t.txn_id, t.type, t.status, t.payer_vpa, t.payee_vpa, t.amount_paise,
-                                t.note, t.reason_code, t.reason_detail, t.created_at, t.updated_at,
-                                s.states, s.ats, s.op_ids, s.details
-                         FROM transactions t
-                         CROSS JOIN LATERAL (
-                             SELECT array_agg(state ORDER BY version) AS states,
-                                    array_agg(at ORDER BY version) AS ats,
-                                    array_agg(op_id ORDER BY version) AS op_ids,
-                                    array_agg(detail ORDER BY version) AS details
-                             FROM txn_checkpoints c WHERE c.txn_id = t.txn_id) s
-                         WHERE t.txn_id = $1",
-                    )
-                    .await?,
-                &[&txn_id],
-            )
-            .await?;
-        Ok(row.map(|r| {
-            let states: Vec<String> = r.get::<_, Option<_>>(11).unwrap_or_default();
-            let ats: Vec<DateTime<Utc>> = r.get::<_, Option<_>>(12).unwrap_or_default();
-            let op_ids: Vec<Option<String>> = r.get::<_, Option<_>>(13).unwrap_or_default();
-            let details: Vec<Option<String>> = r.get::<_, Option<_>>(14).unwrap_or_default();
-            let steps = states
-                .into_iter()
-                .zip(ats)
-                .zip(op_ids.into_iter().zip(details))
-                .map(|((state, at), (op_id, detail))| StepRow {
-                    state,
-                    at,
-                    op_id,
-                    detail,
-                })
-                .collect();
-            TxnRow {
-                txn_id: r.get(0),
-                kind: r.get(1),
-                status: Status::parse(r.get(2)).unwrap_or(Status::Pending),
-                payer_vpa: r.get(3),
-                payee_vpa: r.get(4),
-                amount: Paise(r.get(5)),
-                note: r.get(6),
-                reason_code: r.get(7),
-                reason_detail: r.get(8),
-                created_at: r.get(9),
-                updated_at: r.get(10),
-                steps,
-            }
-        }))
-    }
-
     /// Every transaction's money columns, oldest first.
     pub async fn txn_money(&self) -> Result<Vec<TxnMoney>, StoreError> {
         let client = self.pool.get().await?;
@@ -482,52 +429,5 @@ impl Store {
             .query_one(&client.prepare_cached("SELECT 1").await?, &[])
             .await?;
         Ok(())
-    }
-
-    /// Every event of one transaction so far, rebuilt from its checkpoints
-    /// (the outbox forgets published rows; checkpoints are forever). `None`
-    /// when the transaction does not exist.
-    pub async fn txn_events(&self, txn_id: Uuid) -> Result<Option<Vec<TxnEvent>>, StoreError> {
-        let Some(row) = self.txn(txn_id).await? else {
-            return Ok(None);
-        };
-        let facts = TxnFacts {
-            txn_id,
-            txn_type: row.kind.clone(),
-            payer_vpa: row.payer_vpa.clone(),
-            payee_vpa: row.payee_vpa.clone(),
-            amount: row.amount,
-        };
-        let last = row.steps.len();
-        Ok(Some(
-            row.steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let is_last = i + 1 == last;
-                    let (status, reason_code, reason_detail) = if is_last {
-                        (
-                            row.status.as_str().to_string(),
-                            row.reason_code.clone(),
-                            row.reason_detail.clone(),
-                        )
-                    } else {
-                        ("PENDING".to_string(), None, None)
-                    };
-                    TxnEvent::new(
-                        &facts,
-                        StepFacts {
-                            seq: i as i32 + 1,
-                            state: s.state.clone(),
-                            status,
-                            op_id: s.op_id.clone(),
-                            reason_code,
-                            reason_detail,
-                            at: s.at,
-                        },
-                    )
-                })
-                .collect(),
-        ))
     }
 }

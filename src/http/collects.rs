@@ -1,0 +1,254 @@
+//! Collect requests (the payee asks, the payer approves): `POST
+//! /v1/collects`, `GET /v1/collects/{id}`, `POST /v1/collects/{id}/approve`
+//! and `/decline`. Approving runs the request's `COLLECT` payment through the
+//! same acceptance as any payment (`payments::create_payment`): the
+//! request's `APPROVED` and its payment are one statement, under the
+//! request's row lock, so a collect is paid at most once however often and
+//! wherever it is approved, and never after its deadline. A refused
+//! approval (a limit) leaves the request `REQUESTED`.
+
+use super::AppState;
+use super::input::{idempotency_key, parse_amount, parse_note, parse_vpa, rate_limit, within_limit};
+use super::payments::{Plan, admissible, create_payment, daily_guard, resolve};
+use super::problem::{Problem, body_bytes, parse_json};
+use crate::adapters::store::collects::{CollectCreated, CollectRow, NewCollect};
+use crate::adapters::store::{Created, TxnRequest};
+use crate::domain::Vpa;
+use crate::saga::guards::Guard;
+use crate::saga::{CollectStatus, Party, PaymentType};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Shortest and longest life of a collect request, and its default.
+pub const MIN_EXPIRY_S: i64 = 60;
+pub const MAX_EXPIRY_S: i64 = 86_400;
+pub const DEFAULT_EXPIRY_S: i64 = 1_800;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/collects", web::post().to(create))
+        .route("/v1/collects/{id}", web::get().to(get))
+        .route("/v1/collects/{id}/approve", web::post().to(approve))
+        .route("/v1/collects/{id}/decline", web::post().to(decline));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    payee_vpa: String,
+    payer_vpa: String,
+    amount: Box<RawValue>,
+    #[serde(default)]
+    expires_in_s: Option<Box<RawValue>>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn parse_expiry(raw: Option<&RawValue>) -> Result<i64, Problem> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_EXPIRY_S);
+    };
+    match raw.get().trim().parse::<i64>() {
+        Ok(s) if (MIN_EXPIRY_S..=MAX_EXPIRY_S).contains(&s) => Ok(s),
+        _ => Err(Problem::unprocessable(
+            "INVALID_EXPIRY",
+            format!("expires_in_s must be a whole number of seconds from {MIN_EXPIRY_S} to {MAX_EXPIRY_S}"),
+        )),
+    }
+}
+
+fn parse_collect_id(text: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(text)
+        .map_err(|_| Problem::bad_request("INVALID_COLLECT_ID", "the collect id must be a UUID"))
+}
+
+fn collect_json(c: &CollectRow) -> serde_json::Value {
+    serde_json::json!({
+        "collect_id": c.collect_id,
+        "status": c.status.as_str(),
+        "payee_vpa": c.payee_vpa,
+        "payer_vpa": c.payer_vpa,
+        "amount": c.amount.to_rupees(),
+        "note": c.note,
+        "expires_at": c.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "txn_id": c.txn_id,
+    })
+}
+
+fn not_pending(c: &CollectRow) -> Problem {
+    Problem::new(
+        409,
+        "COLLECT_NOT_PENDING",
+        format!("the collect request is {}, not REQUESTED", c.status.as_str()),
+    )
+}
+
+async fn found(state: &AppState, id: Uuid) -> Result<CollectRow, Problem> {
+    state
+        .store
+        .collect(id)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .ok_or_else(|| Problem::not_found("COLLECT_NOT_FOUND", format!("no collect request {id}")))
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Problem> {
+    rate_limit(&state, &req).await?;
+    let key = idempotency_key(&req)?;
+    let body: CreateBody = parse_json(&body_bytes(body)?)?;
+    let payee_vpa = parse_vpa("payee_vpa", &body.payee_vpa)?;
+    let payer_vpa = parse_vpa("payer_vpa", &body.payer_vpa)?;
+    if payer_vpa == payee_vpa {
+        return Err(Problem::unprocessable(
+            "SAME_PAYER_PAYEE",
+            "payer_vpa and payee_vpa must differ",
+        ));
+    }
+    let amount = parse_amount(&body.amount, state.limits.txn_limit)?;
+    let new = NewCollect {
+        idempotency_key: key,
+        payee_vpa,
+        payer_vpa,
+        amount,
+        note: parse_note(body.note)?,
+        expires_in_s: parse_expiry(body.expires_in_s.as_deref())?,
+    };
+    // Both must be registered when asked; the payment resolves them again
+    // when approved.
+    resolve(&state, &new.payer_vpa, &new.payee_vpa).await?;
+    match state
+        .store
+        .create_collect(&new)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+    {
+        CollectCreated::New(c) => {
+            state.metrics.collects.with_label_values(&["REQUESTED"]).inc();
+            tracing::info!(collect_id = %c.collect_id, amount = %c.amount, "collect requested");
+            Ok(HttpResponse::Created()
+                .insert_header(("Location", format!("/v1/collects/{}", c.collect_id)))
+                .json(collect_json(&c)))
+        }
+        CollectCreated::Existing(c) => Ok(HttpResponse::Ok().json(collect_json(&c))),
+        CollectCreated::KeyReused => Err(Problem::unprocessable(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used for a different collect request",
+        )),
+    }
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let id = parse_collect_id(&path.into_inner())?;
+    Ok(HttpResponse::Ok().json(collect_json(&found(&state, id).await?)))
+}
+
+fn approved(collect_id: Uuid, txn_id: Uuid) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
+        .json(serde_json::json!({
+            "collect_id": collect_id,
+            "status": CollectStatus::Approved.as_str(),
+            "txn_id": txn_id,
+            "poll_uri": format!("/v1/transactions/{txn_id}"),
+        }))
+}
+
+async fn approve(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    rate_limit(&state, &req).await?;
+    let id = parse_collect_id(&path.into_inner())?;
+    let collect = found(&state, id).await?;
+    match (collect.status, collect.txn_id) {
+        (CollectStatus::Approved, Some(txn_id)) => return Ok(approved(id, txn_id)),
+        (CollectStatus::Requested, _) => {}
+        _ => return Err(not_pending(&collect)),
+    }
+    let stored = |text: &str| {
+        Vpa::parse(text).ok_or_else(|| Problem::unavailable(&"a stored VPA does not parse"))
+    };
+    let (payer_vpa, payee_vpa) = (stored(&collect.payer_vpa)?, stored(&collect.payee_vpa)?);
+    // Checked now, when it is paid: the limits of today and the parties'
+    // registrations of today. A refusal leaves the request REQUESTED.
+    within_limit(collect.amount, state.limits.txn_limit, "per-transaction")?;
+    let (payer, payee) = resolve(&state, &payer_vpa, &payee_vpa).await?;
+    admissible(&state)?;
+    let plan = Plan {
+        payer: Party {
+            bank: payer.bank_code,
+            account: payer.account,
+        },
+        payee: Party {
+            bank: payee.bank_code,
+            account: payee.account,
+        },
+        mcc: None,
+        guard: Guard {
+            daily: daily_guard(&state, PaymentType::Collect, &payer_vpa),
+            collect: Some(id),
+            ..Guard::default()
+        },
+    };
+    let request = TxnRequest {
+        idempotency_key: None,
+        kind: PaymentType::Collect,
+        payer_vpa,
+        payee_vpa,
+        amount: collect.amount,
+        note: collect.note.clone(),
+        merchant_ref: None,
+        original_txn_id: None,
+        collect_id: Some(id),
+    };
+    let txn_id = Uuid::new_v4();
+    let span = tracing::info_span!("txn", txn_id = %txn_id, kind = "COLLECT", collect_id = %id);
+    let (created, _) = create_payment(&state, request, plan, txn_id)
+        .instrument(span)
+        .await?;
+    match created {
+        Created::New => {
+            state.metrics.collects.with_label_values(&["APPROVED"]).inc();
+            Ok(approved(id, txn_id))
+        }
+        // Approved meanwhile (here or on another node): that payment.
+        Created::Existing { txn_id, .. } => Ok(approved(id, txn_id)),
+        Created::Refused(r) => Err(Problem::new(r.status(), r.code(), r.detail())),
+        Created::KeyReused => Err(Problem::unavailable(&"a collect's payment met another key")),
+    }
+}
+
+async fn decline(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    rate_limit(&state, &req).await?;
+    let id = parse_collect_id(&path.into_inner())?;
+    let (collect, declined) = state
+        .store
+        .decline_collect(id)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .ok_or_else(|| Problem::not_found("COLLECT_NOT_FOUND", format!("no collect request {id}")))?;
+    match collect.status {
+        CollectStatus::Declined if declined => {
+            state.metrics.collects.with_label_values(&["DECLINED"]).inc();
+            Ok(HttpResponse::Ok().json(serde_json::json!({
+                "collect_id": id,
+                "status": CollectStatus::Declined.as_str(),
+            })))
+        }
+        _ => Err(not_pending(&collect)),
+    }
+}
