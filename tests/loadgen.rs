@@ -248,3 +248,115 @@ async fn no_switch_ends_in_one_clear_line() {
     assert!(errors[0].contains("does not answer"), "{}", errors[0]);
     assert!(run.report.is_null(), "no report without a run");
 }
+
+#[tokio::test]
+async fn a_mix_sends_every_payment_type_and_its_report_matches_the_switch() {
+    let world = World::start(&[], &[], &[]).await;
+    // A merchant on ICICI's third account (frank's: so frank pays no one here).
+    let (status, body) = common::put_json(
+        &world.http,
+        &format!("{}/v1/admin/vpas/grocer@icici", world.switch.url),
+        &serde_json::json!({"bank_code": "ICICI", "account": "ACC003", "name": "Grocer",
+                            "merchant": true, "mcc": "5411"}),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    let run = loadgen(
+        &world.switch.url,
+        "--rate 40 --duration 3s --concurrency 32 --seed 7 --drain-timeout 60s --fail-on-errors \
+         --mix p2p=40,p2m=30,collect=15,refund=15 --merchant grocer@icici --amount 1.00..3.00 \
+         --vpa alice@hdfc --vpa bob@icici --vpa erin@hdfc",
+    )
+    .await;
+    let ctx = run.context();
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let r = &run.report;
+    assert_eq!(
+        r["args"]["mix"], "p2p=40,p2m=30,collect=15,refund=15",
+        "{ctx}"
+    );
+    assert_eq!(u(&r["errors"]["total"]), 0, "{ctx}");
+    assert!(run.stdout.contains("by type"), "{ctx}");
+    let by_type = r["by_type"].as_object().expect("by_type");
+    for kind in ["P2P", "P2M", "COLLECT", "REFUND"] {
+        let t = &by_type[kind];
+        assert!(u(&t["sent"]) > 0, "no {kind} sent: {ctx}");
+        assert_eq!(u(&t["accepted"]), u(&t["sent"]), "{kind}: {ctx}");
+        assert_eq!(u(&t["statuses"]["PENDING"]), 0, "{kind}: {ctx}");
+    }
+    let sent: u64 = by_type.values().map(|t| u(&t["sent"])).sum();
+    assert_eq!(sent, u(&r["schedule"]["sent"]), "{ctx}");
+
+    // The switch holds the same payments, type by type and status by status.
+    let db = world.switch_db.client().await;
+    let rows = db
+        .query(
+            "SELECT type, status, count(*) FROM transactions GROUP BY 1, 2",
+            &[],
+        )
+        .await
+        .expect("by type");
+    for row in rows {
+        let (kind, status, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            u(&by_type[&kind]["statuses"][&status]),
+            n as u64,
+            "{kind} {status}: {ctx}"
+        );
+    }
+    // Refunds never ask back more than their original; each approved collect is a COLLECT payment.
+    let over: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT o.txn_id FROM transactions o \
+             JOIN transactions r ON r.original_txn_id = o.txn_id \
+             GROUP BY o.txn_id, o.amount_paise HAVING sum(r.amount_paise) > o.amount_paise) x",
+            &[],
+        )
+        .await
+        .expect("refund sums")
+        .get(0);
+    assert_eq!(over, 0, "{ctx}");
+    let approved: i64 = db
+        .query_one(
+            "SELECT count(*) FROM collects c JOIN transactions t ON t.txn_id = c.txn_id \
+             WHERE c.status = 'APPROVED' AND t.type = 'COLLECT'",
+            &[],
+        )
+        .await
+        .expect("collects")
+        .get(0);
+    assert_eq!(approved as u64, u(&by_type["COLLECT"]["accepted"]), "{ctx}");
+}
+
+#[test]
+fn a_mix_with_p2m_needs_merchants() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "loadgen", "--vpa", "al@xx", "--vpa", "bo@yy", "--mix", "p2m=1",
+        ])
+        .output()
+        .expect("loadgen ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--merchant VPA or --merchants FILE"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args([
+            "loadgen",
+            "--vpa",
+            "al@xx",
+            "--vpa",
+            "bo@yy",
+            "--mix",
+            "p2p=1,bogus=2",
+        ])
+        .output()
+        .expect("loadgen ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown payment type \"bogus\""),
+        "{stderr}"
+    );
+}

@@ -159,6 +159,7 @@ impl fmt::Display for Mix {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Refundable {
     txn_id: String,
+    amount: Paise,
     left: Paise,
 }
 
@@ -192,6 +193,7 @@ impl Originals {
     pub fn add(&mut self, txn_id: String, amount: Paise) {
         let entry = Refundable {
             txn_id,
+            amount,
             left: amount,
         };
         if self.entries.len() < self.cap {
@@ -203,17 +205,17 @@ impl Originals {
         self.added += 1;
     }
 
-    /// The next refund (original, amount) for a random `draw`: half of what
-    /// is left of that original, rounded up, so that an original is refunded
-    /// in two parts that add up to its amount, and never beyond it. An
-    /// original with nothing left is dropped.
+    /// The next refund (original, amount) for a random `draw`: half of that
+    /// original's amount, rounded up, or what is left of it if less, so that
+    /// an original is refunded in two parts that add up to its amount, and
+    /// never beyond it. An original with nothing left is dropped.
     pub fn take(&mut self, draw: u64) -> Option<(String, Paise)> {
         if self.entries.is_empty() {
             return None;
         }
         let i = (draw % self.entries.len() as u64) as usize;
         let entry = &mut self.entries[i];
-        let amount = Paise((entry.left.0 + 1) / 2);
+        let amount = Paise(((entry.amount.0 + 1) / 2).min(entry.left.0));
         entry.left = Paise(entry.left.0 - amount.0);
         let txn_id = entry.txn_id.clone();
         if entry.left.0 <= 0 {
