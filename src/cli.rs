@@ -509,6 +509,10 @@ pub struct RigLayoutArgs {
     /// Accounts holding ₹1.00 per bank: payments from them end FAILED [default: rig up 2, bench 0].
     #[arg(long)]
     pub poor: Option<usize>,
+    /// Merchants per bank (`shop01@hdfc`…: registered with `"merchant":true`
+    /// and MCC 5411, listed in merchants.txt), what P2M payments go to.
+    #[arg(long, default_value_t = 2)]
+    pub merchants: usize,
     /// Every bank request takes this many ms plus 0..this of jitter (bank-sim flags, so it survives restarts).
     #[arg(long, default_value_t = 0)]
     pub bank_latency: u64,

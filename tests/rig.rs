@@ -153,6 +153,7 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
         "BANKS",
         "SERVICES",
         "VPAS_FILE",
+        "MERCHANTS_FILE",
     ] {
         assert!(
             env.get(key).is_some_and(|v| !v.is_empty()),
@@ -167,7 +168,8 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
     assert!(env["BANK_HDFC_URLS"].starts_with(&env["BANK_HDFC_URL"]));
     assert_eq!(
         env["EXPECTED_TOTAL_PAISE"],
-        (2 * (3 * 10_000_000 + 100)).to_string()
+        // Two merchants per bank (the default) hold as much as a customer.
+        (2 * (5 * 10_000_000 + 100)).to_string()
     );
     assert_eq!(
         env["BANK_HDFC_URLS"].split_whitespace().count(),
@@ -177,6 +179,7 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
     for file in [
         "vpas.txt",
         "vpas.tsv",
+        "merchants.txt",
         "accounts-hdfc.json",
         "accounts-icici.json",
     ] {
@@ -187,8 +190,19 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
             .unwrap()
             .lines()
             .count(),
-        8
+        12
     );
+    assert!(
+        std::fs::read_to_string(dir.path("merchants.txt"))
+            .unwrap()
+            .contains("\nshop01@hdfc  # HDFC ACC005\n"),
+        "{ctx}"
+    );
+    // A rig's load pays many times from few VPAs: the switch runs without daily limits.
+    let cmd = std::fs::read_to_string(dir.path("run/switch.cmd")).expect("switch.cmd");
+    for flag in ["--daily-count-limit\00\0", "--daily-amount-limit\00\0"] {
+        assert!(cmd.contains(flag), "{flag:?} in {cmd:?}");
+    }
     let mut pids = Vec::new();
     for name in ["switch", "bank-hdfc", "bank-icici"] {
         let pid: u32 = std::fs::read_to_string(dir.path(&format!("run/{name}.pid")))

@@ -102,10 +102,17 @@ pub async fn up(args: RigUpArgs) -> Result<(), RigError> {
         );
     }
     println!("databases   {}  {}", rig.switch_db, rig.bank_db);
+    let merchants = rig
+        .cfg
+        .accounts
+        .iter()
+        .filter(|a| a.kind == super::layout::Kind::Merchant)
+        .count();
     println!(
-        "VPAs        {} in {}",
-        rig.cfg.accounts.len(),
-        st.dir.join("vpas.txt").display()
+        "VPAs        {} in {}, {merchants} merchants in {}",
+        rig.cfg.accounts.len() - merchants,
+        st.dir.join("vpas.txt").display(),
+        st.dir.join("merchants.txt").display()
     );
     println!(
         "seeded      {} paise ({}) across both banks",

@@ -156,7 +156,7 @@ impl RigConfig {
                 pg: l.pg.clone(),
                 prefix: l.db_prefix.clone(),
             },
-            accounts: layout::numbered(n, frozen, poor).map_err(RigError::Usage)?,
+            accounts: layout::numbered(n, frozen, poor, l.merchants).map_err(RigError::Usage)?,
             hdfc_endpoints: 2,
             bank_port: 0,
             switch_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),

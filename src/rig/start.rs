@@ -5,12 +5,13 @@
 //! several, and the balancer in front of them). Every wait is bounded by
 //! [`START_LIMIT`]; an error names the service and quotes its log.
 
-use super::layout::BANKS;
+use super::layout::{BANKS, Kind};
 use super::process::{self, Mode, Service};
 use super::{
     PROCESSOR_TOKEN, PROCESSORS, REGISTER_CONCURRENCY, Rig, RigError, START_LIMIT, balancer, io,
     node_name, state,
 };
+use crate::loadgen::mix::MERCHANT_MCC;
 use crate::traffic::transport_text;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -74,6 +75,10 @@ impl Rig {
             ("BANKS", "HDFC ICICI".into()),
             ("SERVICES", services.join(" ")),
             ("VPAS_FILE", st.dir.join("vpas.txt").display().to_string()),
+            (
+                "MERCHANTS_FILE",
+                st.dir.join("merchants.txt").display().to_string(),
+            ),
             (
                 "PROCESSOR_DEFAULT_URL",
                 self.processors.first().cloned().unwrap_or_default(),
@@ -293,6 +298,14 @@ impl Rig {
                 .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
         };
         let (name_given, prefix_given) = (given("--node-name"), given("--redis-prefix"));
+        // A rig's load (demo, bench, chaos) pays thousands of times from a few
+        // dozen VPAs: the per-payer daily limits are off unless SERVE_ARGS set
+        // them (and unless the binary predates them).
+        let limits_off: Vec<String> = ["--daily-count-limit", "--daily-amount-limit"]
+            .into_iter()
+            .filter(|flag| !given(flag) && process::serve_knows(&self.cfg.bin, flag))
+            .flat_map(|flag| [flag.to_string(), "0".to_string()])
+            .collect();
         for (i, port) in self.node_ports.clone().into_iter().enumerate() {
             let name = node_name(i + 1);
             let listen = SocketAddr::new(self.cfg.switch_listen.ip(), port);
@@ -318,6 +331,7 @@ impl Rig {
             if self.fresh && !prefix_given {
                 argv.extend(["--redis-prefix".into(), self.switch_db_name.clone()]);
             }
+            argv.extend(limits_off.iter().cloned());
             argv.extend(self.cfg.serve_args.iter().cloned());
             let env = self.service_env();
             self.spawn(st, Service { name, argv, env })?;
@@ -493,8 +507,13 @@ impl Rig {
         }
         let results: Vec<Result<(), String>> = futures::stream::iter(&self.cfg.accounts)
             .map(|a| async move {
-                let body =
+                let mut body =
                     json!({"bank_code": a.bank().code, "account": a.account, "name": a.name});
+                // Only for merchants: a switch of an earlier build (`--bin`) may know no such field.
+                if a.kind == Kind::Merchant {
+                    body["merchant"] = json!(true);
+                    body["mcc"] = json!(MERCHANT_MCC);
+                }
                 self.put_admin(http, &format!("/v1/admin/vpas/{}", a.vpa), &body)
                     .await
             })
