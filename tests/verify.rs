@@ -355,3 +355,185 @@ async fn verify_reads_a_bank_at_an_endpoint_that_answers_and_exits_2_when_none_d
         "no report when nothing could be checked"
     );
 }
+
+/// `POST path` with an Idempotency-Key and a JSON body; (status, body).
+async fn post_keyed(world: &World, path: &str, body: &Value) -> (u16, Value) {
+    let resp = world
+        .http
+        .post(format!("{}{path}", world.switch.url))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Posts a payment of any type and waits for its end; its txn_id.
+async fn paid(world: &World, body: Value, want: &str) -> String {
+    let (code, answer) = post_keyed(world, "/v1/transactions", &body).await;
+    assert!(code == 200 || code == 202, "{code} {answer} for {body}");
+    let id = answer["txn_id"].as_str().expect("txn_id").to_string();
+    let txn = world.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(txn["status"], want, "{txn}");
+    id
+}
+
+/// A collect request from `payee` to `payer`; its collect_id.
+async fn collect(world: &World, payer: &str, payee: &str, amount: &str) -> String {
+    let body =
+        json!({"payer_vpa": payer, "payee_vpa": payee, "amount": amount, "expires_in_s": 300});
+    let (code, answer) = post_keyed(world, "/v1/collects", &body).await;
+    assert_eq!(code, 201, "{answer}");
+    answer["collect_id"]
+        .as_str()
+        .expect("collect_id")
+        .to_string()
+}
+
+#[tokio::test]
+async fn verify_checks_refunds_and_collects_and_names_each_broken_promise() {
+    let mut world = World::start(FAST, &[], &[]).await;
+    let opening = total(&world).await;
+    let (status, body) = common::put_json(
+        &world.http,
+        &format!("{}/v1/admin/vpas/shop@icici", world.switch.url),
+        &json!({"bank_code": "ICICI", "account": "ACC003", "name": "Shop",
+                "merchant": true, "mcc": "5411"}),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    let p2m = json!({"type": "P2M", "payer_vpa": "alice@hdfc", "payee_vpa": "shop@icici",
+                     "amount": "10.00", "merchant_ref": "order-1"});
+    let p2m = paid(&world, p2m, "SUCCESS").await;
+    let refund = |amount: &str| json!({"type": "REFUND", "original_txn_id": p2m, "amount": amount});
+    let refund1 = paid(&world, refund("4.00"), "SUCCESS").await;
+    let refund2 = paid(&world, refund("6.00"), "SUCCESS").await;
+    let (code, over) = post_keyed(&world, "/v1/transactions", &refund("0.01")).await;
+    assert_eq!(
+        (code, over["code"].as_str()),
+        (422, Some("REFUND_EXCEEDS_ORIGINAL")),
+        "{over}"
+    );
+    let p2p = json!({"type": "P2P", "payer_vpa": "erin@hdfc", "payee_vpa": "bob@icici", "amount": "3.00"});
+    let p2p = paid(&world, p2p, "SUCCESS").await;
+    let approved = collect(&world, "erin@hdfc", "bob@icici", "7.00").await;
+    let (code, answer) = post_keyed(
+        &world,
+        &format!("/v1/collects/{approved}/approve"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(code, 202, "{answer}");
+    let collect_txn = answer["txn_id"].as_str().expect("txn_id").to_string();
+    let txn = world
+        .wait_terminal(&collect_txn, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        (txn["status"].as_str(), txn["type"].as_str()),
+        (Some("SUCCESS"), Some("COLLECT"))
+    );
+    let declined = collect(&world, "alice@hdfc", "bob@icici", "2.00").await;
+    let (code, answer) = post_keyed(
+        &world,
+        &format!("/v1/collects/{declined}/decline"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    world.switch.kill9();
+    let expected = ["--expected-total-paise".to_string(), opening.to_string()];
+
+    let clean = verify(&world, &expected).await;
+    assert_eq!(
+        clean.code, 0,
+        "refunds and collects verify clean:\n{}",
+        clean.stdout
+    );
+    assert_eq!(clean.report["violation_count"], 0);
+    assert_eq!(
+        clean.report["by_type"]["REFUND"]["SUCCESS"], 2,
+        "{}",
+        clean.report
+    );
+    assert_eq!(clean.report["by_type"]["COLLECT"]["SUCCESS"], 1);
+    assert_eq!(clean.report["collects"]["DECLINED"], 1);
+    assert_eq!(
+        table_value(&clean.stdout, "collect requests"),
+        Some("APPROVED 1, DECLINED 1")
+    );
+
+    // Planting: the schema's own guards are switched off in this throwaway database.
+    let db = world.switch_db.client().await;
+    db.batch_execute(
+        "ALTER TABLE transactions DISABLE TRIGGER transactions_terminal_is_final; \
+         ALTER TABLE collects DISABLE TRIGGER collects_final_is_final; \
+         ALTER TABLE transactions DROP CONSTRAINT transactions_key_or_collect",
+    )
+    .await
+    .expect("guards off");
+    let id = |s: &str| s.to_string();
+    let plants: Vec<(&str, String, String, String)> = vec![
+        // The second refund asks back more than is left (₹6.01 + ₹4.00 of ₹10.00).
+        (
+            "refund_over_original",
+            format!("UPDATE transactions SET amount_paise = 601 WHERE txn_id = '{refund2}'"),
+            format!("UPDATE transactions SET amount_paise = 600 WHERE txn_id = '{refund2}'"),
+            id(&p2m),
+        ),
+        // A refund paid into another account than the original's payer's.
+        (
+            "refund_wrong_parties",
+            format!("UPDATE transactions SET payee_account = 'ACC003' WHERE txn_id = '{refund1}'"),
+            format!("UPDATE transactions SET payee_account = 'ACC001' WHERE txn_id = '{refund1}'"),
+            id(&refund1),
+        ),
+        // A refund of a collect's payment.
+        (
+            "refund_not_refundable",
+            format!(
+                "UPDATE transactions SET original_txn_id = '{collect_txn}' WHERE txn_id = '{refund1}'"
+            ),
+            format!("UPDATE transactions SET original_txn_id = '{p2m}' WHERE txn_id = '{refund1}'"),
+            id(&refund1),
+        ),
+        // An approved collect for another amount than its payment's.
+        (
+            "collect_payment_mismatch",
+            format!("UPDATE collects SET amount_paise = 701 WHERE collect_id = '{approved}'"),
+            format!("UPDATE collects SET amount_paise = 700 WHERE collect_id = '{approved}'"),
+            id(&collect_txn),
+        ),
+        // A COLLECT payment no collect names.
+        (
+            "collect_txn_unlinked",
+            format!("UPDATE transactions SET type = 'COLLECT' WHERE txn_id = '{p2p}'"),
+            format!("UPDATE transactions SET type = 'P2P' WHERE txn_id = '{p2p}'"),
+            id(&p2p),
+        ),
+        // A declined collect that a payment names.
+        (
+            "unapproved_collect_paid",
+            format!(
+                "UPDATE transactions SET collect_id = '{declined}' WHERE txn_id = '{collect_txn}'"
+            ),
+            format!(
+                "UPDATE transactions SET collect_id = '{approved}' WHERE txn_id = '{collect_txn}'"
+            ),
+            id(&collect_txn),
+        ),
+    ];
+    for (kind, plant, restore, txn) in plants {
+        db.batch_execute(&plant)
+            .await
+            .unwrap_or_else(|e| panic!("{plant}: {e}"));
+        let run = verify(&world, &expected).await;
+        assert_names(&run, kind, Some(&txn));
+        db.batch_execute(&restore)
+            .await
+            .unwrap_or_else(|e| panic!("{restore}: {e}"));
+    }
+    let again = verify(&world, &expected).await;
+    assert_eq!(again.code, 0, "restored:\n{}", again.stdout);
+}

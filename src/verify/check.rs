@@ -12,6 +12,7 @@
 //! in the feed until its original arrives). So the money a feed moved, net, is
 //! its APPLIED credits minus its APPLIED debits.
 
+use super::links::{self, CollectRow, TxnLinks};
 use crate::adapters::bank_api::{FeedEntry, OpKind, OpStatus};
 use crate::adapters::store::{StepRow, TxnMoney};
 use crate::domain::Paise;
@@ -30,6 +31,12 @@ pub struct Snapshot {
     /// The latest checkpoint of (at least) every PENDING transaction.
     pub last_steps: HashMap<Uuid, StepRow>,
     pub banks: Vec<BankLedger>,
+    /// Every transaction's type and what it names (refund → original, collect payment → collect).
+    pub links: Vec<TxnLinks>,
+    pub collects: Vec<CollectRow>,
+    /// The database has payment types (P2M, refunds, collects); an older one
+    /// has only P2P, and its links are not checked.
+    pub payment_types: bool,
 }
 
 /// One registered bank as read.
@@ -80,6 +87,19 @@ pub enum Kind {
     FeedInconsistent,
     /// Money created or destroyed: feeds not netting to zero, or balances not adding up.
     MoneyNotConserved,
+    /// Refunds of one original adding up to more than its amount (SUCCESS ones,
+    /// or PENDING and SUCCESS ones).
+    RefundOverOriginal,
+    /// A refund not between its original's accounts, the other way round.
+    RefundWrongParties,
+    /// A refund whose original is missing, or is not a SUCCESS P2P or P2M.
+    RefundNotRefundable,
+    /// An APPROVED collect without its COLLECT payment (same payer, payee and amount).
+    CollectPaymentMismatch,
+    /// A COLLECT transaction not named by exactly one collect.
+    CollectTxnUnlinked,
+    /// A REQUESTED, DECLINED or EXPIRED collect with a payment.
+    UnapprovedCollectPaid,
 }
 
 impl Kind {
@@ -96,6 +116,12 @@ impl Kind {
             Kind::DuplicateOp => "duplicate_op",
             Kind::FeedInconsistent => "feed_inconsistent",
             Kind::MoneyNotConserved => "money_not_conserved",
+            Kind::RefundOverOriginal => "refund_over_original",
+            Kind::RefundWrongParties => "refund_wrong_parties",
+            Kind::RefundNotRefundable => "refund_not_refundable",
+            Kind::CollectPaymentMismatch => "collect_payment_mismatch",
+            Kind::CollectTxnUnlinked => "collect_txn_unlinked",
+            Kind::UnapprovedCollectPaid => "unapproved_collect_paid",
         }
     }
 }
@@ -158,6 +184,10 @@ pub struct Money {
 pub struct Report {
     pub checked_at: DateTime<Utc>,
     pub transactions: BTreeMap<Status, StatusCount>,
+    /// Transactions by type (`P2P`, `P2M`, `REFUND`, `COLLECT`) and status.
+    pub by_type: BTreeMap<String, BTreeMap<Status, u64>>,
+    /// Collect requests by status.
+    pub collects: BTreeMap<String, u64>,
     pub banks: Vec<BankSummary>,
     pub money: Money,
     pub violation_count: u64,
@@ -173,13 +203,13 @@ impl Report {
 }
 
 /// Collects violations, keeping `examples` of each kind.
-struct Findings {
+pub(super) struct Findings {
     examples: usize,
     groups: BTreeMap<Kind, Group>,
 }
 
 impl Findings {
-    fn add(
+    pub(super) fn add(
         &mut self,
         kind: Kind,
         txn_id: Option<Uuid>,
@@ -282,10 +312,19 @@ pub fn check(snapshot: &Snapshot, options: &Options) -> Report {
     }
 
     let mut notes = Vec::new();
+    let counts = links::check(&snapshot.links, &snapshot.collects, &txns, &mut found);
+    if !snapshot.payment_types {
+        notes.push(
+            "the switch's database predates payment types: refunds and collects were not checked"
+                .into(),
+        );
+    }
     let money = check_money(&banks, options, &mut found, &mut notes);
     Report {
         checked_at: snapshot.taken_at,
         transactions,
+        by_type: counts.by_type,
+        collects: counts.collects,
         banks,
         money,
         violation_count: found.groups.values().map(|g| g.count).sum(),
@@ -781,6 +820,20 @@ mod tests {
                 bank("HDFC", hdfc, 1_000_000 - AMOUNT),
                 bank("ICICI", icici, 1_000_000 + AMOUNT),
             ],
+            links: (1..=3).map(|n| p2p_link(n)).collect(),
+            collects: vec![],
+            payment_types: true,
+        }
+    }
+
+    fn p2p_link(n: u128) -> TxnLinks {
+        TxnLinks {
+            txn_id: Uuid::from_u128(n),
+            kind: "P2P".into(),
+            payer_vpa: "alice@hdfc".into(),
+            payee_vpa: "bob@icici".into(),
+            original_txn_id: None,
+            collect_id: None,
         }
     }
 

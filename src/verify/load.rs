@@ -8,11 +8,13 @@
 //! whose feed still grows after a few readings is given up.
 
 use super::check::{BankLedger, Snapshot};
+use super::links::{CollectRow, TxnLinks};
 use crate::adapters::bank_api::{Balances, FeedEntry};
 use crate::adapters::bank_client::{BankClient, ReadError};
 use crate::adapters::pg::{self, DbError, DbUrl};
 use crate::adapters::store::{BankRecord, Store, StoreError};
 use crate::cli::VerifyArgs;
+use crate::domain::Paise;
 use crate::saga::Status;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,8 @@ pub enum LoadError {
     Db(#[from] DbError),
     #[error("reading the switch's database: {0}")]
     Store(#[from] StoreError),
+    #[error("reading the switch's database: {0}")]
+    Query(String),
     #[error("bank {0} has no endpoint registered")]
     NoEndpoint(String),
     #[error("bank {code} could not be read: {errors}")]
@@ -56,7 +60,7 @@ enum EndpointError {
 pub async fn load(args: &VerifyArgs) -> Result<Snapshot, LoadError> {
     let db = DbUrl::parse(&args.database_url)?;
     // One connection first: a missing database or an unreachable server is one clear line.
-    db.connect().await?;
+    let client = db.connect().await?;
     let store = Store::new(pg::pool(&db, 2)?);
     wait_drained(&store, Duration::from_secs(args.wait_secs)).await?;
 
@@ -83,12 +87,68 @@ pub async fn load(args: &VerifyArgs) -> Result<Snapshot, LoadError> {
         .map(|t| t.txn_id)
         .collect();
     let last_steps = store.last_steps(&pending).await?;
+    // After the transactions: a payment the links name is among them.
+    let (links, collects, payment_types) = read_links(&client).await?;
     Ok(Snapshot {
         taken_at: chrono::Utc::now(),
         txns,
         last_steps,
         banks,
+        links,
+        collects,
+        payment_types,
     })
+}
+
+/// Every transaction's type and links, and every collect request; nothing
+/// (and `false`) from a database that predates payment types.
+async fn read_links(
+    client: &tokio_postgres::Client,
+) -> Result<(Vec<TxnLinks>, Vec<CollectRow>, bool), LoadError> {
+    let failed = |e: tokio_postgres::Error| LoadError::Query(pg::pg_message(&e));
+    let has_collects: bool = client
+        .query_one("SELECT to_regclass('collects') IS NOT NULL", &[])
+        .await
+        .map_err(failed)?
+        .get(0);
+    if !has_collects {
+        return Ok((Vec::new(), Vec::new(), false));
+    }
+    let links = client
+        .query(
+            "SELECT txn_id, type, payer_vpa, payee_vpa, original_txn_id, collect_id FROM transactions",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|r| TxnLinks {
+            txn_id: r.get(0),
+            kind: r.get(1),
+            payer_vpa: r.get(2),
+            payee_vpa: r.get(3),
+            original_txn_id: r.get(4),
+            collect_id: r.get(5),
+        })
+        .collect();
+    let collects = client
+        .query(
+            "SELECT collect_id, status, payer_vpa, payee_vpa, amount_paise, txn_id FROM collects",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|r| CollectRow {
+            collect_id: r.get(0),
+            status: r.get(1),
+            payer_vpa: r.get(2),
+            payee_vpa: r.get(3),
+            amount: Paise(r.get(4)),
+            txn_id: r.get(5),
+        })
+        .collect();
+    Ok((links, collects, true))
 }
 
 /// Waits until no transaction is PENDING, or `wait` has passed.

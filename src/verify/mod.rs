@@ -10,7 +10,10 @@
 //! names a known transaction, at its bank and account, for its amount, once;
 //! each feed agrees with itself; money is conserved (the feeds' applied debits
 //! and credits cancel out across banks, and with `--expected-total-paise` the
-//! balances add up to it).
+//! balances add up to it); refunds and collect requests keep their promises
+//! (`links`: a refund's original is a SUCCESS P2P/P2M, refunded at most in
+//! full, between its accounts the other way round; an approved collect has
+//! its COLLECT payment and an unapproved one none).
 //!
 //! What cannot be checked: without an expected total, balances changed
 //! outside the feeds (Bank API v1 shows no opening balances, so the opening
@@ -20,6 +23,7 @@
 //! for PENDING ones to finish first).
 
 pub mod check;
+pub mod links;
 pub mod load;
 pub mod report;
 

@@ -35,6 +35,22 @@ pub fn render(r: &Report) -> String {
             format!("{}  ({})", c.count, inr(c.amount_paise)),
         );
     }
+    for (kind, statuses) in &r.by_type {
+        let n: u64 = statuses.values().sum();
+        let parts: Vec<String> = statuses
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| format!("{} {n}", s.as_str()))
+            .collect();
+        line(
+            &format!("  type {kind}"),
+            format!("{n}  ({})", parts.join(", ")),
+        );
+    }
+    if !r.collects.is_empty() {
+        let parts: Vec<String> = r.collects.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        line("collect requests", parts.join(", "));
+    }
     for b in &r.banks {
         let last = b.last_seq.map_or("none".into(), |s| s.to_string());
         line(
