@@ -10,7 +10,10 @@ usage() {
 Usage: chaos/ci.sh [--no-build]
 
 Runs two short chaos scenarios, each in a fresh state directory of its own,
-and fails on any violation verify finds:
+under run.sh's default mix of payment types (p2p=70,p2m=20,collect=5,refund=5:
+P2P, P2M, approved collect requests, refunds), and fails on any violation
+verify finds (refunds beyond their original and collects without their
+payment included):
   1. chaos/run.sh everything --duration 40 --rate 100 --bank-latency 50
      (ICICI killed twice, HDFC's primary browned out, both banks' adapters
      restarted, the switch killed with kill -9 and restarted, all under load;

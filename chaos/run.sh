@@ -9,10 +9,12 @@ SCENARIOS="calm bank-flap brownout switch-crash everything node-kill rogue"
 
 usage() {
   cat <<USAGE
-Usage: chaos/run.sh SCENARIO [--rate N] [--duration S] [--keep] [options]
+Usage: chaos/run.sh SCENARIO [--rate N] [--duration S] [--mix MIX] [--keep] [options]
 
 Starts a fresh deployment (chaos/up.sh), runs upi-switch loadgen against it
-for --duration seconds, applies the scenario's faults while the load runs (at
+for --duration seconds with a mix of every payment type (P2P, P2M to the
+deployment's merchants, collect requests approved, refunds of earlier
+payments), applies the scenario's faults while the load runs (at
 times scaled to --duration), waits for the load to end and drain, runs
 upi-switch verify against the switch's database and every bank's feed (with
 the seeded total as --expected-total-paise), prints ONE summary, and tears the
@@ -38,7 +40,9 @@ Options:
   --rate N          arrivals per second (default 100)
   --duration S      seconds of load, a whole number from 10 (default 60)
   --concurrency N   loadgen's most transactions in flight (default 256)
-  --seed N          loadgen's seed, to replay a run's pairs and amounts (default: random, printed)
+  --seed N          loadgen's seed, to replay a run's pairs, types and amounts (default: random, printed)
+  --mix MIX         loadgen's --mix: payment types and weights
+                    (default p2p=70,p2m=20,collect=5,refund=5; p2p=100 is the old P2P-only load)
   --drain S         loadgen's --drain-timeout in seconds (default 30)
   --verify-wait S   verify's --wait-secs: how long PENDING transactions may take to end (default 120)
   --bank-latency MS every bank request takes MS + 0..MS ms (up.sh --bank-latency; default 0),
@@ -72,11 +76,12 @@ whole() { # name, value, min
 }
 
 scenario="" rate=100 duration=60 concurrency=256 seed="" drain=30 verify_wait=120 latency=0 keep=false nodes=""
+mix=p2p=70,p2m=20,collect=5,refund=5
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
     --keep) keep=true; shift ;;
-    --rate | --duration | --concurrency | --seed | --drain | --verify-wait | --bank-latency | --nodes)
+    --rate | --duration | --concurrency | --seed | --drain | --verify-wait | --bank-latency | --nodes | --mix)
       (($# >= 2)) || usage_error "$1 needs a value"
       case $1 in
         --rate)
@@ -92,6 +97,12 @@ while (($#)); do
         --verify-wait) verify_wait=$(whole "$1" "$2" 0) ;;
         --bank-latency) latency=$(whole "$1" "$2" 0) ;;
         --nodes) nodes=$(whole "$1" "$2" 1) ;;
+        --mix)
+          # The shape here; loadgen checks the types and weights before the run.
+          [[ $2 =~ ^[A-Za-z0-9]+=[0-9]+(,[A-Za-z0-9]+=[0-9]+)*$ ]] ||
+            usage_error "--mix must be type=weight pairs like p2p=70,p2m=20,collect=5,refund=5 (got '$2')"
+          mix=$2
+          ;;
       esac
       shift 2
       ;;
@@ -206,7 +217,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------
-say "scenario $scenario: ${rate} tx/s for ${D}s, seed $seed, state in $CHAOS_DIR"
+say "scenario $scenario: ${rate} tx/s for ${D}s, mix $mix, seed $seed, state in $CHAOS_DIR"
 mkdir -p "$CHAOS_DIR"
 deployed=true # up.sh takes down what it started if it fails; down.sh is harmless then
 up_args=(--bank-latency "$latency")
@@ -232,9 +243,15 @@ fi
 
 t0=$(now_ms)
 printf '%s\n' "$t0" >"$REPORTS/t0"
+# --mix and --merchants only when the mix is not the old P2P-only load (a
+# binary of an earlier build knows neither flag).
+mix_args=()
+if [[ $mix != p2p=* || $mix == *,* ]]; then
+  mix_args=(--mix "$mix" --merchants "${MERCHANTS_FILE:?deployment.env names no MERCHANTS_FILE}")
+fi
 start_service loadgen "$BIN" loadgen --switch "$SWITCH_URL" --rate "$rate" --duration "${D}s" \
   --concurrency "$concurrency" --vpas "$VPAS_FILE" --amount 1.00..5.00 --seed "$seed" \
-  --drain-timeout "${drain}s" --report "$REPORTS/loadgen.json" --quiet >/dev/null
+  "${mix_args[@]}" --drain-timeout "${drain}s" --report "$REPORTS/loadgen.json" --quiet >/dev/null
 
 # The faults, each at its time, each in a process group of its own.
 : >"$REPORTS/faults.tsv"
@@ -278,7 +295,7 @@ verify_rc=0
   --wait-secs "$verify_wait" --json "$REPORTS/verify.json" >"$REPORTS/verify.txt" 2>&1 || verify_rc=$?
 
 python3 "$CHAOS_HOME/summary.py" --scenario "$scenario" --t0 "$t0" --dir "$CHAOS_DIR" \
-  --verify-rc "$verify_rc" --died "${died# }" --rate "$rate" --duration "$D" --seed "$seed" \
+  --verify-rc "$verify_rc" --died "${died# }" --rate "$rate" --duration "$D" --seed "$seed" --mix "$mix" \
   --bank-latency "$latency" --nodes "$nodes" |
   tee "$REPORTS/summary.txt"
 

@@ -50,6 +50,7 @@ def main():
     p.add_argument("--seed", required=True)
     p.add_argument("--bank-latency", default="0")
     p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--mix", default="")
     a = p.parse_args()
     reports = os.path.join(a.dir, "reports")
     lg = load_json(os.path.join(reports, "loadgen.json"))
@@ -98,7 +99,10 @@ def main():
     if lg:
         args = lg["args"]
         out.append(row("load", f"{a.rate} tx/s for {a.duration} s, concurrency {args['concurrency']}, "
-                               f"amounts {args['amount']}, {len(args['vpas'])} VPAs, seed {a.seed}"
+                               f"amounts {args['amount']}, {len(args['vpas'])} VPAs, "
+                               f"mix {args.get('mix', 'p2p')}"
+                               + (f" ({len(args.get('merchants', []))} merchants)" if args.get("merchants") else "")
+                               + f", seed {a.seed}"
                                + (f", bank latency {a.bank_latency}+0..{a.bank_latency} ms"
                                   if a.bank_latency != "0" else "")))
     else:
@@ -170,6 +174,21 @@ def main():
                                   f"abandoned {lg['abandoned']}"))
         out.append(row("  statuses", "  ".join(f"{k} {st.get(k, 0)}" for k in
                                                ("SUCCESS", "FAILED", "REVERSED", "PENDING"))))
+        by_type = lg.get("by_type", {})
+        if by_type:
+            out.append(row("  by type", f"{'':<9}{'sent':>7}{'accepted':>10}{'SUCCESS':>9}{'FAILED':>8}"
+                                        f"{'REVERSED':>10}{'PENDING':>9}{'errors':>8}"))
+            for kind in ("P2P", "P2M", "COLLECT", "REFUND"):
+                t = by_type.get(kind)
+                if t is None:
+                    continue
+                ts = t["statuses"]
+                out.append(row("", f"{kind:<9}{t['sent']:>7}{t['accepted']:>10}{ts.get('SUCCESS', 0):>9}"
+                                   f"{ts.get('FAILED', 0):>8}{ts.get('REVERSED', 0):>10}"
+                                   f"{ts.get('PENDING', 0):>9}{t['errors']:>8}"))
+            if lg.get("refund_fallbacks"):
+                out.append(row("", f"{lg['refund_fallbacks']} refund arrival(s) sent as P2P/P2M: "
+                                   "no SUCCESS payment to refund was known yet"))
         if lg["reasons"]:
             out.append(row("  reasons", "  ".join(f"{k} {v}" for k, v in sorted(lg["reasons"].items()))))
         out.append(row("  errors", f"{e['total']} (send {e['send']}, follow {e['follow']})"
@@ -197,6 +216,12 @@ def main():
         counts = "  ".join(f"{k} {tx.get(k, {}).get('count', 0)}" for k in
                            ("SUCCESS", "FAILED", "REVERSED", "PENDING"))
         out.append(row("verify", f"exit {a.verify_rc}: {total} transactions in the switch: {counts}"))
+        for kind, st in sorted(vf.get("by_type", {}).items()):
+            out.append(row(f"  {kind}", "  ".join(f"{k} {st.get(k, 0)}" for k in
+                                                  ("SUCCESS", "FAILED", "REVERSED", "PENDING"))))
+        collects = vf.get("collects")
+        if collects:
+            out.append(row("  collects", "  ".join(f"{k} {v}" for k, v in sorted(collects.items()))))
         for b in vf["banks"]:
             ops = "  ".join(f"{k} {v}" for k, v in sorted(b["by_outcome"].items()))
             out.append(row(f"  bank {b['code']}", f"{b['ops']} ops: {ops}"))
