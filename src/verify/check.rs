@@ -820,7 +820,7 @@ mod tests {
                 bank("HDFC", hdfc, 1_000_000 - AMOUNT),
                 bank("ICICI", icici, 1_000_000 + AMOUNT),
             ],
-            links: (1..=3).map(|n| p2p_link(n)).collect(),
+            links: (1..=3).map(p2p_link).collect(),
             collects: vec![],
             payment_types: true,
         }
