@@ -2,8 +2,8 @@
 //! environment fallback where a deployment would set it. Parsing only; `main`
 //! dispatches to one plain function per mode.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::domain::Paise;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -259,10 +259,14 @@ async fn create_with_missing_field_is_400_missing_field() {
 }
 
 #[tokio::test]
-async fn create_with_type_p2m_is_422_unsupported_type() {
+async fn create_with_an_unknown_type_or_collect_is_422_unsupported_type() {
     let w = world().await;
-    let body = r#"{"type":"P2M","payer_vpa":"alice@hdfc","payee_vpa":"bob@icici","amount":"10"}"#;
-    assert_txn_rejected(&w, Some(&fresh_key()), "", body, 422, "UNSUPPORTED_TYPE").await;
+    for kind in ["COLLECT", "P2X", "p2p"] {
+        let body = format!(
+            r#"{{"type":"{kind}","payer_vpa":"alice@hdfc","payee_vpa":"bob@icici","amount":"10"}}"#
+        );
+        assert_txn_rejected(&w, Some(&fresh_key()), "", &body, 422, "UNSUPPORTED_TYPE").await;
+    }
 }
 
 #[tokio::test]

@@ -29,10 +29,7 @@ pub fn spawn(store: Store, metrics: Metrics) {
                 match store.expire_collects(BATCH).await {
                     Ok(n) => {
                         if n > 0 {
-                            metrics
-                                .collects
-                                .with_label_values(&["EXPIRED"])
-                                .inc_by(n);
+                            metrics.collects.with_label_values(&["EXPIRED"]).inc_by(n);
                             tracing::info!(expired = n, "collect requests expired");
                         }
                         if (n as i64) < BATCH {

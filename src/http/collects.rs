@@ -8,7 +8,9 @@
 //! approval (a limit) leaves the request `REQUESTED`.
 
 use super::AppState;
-use super::input::{idempotency_key, parse_amount, parse_note, parse_vpa, rate_limit, within_limit};
+use super::input::{
+    idempotency_key, parse_amount, parse_note, parse_vpa, rate_limit, within_limit,
+};
 use super::payments::{Plan, admissible, create_payment, daily_guard, resolve};
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::adapters::store::collects::{CollectCreated, CollectRow, NewCollect};
@@ -54,7 +56,9 @@ fn parse_expiry(raw: Option<&RawValue>) -> Result<i64, Problem> {
         Ok(s) if (MIN_EXPIRY_S..=MAX_EXPIRY_S).contains(&s) => Ok(s),
         _ => Err(Problem::unprocessable(
             "INVALID_EXPIRY",
-            format!("expires_in_s must be a whole number of seconds from {MIN_EXPIRY_S} to {MAX_EXPIRY_S}"),
+            format!(
+                "expires_in_s must be a whole number of seconds from {MIN_EXPIRY_S} to {MAX_EXPIRY_S}"
+            ),
         )),
     }
 }
@@ -81,7 +85,10 @@ fn not_pending(c: &CollectRow) -> Problem {
     Problem::new(
         409,
         "COLLECT_NOT_PENDING",
-        format!("the collect request is {}, not REQUESTED", c.status.as_str()),
+        format!(
+            "the collect request is {}, not REQUESTED",
+            c.status.as_str()
+        ),
     )
 }
 
@@ -129,7 +136,11 @@ async fn create(
         .map_err(|e| Problem::unavailable(&e))?
     {
         CollectCreated::New(c) => {
-            state.metrics.collects.with_label_values(&["REQUESTED"]).inc();
+            state
+                .metrics
+                .collects
+                .with_label_values(&["REQUESTED"])
+                .inc();
             tracing::info!(collect_id = %c.collect_id, amount = %c.amount, "collect requested");
             Ok(HttpResponse::Created()
                 .insert_header(("Location", format!("/v1/collects/{}", c.collect_id)))
@@ -143,10 +154,7 @@ async fn create(
     }
 }
 
-async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, Problem> {
     let id = parse_collect_id(&path.into_inner())?;
     Ok(HttpResponse::Ok().json(collect_json(&found(&state, id).await?)))
 }
@@ -218,7 +226,11 @@ async fn approve(
         .await?;
     match created {
         Created::New => {
-            state.metrics.collects.with_label_values(&["APPROVED"]).inc();
+            state
+                .metrics
+                .collects
+                .with_label_values(&["APPROVED"])
+                .inc();
             Ok(approved(id, txn_id))
         }
         // Approved meanwhile (here or on another node): that payment.
@@ -240,10 +252,16 @@ async fn decline(
         .decline_collect(id)
         .await
         .map_err(|e| Problem::unavailable(&e))?
-        .ok_or_else(|| Problem::not_found("COLLECT_NOT_FOUND", format!("no collect request {id}")))?;
+        .ok_or_else(|| {
+            Problem::not_found("COLLECT_NOT_FOUND", format!("no collect request {id}"))
+        })?;
     match collect.status {
         CollectStatus::Declined if declined => {
-            state.metrics.collects.with_label_values(&["DECLINED"]).inc();
+            state
+                .metrics
+                .collects
+                .with_label_values(&["DECLINED"])
+                .inc();
             Ok(HttpResponse::Ok().json(serde_json::json!({
                 "collect_id": id,
                 "status": CollectStatus::Declined.as_str(),

@@ -157,7 +157,6 @@ pub async fn lookup_vpa(state: &AppState, vpa: &Vpa) -> Result<Option<VpaRecord>
         .map_err(|e| Problem::unavailable(&e))
 }
 
-
 /// A merchant's reference for a P2M payment: 1-64 printable ASCII characters.
 pub fn parse_merchant_ref(text: Option<String>) -> Result<Option<String>, Problem> {
     match text {
@@ -168,7 +167,9 @@ pub fn parse_merchant_ref(text: Option<String>) -> Result<Option<String>, Proble
         {
             Err(Problem::unprocessable(
                 "INVALID_MERCHANT_REF",
-                format!("merchant_ref must be 1-{MAX_MERCHANT_REF_CHARS} printable ASCII characters"),
+                format!(
+                    "merchant_ref must be 1-{MAX_MERCHANT_REF_CHARS} printable ASCII characters"
+                ),
             ))
         }
         other => Ok(other),

@@ -57,7 +57,8 @@ impl Limits {
             PaymentType::P2P | PaymentType::Collect => self.txn_limit,
             PaymentType::Refund => Paise(0),
             PaymentType::P2M => {
-                let limits = std::iter::once(self.p2m_txn_limit).chain(self.mcc_limits.values().copied());
+                let limits =
+                    std::iter::once(self.p2m_txn_limit).chain(self.mcc_limits.values().copied());
                 let mut ceiling = Paise(0);
                 for l in limits {
                     if l.0 == 0 {

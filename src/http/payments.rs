@@ -19,8 +19,8 @@ use super::problem::{Problem, body_bytes, parse_json};
 use super::transactions::{accepted_body, parse_txn_id, status_document};
 use crate::actors::registry::Start;
 use crate::actors::transaction::now_ms;
-use crate::adapters::store::{Created, NewTxn, TxnRequest, VpaRecord};
 use crate::adapters::store::OriginalRow;
+use crate::adapters::store::{Created, NewTxn, TxnRequest, VpaRecord};
 use crate::domain::Vpa;
 use crate::saga::guards::{Daily, Guard};
 use crate::saga::{Party, PaymentType, Saga};
@@ -55,7 +55,7 @@ struct CreateBody {
 
 fn required(field: &str, value: Option<String>, kind: PaymentType) -> Result<String, Problem> {
     value.ok_or_else(|| {
-        Problem::unprocessable(
+        Problem::bad_request(
             "MISSING_FIELD",
             format!("{field} is required for a {} payment", kind.as_str()),
         )
@@ -64,7 +64,7 @@ fn required(field: &str, value: Option<String>, kind: PaymentType) -> Result<Str
 
 fn absent<T>(field: &str, value: &Option<T>, kind: PaymentType) -> Result<(), Problem> {
     match value {
-        Some(_) => Err(Problem::unprocessable(
+        Some(_) => Err(Problem::bad_request(
             "UNEXPECTED_FIELD",
             format!("{field} does not belong in a {} payment", kind.as_str()),
         )),
@@ -100,9 +100,10 @@ pub async fn resolve(
     let store = &state.store;
     let [payer, payee] = state
         .cache
-        .vpas_through([payer_vpa, payee_vpa], |v| async move {
-            store.vpa(&v).await
-        })
+        .vpas_through(
+            [payer_vpa, payee_vpa],
+            |v| async move { store.vpa(&v).await },
+        )
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     let unknown = |field: &str, vpa: &Vpa| {
@@ -146,7 +147,11 @@ async fn plan_transfer(state: &AppState, request: &TxnRequest) -> Result<Plan, P
                         ),
                     )
                 })?;
-            within_limit(request.amount, state.limits.p2m_limit(code), &format!("P2M (MCC {code})"))?;
+            within_limit(
+                request.amount,
+                state.limits.p2m_limit(code),
+                &format!("P2M (MCC {code})"),
+            )?;
             mcc = Some(code.to_string());
         }
         _ => {

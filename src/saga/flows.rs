@@ -171,9 +171,18 @@ mod tests {
 
     #[test]
     fn a_requested_collect_expires_at_its_deadline() {
-        assert_eq!(CollectStatus::Requested.at(1_000, 999), CollectStatus::Requested);
-        assert_eq!(CollectStatus::Requested.at(1_000, 1_000), CollectStatus::Expired);
-        assert_eq!(CollectStatus::Approved.at(1_000, 5_000), CollectStatus::Approved);
+        assert_eq!(
+            CollectStatus::Requested.at(1_000, 999),
+            CollectStatus::Requested
+        );
+        assert_eq!(
+            CollectStatus::Requested.at(1_000, 1_000),
+            CollectStatus::Expired
+        );
+        assert_eq!(
+            CollectStatus::Approved.at(1_000, 5_000),
+            CollectStatus::Approved
+        );
         for t in PaymentType::ALL {
             assert_eq!(PaymentType::parse(t.as_str()), Some(t));
         }

@@ -42,9 +42,18 @@ impl Guard {
 /// Why a create was refused (nothing was written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    DailyAmount { limit: Paise, used: Paise },
-    DailyCount { limit: i64, used: i64 },
-    RefundExceedsOriginal { original: Paise, held: Paise },
+    DailyAmount {
+        limit: Paise,
+        used: Paise,
+    },
+    DailyCount {
+        limit: i64,
+        used: i64,
+    },
+    RefundExceedsOriginal {
+        original: Paise,
+        held: Paise,
+    },
     CollectNotPending(CollectStatus),
     /// The collect request does not exist (deleted underneath: cannot happen
     /// through the API, answered rather than assumed).
@@ -133,7 +142,12 @@ impl Book {
             }
         }
         if let Some((original, original_amount)) = guard.refund_of {
-            let held = self.held.refunded.get(&original).copied().unwrap_or(Paise(0));
+            let held = self
+                .held
+                .refunded
+                .get(&original)
+                .copied()
+                .unwrap_or(Paise(0));
             if held.0.saturating_add(amount.0) > original_amount.0 {
                 return Err(Refusal::RefundExceedsOriginal {
                     original: original_amount,
@@ -176,7 +190,7 @@ impl Book {
                 .entry(daily.payer_vpa.clone())
                 .or_insert((0, Paise(0)));
             usage.0 += 1;
-            usage.1 .0 += amount.0;
+            usage.1.0 += amount.0;
         }
         self.held.taken.insert(key.to_string());
         Ok(())
@@ -214,7 +228,8 @@ mod tests {
         held.usage.insert("alice@hdfc".into(), (1, Paise(9_000)));
         let mut book = Book::new(held);
         assert_eq!(
-            book.admit("a", &daily(0, 10_000), Paise(1_001)).map_err(|r| r.code()),
+            book.admit("a", &daily(0, 10_000), Paise(1_001))
+                .map_err(|r| r.code()),
             Err("DAILY_AMOUNT_LIMIT_EXCEEDED")
         );
         assert!(book.admit("b", &daily(0, 10_000), Paise(1_000)).is_ok());

@@ -5,8 +5,8 @@
 
 use super::movement::{Verdict, credit_reverse_op_id, debit_op_id, debit_reverse_op_id};
 use super::{
-    Checkpoint, Command, Event, Movement, Phase, Reason, ReverseResult, Reversal, Saga,
-    SagaConfig, Terminal, Transition,
+    Checkpoint, Command, Event, Movement, Phase, Reason, Reversal, ReverseResult, Saga, SagaConfig,
+    Terminal, Transition,
 };
 
 impl Saga {
@@ -180,8 +180,6 @@ impl Saga {
         }
     }
 
-
-
     pub(super) fn finish(mut self, terminal: Terminal) -> Transition {
         let label = match &terminal {
             Terminal::Success => "SUCCESS",
@@ -224,9 +222,7 @@ impl Saga {
             checkpoint: None,
         }
     }
-
 }
-
 
 fn payer_decline(code: &str) -> Reason {
     match code {
@@ -268,6 +264,9 @@ fn payee_decline(code: &str) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Paise;
+    use crate::saga::{MoveResult, Party, Status};
+    use uuid::Uuid;
 
     fn saga() -> Saga {
         Saga::new(

@@ -3,10 +3,10 @@
 //! `merchant::flow_batch`), and how a committed statement answers each job.
 
 use super::{Session, WriteError};
-use crate::adapters::store::{batch, guarded};
-use crate::saga::guards::Refusal;
 use crate::adapters::store::{CheckpointError, CheckpointWrite, NewTxn};
+use crate::adapters::store::{batch, guarded};
 use crate::merchant::flow_batch::{self, Accept, Announce, Release};
+use crate::saga::guards::Refusal;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use tokio::sync::oneshot;
