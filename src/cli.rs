@@ -628,6 +628,10 @@ pub struct BenchArgs {
     /// instead of only posting.
     #[arg(long)]
     pub loadgen_follow: bool,
+    /// The payment types loadgen sends, as its `--mix` (`p2p=70,p2m=20,collect=5,refund=5`;
+    /// P2M goes to the rig's merchants). The table then shows each type's statuses.
+    #[arg(long, default_value = "p2p=100")]
+    pub mix: String,
     /// Instead of payments: the "Rinha de Backend 2025" final test against
     /// merchant forwarding (two payment processors, users ramping up, ten
     /// phases of processor faults, a consistency check every 10 s) for

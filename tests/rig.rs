@@ -481,10 +481,23 @@ async fn bench_runs_end_to_end_and_reports_every_component() {
             "300",
             "--accounts",
             "4",
+            "--mix",
+            "p2p=60,p2m=20,collect=10,refund=10",
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{ctx}");
     let phase = &report["phases"][0];
+    // The mix's types, each counted in the switch's database (collects' payments too).
+    for kind in ["P2P", "P2M", "COLLECT"] {
+        assert!(
+            phase["by_type"][kind]["SUCCESS"].as_u64().unwrap_or(0) > 0,
+            "no {kind}: {report:#}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("P2M ok/failed/rev/pend"),
+        "{ctx}"
+    );
     assert_eq!(phase["rate_asked"], 40.0, "{report:#}");
     assert_eq!(phase["sends_asked"], 80, "{report:#}");
     assert_eq!(phase["every_send_out"], true, "{report:#}");

@@ -18,6 +18,10 @@ pub struct LoadSpec {
     pub bin: PathBuf,
     pub switch_url: String,
     pub vpas_file: PathBuf,
+    /// Merchant VPAs (P2M payees), a `--merchants` file.
+    pub merchants_file: PathBuf,
+    /// Payment types and weights (loadgen's `--mix`).
+    pub mix: crate::loadgen::mix::Mix,
     pub concurrency: usize,
     /// Follow every payment with `?wait=` long-polls (the old, dearer way).
     pub follow: bool,
@@ -75,6 +79,11 @@ pub fn spawn_loadgen(
         .kill_on_drop(true);
     if !spec.follow {
         cmd.arg("--no-follow");
+    }
+    if !spec.mix.is_p2p_only() {
+        cmd.args(["--mix", &spec.mix.to_string()])
+            .arg("--merchants")
+            .arg(&spec.merchants_file);
     }
     // It must not outlive a bench that is killed.
     crate::rig::process::die_with_parent(cmd.as_std_mut());
@@ -143,38 +152,59 @@ pub async fn wait_idle(
 #[derive(Debug, Clone, Default)]
 pub struct Outcomes {
     pub statuses: BTreeMap<String, u64>,
+    /// The same by payment type.
+    pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
     pub terminal: u64,
     pub accept_to_terminal_ms: Percentiles,
     /// Seconds from the first `created_at` to the last terminal `updated_at`.
     pub span_s: f64,
 }
 
-/// Reads the transactions whose Idempotency-Key starts with `run_id-`.
-pub async fn outcomes(client: &tokio_postgres::Client, run_id: &str) -> Result<Outcomes, String> {
+/// The phase's transactions: those whose Idempotency-Key starts with the
+/// run's id, and with `collects` the payments of its approved collect
+/// requests (keyed the same way; their payments have no key of their own).
+const OF_RUN: &str = "idempotency_key LIKE $1";
+const OF_RUN_WITH_COLLECTS: &str = "(idempotency_key LIKE $1 OR txn_id IN \
+     (SELECT txn_id FROM collects WHERE idempotency_key LIKE $1 AND txn_id IS NOT NULL))";
+
+/// Reads the transactions of run `run_id` (see [`OF_RUN_WITH_COLLECTS`]).
+pub async fn outcomes(
+    client: &tokio_postgres::Client,
+    run_id: &str,
+    collects: bool,
+) -> Result<Outcomes, String> {
     let pattern = format!("{run_id}-%");
+    let of_run = if collects {
+        OF_RUN_WITH_COLLECTS
+    } else {
+        OF_RUN
+    };
     let pg = |e: tokio_postgres::Error| crate::adapters::pg::pg_message(&e);
     let mut out = Outcomes::default();
     for row in client
         .query(
-            "SELECT status, count(*) FROM transactions WHERE idempotency_key LIKE $1 GROUP BY status",
+            &format!(
+                "SELECT type, status, count(*) FROM transactions WHERE {of_run} GROUP BY type, status"
+            ),
             &[&pattern],
         )
         .await
         .map_err(pg)?
     {
-        let (status, n): (String, i64) = (row.get(0), row.get(1));
+        let (kind, status, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         if status != "PENDING" {
             out.terminal += n as u64;
         }
-        out.statuses.insert(status, n as u64);
+        *out.statuses.entry(status.clone()).or_default() += n as u64;
+        *out.by_type.entry(kind).or_default().entry(status).or_default() += n as u64;
     }
     let row = client
         .query_one(
-            "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms), \
+            &format!("SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms), \
                     extract(epoch FROM max(updated_at) - min(created_at))::float8 \
              FROM (SELECT created_at, updated_at, \
                           extract(epoch FROM updated_at - created_at)::float8 * 1000 AS ms \
-                   FROM transactions WHERE idempotency_key LIKE $1 AND status <> 'PENDING') t",
+                   FROM transactions WHERE {of_run} AND status <> 'PENDING') t"),
             &[&pattern],
         )
         .await

@@ -188,6 +188,8 @@ pub struct Phase {
     /// Transactions of this phase terminal in the switch's database.
     pub terminal: u64,
     pub statuses: BTreeMap<String, u64>,
+    /// The statuses of each payment type (`P2P`, `P2M`, `REFUND`, `COLLECT`).
+    pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
     /// terminal / (last updated_at − first created_at).
     pub terminal_rate: f64,
     /// From the intended send time (no coordinated omission), by the load generator.
@@ -244,6 +246,30 @@ pub fn render(phases: &[Phase], rss: Option<&RssPhase>) -> String {
         format!("{}{mark}", p.terminal)
     });
     row("terminal tx/s", &|p| format!("{:.0}", p.terminal_rate));
+    // Each type's statuses when a phase sent more than P2P.
+    let mut kinds: Vec<&String> = phases.iter().flat_map(|p| p.by_type.keys()).collect();
+    kinds.sort();
+    kinds.dedup();
+    if kinds.iter().any(|k| *k != "P2P") {
+        for kind in kinds {
+            row(&format!("  {kind} ok/failed/rev/pend"), &|p| {
+                let n = |s: &str| {
+                    p.by_type
+                        .get(kind.as_str())
+                        .and_then(|m| m.get(s))
+                        .copied()
+                        .unwrap_or(0)
+                };
+                format!(
+                    "{}/{}/{}/{}",
+                    n("SUCCESS"),
+                    n("FAILED"),
+                    n("REVERSED"),
+                    n("PENDING")
+                )
+            });
+        }
+    }
     row("accept p50/p90 ms", &|p| {
         format!("{:.1}/{:.1}", p.accept_ms.p50, p.accept_ms.p90)
     });

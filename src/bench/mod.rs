@@ -91,6 +91,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.duration.is_zero() {
         return Err(BenchError::Usage("--duration must be longer than 0".into()));
     }
+    // Checked before any rig starts.
+    crate::loadgen::mix::Mix::parse(&args.mix).map_err(BenchError::Usage)?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!(
@@ -171,10 +173,20 @@ async fn bench(
         .connect()
         .await
         .map_err(|e| BenchError::Run(e.to_string()))?;
+    let mix = crate::loadgen::mix::Mix::parse(&args.mix).map_err(BenchError::Usage)?;
+    if mix.needs_merchants()
+        && std::fs::metadata(&target.merchants_file).is_ok_and(|m| m.len() == 0)
+    {
+        return Err(BenchError::Usage(format!(
+            "--mix {mix} sends P2M payments, but the deployment has no merchants (rig --merchants)"
+        )));
+    }
     let spec = LoadSpec {
         bin: crate::rig::current_bin()?,
         switch_url: target.switch_url.clone(),
         vpas_file: target.vpas_file.clone(),
+        merchants_file: target.merchants_file.clone(),
+        mix,
         concurrency: args.concurrency,
         follow: args.loadgen_follow,
     };
@@ -316,7 +328,10 @@ async fn run_phase(
         bar.println(format!("{rate} tx/s: {e}; reporting what ended"));
     }
     let run_id = report["run_id"].as_str().unwrap_or_default().to_string();
-    let outcomes = load::outcomes(switch_db, &run_id).await.map_err(run)?;
+    let with_collects = spec.mix.weight(crate::saga::PaymentType::Collect) > 0;
+    let outcomes = load::outcomes(switch_db, &run_id, with_collects)
+        .await
+        .map_err(run)?;
 
     let mut ticks = before.delta(&after);
     ticks.extend(backends.totals());
@@ -357,6 +372,7 @@ async fn run_phase(
         send_errors: count(&report["errors"]["send"]),
         terminal: sagas,
         statuses: outcomes.statuses,
+        by_type: outcomes.by_type,
         terminal_rate: if outcomes.span_s > 0.0 {
             sagas as f64 / outcomes.span_s
         } else {

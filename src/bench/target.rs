@@ -25,6 +25,8 @@ pub struct Target {
     pub pids: Pids,
     pub bank_endpoints: Vec<String>,
     pub vpas_file: PathBuf,
+    /// The merchants' VPAs as a `--merchants` file (empty when the deployment has none).
+    pub merchants_file: PathBuf,
     pub bin: String,
 }
 
@@ -57,6 +59,7 @@ pub fn from_rig(rig: &Rig, dir: &std::path::Path) -> Result<Target, BenchError> 
         },
         bank_endpoints: rig.banks.iter().flat_map(|b| b.urls.clone()).collect(),
         vpas_file: ordinary_vpas_file(&tsv, dir)?,
+        merchants_file: merchants_file(&tsv, dir)?,
         bin: rig.cfg.bin.display().to_string(),
     })
 }
@@ -134,8 +137,24 @@ pub fn from_state(state: &std::path::Path, dir: &std::path::Path) -> Result<Targ
         },
         bank_endpoints: endpoints,
         vpas_file: ordinary_vpas_file(&tsv, dir)?,
+        merchants_file: merchants_file(&tsv, dir)?,
         bin: var("BIN")?,
     })
+}
+
+/// The merchants' VPAs of a `vpas.tsv` as a `--merchants` file.
+fn merchants_file(tsv: &str, dir: &std::path::Path) -> Result<PathBuf, BenchError> {
+    let merchants: String = tsv
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.len() == 5 && cols[4] == "merchant").then(|| format!("{}\n", cols[0]))
+        })
+        .collect();
+    let path = dir.join("bench-merchants.txt");
+    std::fs::write(&path, merchants)
+        .map_err(|e| BenchError::Run(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
 }
 
 /// The ordinary VPAs (no frozen or poor account: every saga moves money) as a `--vpas` file.
