@@ -338,6 +338,10 @@ pub struct DemoArgs {
     /// First port of the two simulated banks (HDFC on it, ICICI on the next).
     #[arg(long, default_value_t = 9101)]
     pub bank_port: u16,
+    /// Payment types and their weights (as loadgen's `--mix`): by default every
+    /// type, P2P, P2M to the demo's merchants, collect requests approved, refunds.
+    #[arg(long, default_value = crate::loadgen::mix::ALL_TYPES)]
+    pub mix: String,
     /// Exit after the summary instead of leaving the switch and banks running.
     #[arg(long)]
     pub exit: bool,

@@ -161,13 +161,27 @@ pub async fn post_payment(
     http: &reqwest::Client,
     switch_url: &str,
     key: &str,
-    body: &PaymentBody<'_>,
+    body: &impl Serialize,
     timeout: Option<Duration>,
 ) -> Result<Accepted, SendError> {
-    let mut request = http
-        .post(format!("{switch_url}/v1/transactions"))
-        .header("Idempotency-Key", key)
-        .json(body);
+    let url = format!("{switch_url}/v1/transactions");
+    let (status, answer) = post_to(http, &url, Some(key), body, timeout).await?;
+    accepted(status, &answer)
+}
+
+/// `POST url` with a JSON body (and an Idempotency-Key when given): the
+/// answer's status and JSON body (`Null` when a refusal has none).
+pub async fn post_to(
+    http: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &impl Serialize,
+    timeout: Option<Duration>,
+) -> Result<(u16, Value), SendError> {
+    let mut request = http.post(url).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
     if let Some(t) = timeout {
         request = request.timeout(t);
     }
@@ -176,14 +190,17 @@ pub async fn post_payment(
         .await
         .map_err(|e| SendError::Transport(transport_kind(&e)))?;
     let status = resp.status().as_u16();
-    let answer: Value = match resp.json().await {
-        Ok(v) => v,
+    match resp.json().await {
+        Ok(v) => Ok((status, v)),
         // A 2xx whose body was lost is an unknown outcome, not a refusal.
-        Err(e) if (200..300).contains(&status) => {
-            return Err(SendError::Transport(transport_kind(&e)));
-        }
-        Err(_) => Value::Null,
-    };
+        Err(e) if (200..300).contains(&status) => Err(SendError::Transport(transport_kind(&e))),
+        Err(_) => Ok((status, Value::Null)),
+    }
+}
+
+/// A payment accepted (`200`/`202` with a `txn_id`: a posted payment, an
+/// approved collect), or why not.
+pub fn accepted(status: u16, answer: &Value) -> Result<Accepted, SendError> {
     match (status, answer["txn_id"].as_str()) {
         (200 | 202, Some(id)) => Ok(Accepted {
             txn_id: id.to_string(),
@@ -195,7 +212,7 @@ pub async fn post_payment(
         (200 | 202, None) => Err(SendError::NoTxnId(status)),
         _ => Err(SendError::Refused {
             status,
-            code: problem_code(&answer).to_string(),
+            code: problem_code(answer).to_string(),
         }),
     }
 }

@@ -148,6 +148,18 @@ fn demo_sends_payments_and_money_is_conserved() {
         ] {
             assert!(value(out, label).is_some(), "no {label:?} line: {context}");
         }
+        // Every payment type has its line; the default mix sends P2M and collects
+        // (refunds, 5%, may all fall back to payments in a run this short).
+        for kind in ["P2P", "P2M", "COLLECT", "REFUND"] {
+            assert!(
+                value(out, &format!("type {kind}")).is_some(),
+                "no {kind} line: {context}"
+            );
+        }
+        for kind in ["P2P", "P2M"] {
+            let n = count(out, &format!("type {kind}")).unwrap_or(0);
+            assert!(n > 0, "no {kind} payment: {context}");
+        }
         assert_eq!(value(out, "money conserved"), Some("yes"), "{context}");
         assert!(
             value(out, "ledgers match SUCCESS").is_some_and(|v| v.starts_with("yes")),
