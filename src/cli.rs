@@ -699,6 +699,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(bad)
 }
 
+/// A rupee amount flag (`"1000.00"`, exact), `0` for none.
+fn rupees_flag(text: &str) -> Result<Paise, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b == b'0' || b == b'.') && t.starts_with('0') {
+        return Ok(Paise(0));
+    }
+    Paise::parse_rupees(t, Paise(i64::MAX))
+        .map_err(|e| format!("{e} (rupees with at most two decimals, e.g. 1000.00; 0 for none)"))
+}
+
+/// `MCC=AMOUNT`, e.g. `6012=500000.00`.
+fn mcc_limit_flag(text: &str) -> Result<(String, Paise), String> {
+    let (mcc, amount) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected MCC=AMOUNT, e.g. 6012=500000.00"))?;
+    let mcc = mcc.trim();
+    if mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{mcc:?}: an MCC is 4 digits"));
+    }
+    Ok((mcc.to_string(), rupees_flag(amount)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,26 +748,4 @@ mod tests {
         }
         assert!(parse_duration(&format!("{}h", u64::MAX / 1000)).is_err());
     }
-}
-
-/// A rupee amount flag (`"1000.00"`, exact), `0` for none.
-fn rupees_flag(text: &str) -> Result<Paise, String> {
-    let t = text.trim();
-    if !t.is_empty() && t.bytes().all(|b| b == b'0' || b == b'.') && t.starts_with('0') {
-        return Ok(Paise(0));
-    }
-    Paise::parse_rupees(t, Paise(i64::MAX))
-        .map_err(|e| format!("{e} (rupees with at most two decimals, e.g. 1000.00; 0 for none)"))
-}
-
-/// `MCC=AMOUNT`, e.g. `6012=500000.00`.
-fn mcc_limit_flag(text: &str) -> Result<(String, Paise), String> {
-    let (mcc, amount) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected MCC=AMOUNT, e.g. 6012=500000.00"))?;
-    let mcc = mcc.trim();
-    if mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{mcc:?}: an MCC is 4 digits"));
-    }
-    Ok((mcc.to_string(), rupees_flag(amount)?))
 }

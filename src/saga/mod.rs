@@ -270,8 +270,6 @@ impl Status {
     }
 }
 
-/// Op id of each step.
-
 impl Saga {
     /// A new saga whose debit intent is durable as soon as this state is stored.
     /// Its first command is `start_commands()`; no extra checkpoint is needed.

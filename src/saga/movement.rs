@@ -57,6 +57,7 @@ pub struct Reversal {
     pub backing_off: bool,
 }
 
+/// Op id of each step.
 pub fn debit_op_id(txn: Uuid) -> String {
     format!("{txn}:debit")
 }

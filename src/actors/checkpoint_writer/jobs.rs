@@ -23,7 +23,7 @@ pub(super) enum CreateOutcome {
 
 pub(super) enum Job {
     Create {
-        new: NewTxn,
+        new: Box<NewTxn>,
         reply: oneshot::Sender<Result<CreateOutcome, WriteError>>,
     },
     Checkpoint {

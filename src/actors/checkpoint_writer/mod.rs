@@ -190,7 +190,10 @@ impl CheckpointWriter {
     pub async fn create(&self, new: NewTxn) -> Result<Created, WriteError> {
         let (reply, rx) = oneshot::channel();
         let request = new.request.clone();
-        self.offer(Job::Create { new, reply })?;
+        self.offer(Job::Create {
+            new: Box::new(new),
+            reply,
+        })?;
         match rx.await.map_err(|_| WriteError::Stopped)?? {
             CreateOutcome::Inserted => Ok(Created::New),
             CreateOutcome::Refused(r) => Ok(Created::Refused(r)),
