@@ -200,7 +200,10 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
     );
     // A rig's load pays many times from few VPAs: the switch runs without daily limits.
     let cmd = std::fs::read_to_string(dir.path("run/switch.cmd")).expect("switch.cmd");
-    for flag in ["--daily-count-limit\00\0", "--daily-amount-limit\00\0"] {
+    for flag in [
+        "--daily-count-limit\x000\x00",
+        "--daily-amount-limit\x000\x00",
+    ] {
         assert!(cmd.contains(flag), "{flag:?} in {cmd:?}");
     }
     let mut pids = Vec::new();
