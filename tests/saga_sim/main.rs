@@ -47,7 +47,7 @@ fn run_schedule(
             return Err(format!("no progress after {MAX_EVENTS} events"));
         }
         world.now = world.now.max(at);
-        let Some(item) = world.items.remove(&id) else {
+        let Some(item) = world.items[id as usize - 1].take() else {
             continue;
         };
         match item {

@@ -57,7 +57,8 @@ pub struct World {
     pub now: u64,
     pub seq: u64,
     pub queue: BinaryHeap<Reverse<(u64, u64)>>,
-    pub items: HashMap<u64, Item>,
+    /// Queued items by sequence number (taken when due).
+    pub items: Vec<Option<Item>>,
     pub banks: Vec<Ledger>,
     pub down: Vec<bool>,
     pub chaos_until: u64,
@@ -91,7 +92,7 @@ impl World {
     pub fn push(&mut self, at: u64, item: Item) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq)));
-        self.items.insert(self.seq, item);
+        self.items.push(Some(item));
     }
 
     pub fn chaotic(&self) -> bool {
@@ -133,7 +134,6 @@ impl World {
 
     pub fn apply(&mut self, bank: usize, request: &Request) -> Reply {
         let reply = ledger::apply(&mut self.banks[bank], request, self.now as i64);
-        self.banks[bank].take_dirty();
         if let Reply::Refused { code, detail, .. } = &reply {
             panic!("the saga sent a request the bank refused: {code} {detail}: {request:?}");
         }
@@ -399,7 +399,7 @@ pub fn make_world(seed: u64) -> World {
         now: 0,
         seq: 0,
         queue: BinaryHeap::new(),
-        items: HashMap::new(),
+        items: Vec::new(),
         banks,
         down: vec![false; BANKS.len()],
         chaos_until,
