@@ -19,27 +19,29 @@
 //! `SAGA_SIM_SCHEDULES=N` runs N schedules (default 10,000);
 //! `SAGA_SIM_SEED=S` replays one schedule. A failure prints its seed.
 
+mod acceptance;
 mod check;
 mod world;
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use upi_switch::saga::Status;
+use upi_switch::saga::{PaymentType, Status};
 use world::{Item, MAX_EVENTS, initial_balances, make_world};
 
-/// Runs one schedule; returns the number of events, or a description of the violation.
-fn run_schedule(
-    seed: u64,
-    labels: &mut BTreeMap<&'static str, u64>,
-    counts: &mut BTreeMap<&'static str, u64>,
-    statuses: &mut BTreeMap<Status, u64>,
-) -> Result<usize, String> {
+/// What the schedules reached, summed.
+#[derive(Default)]
+struct Totals {
+    events: usize,
+    /// Per payment type.
+    statuses: BTreeMap<(&'static str, Status), u64>,
+    labels: BTreeMap<(&'static str, &'static str), u64>,
+    counts: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// Runs one schedule; returns a description of the violation, if any.
+fn run_schedule(seed: u64, totals: &mut Totals) -> Result<(), String> {
     let mut world = make_world(seed);
     let initial = initial_balances(&world);
-    for txn in 0..world.sagas.len() {
-        let commands = world.sagas[txn].start_commands();
-        world.execute(txn, 0, commands);
-    }
     let mut events = 0;
     while let Some(Reverse((at, id))) = world.queue.pop() {
         events += 1;
@@ -57,6 +59,7 @@ fn run_schedule(
                     world.apply(bank, &request);
                 }
             }
+            Item::Batch(creates) => world.accept(creates)?,
             Item::ToSaga {
                 txn,
                 incarnation,
@@ -77,14 +80,15 @@ fn run_schedule(
             }
         }
     }
+    totals.events += events;
     for (k, v) in &world.labels {
-        *labels.entry(k).or_default() += v;
+        *totals.labels.entry(*k).or_default() += v;
     }
     for (k, v) in &world.counts {
-        *counts.entry(k).or_default() += v;
+        *totals.counts.entry(*k).or_default() += v;
     }
-    check::check(&world, &initial, statuses)?;
-    Ok(events)
+    check::check(&world, &initial, &mut totals.statuses)?;
+    check::check_acceptance(&world)
 }
 
 #[test]
@@ -108,16 +112,13 @@ fn saga_simulation_keeps_every_invariant() {
                 .collect()
         }
     };
-    let mut labels = BTreeMap::new();
-    let mut counts = BTreeMap::new();
-    let mut statuses = BTreeMap::new();
-    let mut events = 0usize;
+    let mut totals = Totals::default();
     for &seed in &seeds {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_schedule(seed, &mut labels, &mut counts, &mut statuses)
+            run_schedule(seed, &mut totals)
         }));
         match outcome {
-            Ok(Ok(n)) => events += n,
+            Ok(Ok(())) => {}
             Ok(Err(violation)) => panic!(
                 "seed {seed} violated an invariant: {violation}\nreplay: SAGA_SIM_SEED={seed} cargo test --test saga_sim"
             ),
@@ -127,35 +128,75 @@ fn saga_simulation_keeps_every_invariant() {
         }
     }
     eprintln!(
-        "saga simulation: {} schedules, {events} events, outcomes {statuses:?}, checkpoints {labels:?}, two owners {counts:?}",
-        seeds.len()
+        "saga simulation: {} schedules, {} events",
+        seeds.len(),
+        totals.events
     );
-    // The schedules must actually reach every path, or this test proves little.
+    let of = |map: &BTreeMap<(&'static str, &'static str), u64>, kind: &str| {
+        map.iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, what), n)| format!("{what}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for kind in PaymentType::ALL.map(PaymentType::as_str) {
+        let outcomes: Vec<String> = totals
+            .statuses
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, s), n)| format!("{}: {n}", s.as_str()))
+            .collect();
+        eprintln!(
+            "  {kind}: outcomes {{{}}}\n    checkpoints {{{}}}\n    two owners and acceptance {{{}}}",
+            outcomes.join(", "),
+            of(&totals.labels, kind),
+            of(&totals.counts, kind)
+        );
+    }
+    // The schedules must actually reach every path, for every payment
+    // type, or this test proves little.
     if seeds.len() >= 1_000 {
-        for status in [Status::Success, Status::Failed, Status::Reversed] {
-            assert!(
-                statuses.get(&status).copied().unwrap_or(0) > 0,
-                "no schedule ended {status:?}"
-            );
+        let reached = |map: &BTreeMap<(&'static str, &'static str), u64>, kind, what| {
+            map.get(&(kind, what)).copied().unwrap_or(0) > 0
+        };
+        for kind in PaymentType::ALL.map(PaymentType::as_str) {
+            for status in [Status::Success, Status::Failed, Status::Reversed] {
+                assert!(
+                    totals.statuses.get(&(kind, status)).copied().unwrap_or(0) > 0,
+                    "no {kind} ended {status:?}"
+                );
+            }
+            for what in ["takeovers", "zombie_sends", "zombie_fenced"] {
+                assert!(reached(&totals.counts, kind, what), "no {kind} had {what}");
+            }
+            for label in [
+                "DEBITED",
+                "DEBIT_UNKNOWN",
+                "CREDIT_UNKNOWN",
+                "DEBIT_FENCING",
+                "CREDIT_FENCING",
+                "REVERSING",
+            ] {
+                assert!(
+                    reached(&totals.labels, kind, label),
+                    "no {kind} reached {label}"
+                );
+            }
         }
-        for what in ["takeovers", "zombie_sends", "zombie_fenced"] {
-            assert!(
-                counts.get(what).copied().unwrap_or(0) > 0,
-                "no schedule had {what}"
-            );
-        }
-        for label in [
-            "DEBITED",
-            "DEBIT_UNKNOWN",
-            "CREDIT_UNKNOWN",
-            "DEBIT_FENCING",
-            "CREDIT_FENCING",
-            "REVERSING",
+        for (kind, what) in [
+            ("REFUND", "accepted"),
+            ("REFUND", "refused_exceeds_original"),
+            ("REFUND", "refused_original_not_success"),
+            ("REFUND", "accepted_in_room_given_back"),
+            ("REFUND", "same_key_met_its_refund"),
+            ("REFUND", "batch_with_two_of_one_original"),
+            ("COLLECT", "approved"),
+            ("COLLECT", "refused_already_approved"),
+            ("COLLECT", "refused_declined"),
+            ("COLLECT", "refused_expired"),
+            ("COLLECT", "same_key_met_its_payment"),
         ] {
-            assert!(
-                labels.get(label).copied().unwrap_or(0) > 0,
-                "no schedule reached {label}"
-            );
+            assert!(reached(&totals.counts, kind, what), "no {kind} was {what}");
         }
     }
 }

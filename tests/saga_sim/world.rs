@@ -1,15 +1,14 @@
 //! The fake network and clock, crashes and lease takeovers around the real
 //! saga core and the real bank ledger.
 
+use crate::acceptance::{Create, Db};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use upi_switch::adapters::bank_api::{MoveRequest, OpStatus, ReverseRequest};
 use upi_switch::banksim::ledger::{self, Account, Ledger, Reply, Request};
-use upi_switch::domain::Paise;
 use upi_switch::saga::{
     Command, Event, InquiryResult, MoveResult, Party, ReverseResult, Saga, SagaConfig,
 };
-use uuid::Uuid;
 
 pub const CFG: SagaConfig = SagaConfig {
     debit_deadline_ms: 1_000,
@@ -20,6 +19,8 @@ pub const CFG: SagaConfig = SagaConfig {
 pub const MAX_EVENTS: usize = 100_000;
 pub const BANKS: [&str; 2] = ["BANKA", "BANKB"];
 pub const REQUEST_TIMEOUT_MS: u64 = 200;
+/// Each bank's merchant account (P2M payments credit it, refunds debit it).
+pub const MERCHANT: &str = "M0";
 
 /// splitmix64: small, fast, and the same on every platform and version.
 pub struct Rng(pub u64);
@@ -50,6 +51,9 @@ pub enum Item {
     Arrive { bank: usize, request: Request },
     /// A bank goes down or comes back.
     SetDown { bank: usize, down: bool },
+    /// Creates reaching the switch together: one writer batch, decided under
+    /// the database's locks (`acceptance`).
+    Batch(Vec<Create>),
 }
 
 pub struct World {
@@ -73,8 +77,15 @@ pub struct World {
     /// Old owners still acting after another claimed their saga: (txn,
     /// incarnation) → (their saga, the version they hold).
     pub zombies: HashMap<(usize, u32), (Saga, u32)>,
-    pub labels: BTreeMap<&'static str, u64>,
-    pub counts: BTreeMap<&'static str, u64>,
+    /// Who each saga must debit and credit, as the model derives it from
+    /// the request (not from the saga): (payer, payee).
+    pub parties: Vec<(Party, Party)>,
+    /// The acceptance database: originals, refunds, collect requests, keys.
+    pub db: Db,
+    /// Checkpoint labels reached, per payment type.
+    pub labels: BTreeMap<(&'static str, &'static str), u64>,
+    /// Things that happened, per payment type (or per acceptance rule).
+    pub counts: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// What a network attempt did.
@@ -89,6 +100,40 @@ pub enum Fate {
 }
 
 impl World {
+    pub fn count(&mut self, kind: &'static str, what: &'static str) {
+        *self.counts.entry((kind, what)).or_default() += 1;
+    }
+
+    fn kind(&self, txn: usize) -> &'static str {
+        self.sagas[txn].kind.as_str()
+    }
+
+    /// A saga whose row was just written (PENDING): its owner starts it —
+    /// or dies right after the write, before or after the debit left, and
+    /// the saga is resumed from that first checkpoint.
+    pub fn add_saga(&mut self, saga: Saga, parties: (Party, Party)) -> usize {
+        let txn = self.sagas.len();
+        let commands = saga.start_commands();
+        self.sagas.push(saga.clone());
+        self.checkpoints.push(saga);
+        self.incarnation.push(0);
+        self.versions.push(1);
+        self.held.push(1);
+        self.parties.push(parties);
+        let crash = if self.chaotic() && self.rng.chance(30) {
+            1 + self.rng.below(2)
+        } else {
+            0
+        };
+        if crash != 1 {
+            self.execute(txn, 0, commands);
+        }
+        if crash != 0 {
+            self.crash_and_resume(txn);
+        }
+        txn
+    }
+
     pub fn push(&mut self, at: u64, item: Item) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq)));
@@ -310,7 +355,7 @@ impl World {
         let old = self.incarnation[txn];
         self.zombies
             .insert((txn, old), (self.sagas[txn].clone(), self.held[txn]));
-        *self.counts.entry("takeovers").or_default() += 1;
+        self.count(self.kind(txn), "takeovers");
         self.crash_and_resume(txn);
     }
 
@@ -326,11 +371,11 @@ impl World {
                 version < self.versions[txn],
                 "a zombie still held the version"
             );
-            *self.counts.entry("zombie_fenced").or_default() += 1;
+            self.count(self.kind(txn), "zombie_fenced");
             return;
         }
         if !t.commands.is_empty() {
-            *self.counts.entry("zombie_sends").or_default() += 1;
+            self.count(self.kind(txn), "zombie_sends");
         }
         self.zombies.insert((txn, incarnation), (t.saga, version));
         self.execute(txn, incarnation, t.commands);
@@ -348,7 +393,7 @@ impl World {
             return self.crash_and_resume(txn);
         }
         if let Some(cp) = &t.checkpoint {
-            *self.labels.entry(cp.state).or_default() += 1;
+            *self.labels.entry((self.kind(txn), cp.state)).or_default() += 1;
             assert_eq!(
                 self.held[txn], self.versions[txn],
                 "the live owner is fenced"
@@ -356,6 +401,9 @@ impl World {
             self.checkpoints[txn] = t.saga.clone();
             self.versions[txn] += 1;
             self.held[txn] = self.versions[txn];
+            if t.saga.is_terminal() {
+                self.ended(txn);
+            }
         }
         match crash {
             2 => self.crash_and_resume(txn), // after the checkpoint, before any command
@@ -379,15 +427,20 @@ pub fn make_world(seed: u64) -> World {
     let mut banks = Vec::new();
     for _ in BANKS {
         let mut accounts = HashMap::new();
-        for a in 0..3 {
-            let id = format!("A{a}");
+        // Three people and a merchant.
+        for (id, most) in [
+            ("A0", 3_000),
+            ("A1", 3_000),
+            ("A2", 3_000),
+            (MERCHANT, 4_000),
+        ] {
             accounts.insert(
-                id.clone(),
+                id.to_string(),
                 Account {
-                    account: id.clone(),
-                    name: id,
+                    account: id.to_string(),
+                    name: id.to_string(),
                     frozen: rng.chance(100),
-                    balance_paise: rng.below(3_000) as i64,
+                    balance_paise: rng.below(most) as i64,
                 },
             );
         }
@@ -409,6 +462,8 @@ pub fn make_world(seed: u64) -> World {
         versions: Vec::new(),
         held: Vec::new(),
         zombies: HashMap::new(),
+        parties: Vec::new(),
+        db: Db::new(seed),
         labels: BTreeMap::new(),
         counts: BTreeMap::new(),
     };
@@ -421,42 +476,7 @@ pub fn make_world(seed: u64) -> World {
             world.push(to, Item::SetDown { bank, down: false });
         }
     }
-    let n = 1 + world.rng.below(4) as usize;
-    for i in 0..n {
-        let payer_bank = world.rng.below(2) as usize;
-        let payee_bank = world.rng.below(2) as usize;
-        let payer_acc = world.rng.below(3);
-        let mut payee_acc = world.rng.below(3);
-        if payer_bank == payee_bank && payer_acc == payee_acc {
-            payee_acc = (payee_acc + 1) % 3;
-        }
-        // Sometimes to an account that does not exist.
-        let payee_account = if world.rng.chance(50) {
-            "NOPE".to_string()
-        } else {
-            format!("A{payee_acc}")
-        };
-        let txn_id = Uuid::from_u64_pair(seed, i as u64);
-        let start = world.rng.below(500);
-        let saga = Saga::new(
-            txn_id,
-            Party {
-                bank: BANKS[payer_bank].into(),
-                account: format!("A{payer_acc}"),
-            },
-            Party {
-                bank: BANKS[payee_bank].into(),
-                account: payee_account,
-            },
-            Paise(1 + world.rng.below(1_500) as i64),
-            start,
-        );
-        world.sagas.push(saga.clone());
-        world.checkpoints.push(saga);
-        world.incarnation.push(0);
-        world.versions.push(1);
-        world.held.push(1);
-    }
+    world.schedule_requests();
     world
 }
 
