@@ -371,8 +371,15 @@ impl World {
             if let Err(r) = book.admit(&key, &guard, amount) {
                 return Err(format!("refund {key} again was refused: {r:?}"));
             }
-            if !self.db.refunds.iter().any(|r| r.txn == txn) {
-                return Err(format!("refund key {key} names txn {txn}, not a refund"));
+            if !self
+                .db
+                .refunds
+                .iter()
+                .any(|r| r.txn == txn && r.original == original)
+            {
+                return Err(format!(
+                    "refund key {key} names txn {txn}, not a refund of it"
+                ));
             }
             self.count("REFUND", "same_key_met_its_refund");
             return Ok(());

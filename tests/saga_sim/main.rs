@@ -1,23 +1,58 @@
 //! Deterministic simulation of the pure saga core (TigerBeetle-style).
 //!
-//! Each schedule is a seed: a few transactions between two fake banks whose
-//! rules are the real `banksim::ledger` (the only fakes are the network and the
-//! clock). The network applies, declines, loses replies, answers 503, refuses
-//! connections while a bank is down, and delivers requests late — after the
-//! saga has already given up on them. The switch crashes at random points
-//! (before a checkpoint, after it, after the commands left) and resumes from
-//! the last checkpoint. Leases expire mid-step: another node claims the saga
-//! (bumping its version) and resumes it while the old owner, paused rather
-//! than dead, wakes up and goes on acting on the answers it was waiting for —
-//! sending whatever its steps without a checkpoint send, until its next
-//! checkpoint meets the version fence. Requests are also delivered twice.
-//! After every schedule, once the network has drained:
-//! every transaction is terminal; SUCCESS ⇔ one debit and one credit applied;
-//! REVERSED ⇔ debit applied and reversed, no credit left applied; FAILED ⇔ no
-//! money moved; no op applied twice; money conserved.
+//! Each schedule is a seed: a few payments of all four types between two
+//! fake banks whose rules are the real `banksim::ledger` (the only fakes are
+//! the network and the clock). Each bank has three people's accounts and a
+//! merchant's: P2P pays a person, P2M the merchant, a COLLECT is paid once
+//! its payer approves the request, and a REFUND debits the original payee's
+//! account at its bank and credits the original payer's (`Saga::p2p`,
+//! `p2m`, `collect`, `refund`). The network applies, declines, loses
+//! replies, answers 503, refuses connections while a bank is down, and
+//! delivers requests late — after the saga has already given up on them.
+//! The switch crashes at random points (right after a saga's row is
+//! written, before a checkpoint, after it, after the commands left) and
+//! resumes from the last checkpoint. Leases expire mid-step: another node
+//! claims the saga (bumping its version) and resumes it while the old owner,
+//! paused rather than dead, wakes up and goes on acting on the answers it
+//! was waiting for — sending whatever its steps without a checkpoint send,
+//! until its next checkpoint meets the version fence. Requests are also
+//! delivered twice.
+//!
+//! Which sagas exist is decided as the writer decides it (`acceptance`):
+//! payments, refund requests and collect approvals arrive at random times,
+//! some in one batch, some twice under one idempotency key; refunds name a
+//! P2P/P2M payment of the schedule (refused, and asked again later, until it
+//! is SUCCESS) or a SUCCESS payment from before it; collect requests can
+//! also be declined or expire. Each batch builds the real
+//! `saga::guards::Book` from `Holdings` read off the current statuses
+//! (PENDING + SUCCESS refunds of each original, each collect's status as of
+//! now, the keys taken) and asks it about every create in arrival order; an
+//! admitted create becomes a saga like any other. A refund that ended
+//! FAILED or REVERSED is sometimes asked for again under a fresh key.
+//!
+//! Checked at every acceptance: the original's PENDING + SUCCESS refunds stay
+//! within its amount; a collect is approved only while REQUESTED and pays
+//! once; a key already taken meets its own saga; and the `Book` decides
+//! exactly what the model computes from the statuses (so it neither
+//! overshoots nor refuses room a FAILED/REVERSED refund gave back).
+//! After every schedule, once the network has drained, for every saga of
+//! every type: it is terminal; SUCCESS ⇔ one debit and one credit applied;
+//! REVERSED ⇔ debit applied and reversed, no credit left applied; FAILED ⇔
+//! no money moved; every movement at the banks is at the party its request
+//! names (not merely the saga's); no op applied twice; money conserved. And
+//! per original: SUCCESS refunds ≤ its amount, and what its payee's account
+//! paid out by refund debits net of their reverses equals them; per collect
+//! request: one payment iff APPROVED; one saga per idempotency key. With
+//! 1,000 schedules or more, every type must reach SUCCESS, FAILED, REVERSED,
+//! every fencing path and the two-owner cases, and every acceptance rule
+//! must both admit and refuse.
 //!
 //! `SAGA_SIM_SCHEDULES=N` runs N schedules (default 10,000);
-//! `SAGA_SIM_SEED=S` replays one schedule. A failure prints its seed.
+//! `SAGA_SIM_SEED=S` replays one schedule; `SAGA_SIM_BASE=B` draws another
+//! series. A failure prints its seed.
+//!
+//! Modules: `world` (network, clock, banks, crashes, takeovers), `acceptance`
+//! (the acceptance database and its batches), `check` (the invariants).
 
 mod acceptance;
 mod check;
