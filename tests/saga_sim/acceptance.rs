@@ -13,7 +13,7 @@
 //! original stay within its amount, and a collect request has at most one
 //! payment.
 
-use crate::world::{BANKS, MERCHANT, World};
+use crate::world::{BANKS, Item, MERCHANT, World};
 use std::collections::{BTreeMap, HashMap};
 use upi_switch::domain::Paise;
 use upi_switch::saga::guards::{Book, Guard, Holdings, Refusal};
@@ -178,11 +178,11 @@ impl World {
                         .push(Create::Approve { key, collect });
                 }
                 if self.rng.chance(150) {
+                    // The payer's decline is a write of its own, not part
+                    // of a create batch: queued first, it lands before the
+                    // approvals of its moment.
                     let at = self.slot();
-                    batches
-                        .entry(at)
-                        .or_default()
-                        .push(Create::Decline { collect });
+                    self.push(at, Item::Batch(vec![Create::Decline { collect }]));
                 }
             } else {
                 let original = self.db.originals.len();
@@ -255,7 +255,7 @@ impl World {
             }
         }
         for (at, batch) in batches {
-            self.push(at, crate::world::Item::Batch(batch));
+            self.push(at, Item::Batch(batch));
         }
     }
 
@@ -396,7 +396,7 @@ impl World {
                     amount,
                     tries: tries - 1,
                 };
-                self.push(at, crate::world::Item::Batch(vec![again]));
+                self.push(at, Item::Batch(vec![again]));
             }
             return Ok(());
         }
@@ -536,6 +536,6 @@ impl World {
             amount,
             tries: 0,
         };
-        self.push(at, crate::world::Item::Batch(vec![again]));
+        self.push(at, Item::Batch(vec![again]));
     }
 }
