@@ -156,6 +156,11 @@ pub struct SwitchConfig {
     /// If set, admin endpoints require `Authorization: Bearer <token>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Turn client signing, ownership and operator tokens off (local
+    /// experiments only): logged as a warning, and `/readyz` says
+    /// `"auth":"off"`. Without it, `serve` needs `--admin-token`.
+    #[arg(long, env = "UPI_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     /// This node's name for operators (`GET /v1/ops/nodes`); default host:port it listens on.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,

@@ -25,6 +25,7 @@
 
 pub mod actors;
 pub mod adapters;
+pub mod auth;
 pub mod banksim;
 pub mod bench;
 pub mod cli;

@@ -63,6 +63,16 @@ pub struct Running {
 }
 
 pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
+    if cfg.admin_token.as_deref().is_some_and(|t| t.len() < 8) && !cfg.insecure_no_auth {
+        return Err(ServeError::Config(
+            "--admin-token must be at least 8 characters".into(),
+        ));
+    }
+    if cfg.admin_token.is_none() && !cfg.insecure_no_auth {
+        return Err(ServeError::Config(
+            "no operator token: set --admin-token (ADMIN_TOKEN), or pass --insecure-no-auth (UPI_INSECURE_NO_AUTH=1) to run without any authentication".into(),
+        ));
+    }
     if cfg.daily_count_limit < 0 {
         return Err(ServeError::Config(
             "--daily-count-limit must be 0 (none) or more".into(),
@@ -140,10 +150,12 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     // --- Redis (issue 5, part 3): connects in the background; never waited for.
     let cache = start_cache(cfg, &metrics)?;
     // Shared configuration: loaded now (before any saga runs), then followed.
+    let clients = crate::auth::ClientDirectory::default();
     let sync = cluster::config_sync::Targets {
         store: store.clone(),
         router: banks.clone(),
         cache: cache.clone(),
+        clients: clients.clone(),
     };
     cluster::config_sync::reload_all(&sync).await?;
     cluster::config_sync::spawn(pg::DbUrl::parse(&cfg.database_url)?, sync);
@@ -173,6 +185,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     )
     .start();
     crate::actors::collect_expiry::spawn(store.clone(), metrics.clone());
+    crate::actors::collect_expiry::spawn_nonce_purge(store.clone());
     let lease_arbiter = cluster::lease::spawn(
         node.clone(),
         pg::DbUrl::parse(&cfg.database_url)?,
@@ -228,7 +241,13 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             daily_amount: cfg.daily_amount_limit,
             daily_count: cfg.daily_count_limit,
         },
-        admin_token: cfg.admin_token.clone(),
+        admin_token: if cfg.insecure_no_auth {
+            None
+        } else {
+            cfg.admin_token.clone()
+        },
+        auth_on: !cfg.insecure_no_auth,
+        clients: clients.clone(),
         events,
         outbox,
         cache,
@@ -240,9 +259,9 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         store: state.store.clone(),
         grace: Duration::from_millis(cfg.drain_grace_ms),
     };
-    if state.admin_token.is_none() {
+    if !state.auth_on {
         tracing::warn!(
-            "no --admin-token set: admin endpoints are open to anyone who can reach the switch"
+            "--insecure-no-auth: client calls are not signed and operator endpoints are open to anyone who can reach the switch"
         );
     }
     let server = HttpServer::new(move || {

@@ -743,7 +743,7 @@ async fn put_vpa_with_bad_mcc_is_422_invalid_mcc() {
 #[tokio::test]
 async fn admin_token_is_required_when_configured() {
     let db = TestDb::new("switch_auth");
-    let switch = SwitchProc::start(&db.url, &["--admin-token", "s3cret"]);
+    let switch = SwitchProc::start(&db.url, &["--admin-token", "s3cret-op"]);
     let c = http();
     let url = format!("{}/v1/admin/banks/HDFC", switch.url);
     let body =
@@ -752,8 +752,8 @@ async fn admin_token_is_required_when_configured() {
     for auth in [
         None,
         Some("Bearer wrong"),
-        Some("s3cret"),
-        Some("Bearer s3cret2"),
+        Some("s3cret-op"),
+        Some("Bearer s3cret-op2"),
     ] {
         let mut req = c.put(&url).json(&body);
         if let Some(auth) = auth {
@@ -783,7 +783,7 @@ async fn admin_token_is_required_when_configured() {
 
     let resp = c
         .put(&url)
-        .header("Authorization", "Bearer s3cret")
+        .header("Authorization", "Bearer s3cret-op")
         .json(&body)
         .send()
         .await
@@ -791,7 +791,7 @@ async fn admin_token_is_required_when_configured() {
     assert_eq!(resp.status().as_u16(), 201);
     let resp = c
         .put(format!("{}/v1/admin/vpas/alice@hdfc", switch.url))
-        .header("Authorization", "Bearer s3cret")
+        .header("Authorization", "Bearer s3cret-op")
         .json(&vpa)
         .send()
         .await

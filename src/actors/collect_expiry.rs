@@ -1,4 +1,5 @@
-//! The collect requests' deadlines, enforced: a task on every node marks
+//! Two sweeps of things that expire, on every node. The collect requests'
+//! deadlines, enforced: a task on every node marks
 //! `EXPIRED` the `REQUESTED` requests past their stored `expires_at` (by the
 //! database's clock), a bounded batch per statement, `FOR UPDATE SKIP
 //! LOCKED` so nodes share the work and an approval in progress is left to
@@ -41,6 +42,22 @@ pub fn spawn(store: Store, metrics: Metrics) {
                         break;
                     }
                 }
+            }
+        }
+    });
+}
+
+/// Forgets used nonces older than the replay window (a replay of one that
+/// old has a stale timestamp anyway), a bounded batch a minute.
+pub fn spawn_nonce_purge(store: Store) {
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ttl = crate::auth::signature::NONCE_TTL_S;
+            if let Err(e) = store.purge_nonces(ttl, 50_000).await {
+                tracing::warn!(error = %e, "nonce purge failed; retrying next minute");
             }
         }
     });

@@ -2,7 +2,7 @@
 //! registrations and circuit overrides within moments, whichever node (or
 //! hand-written SQL) made it. Triggers announce each committed change on the
 //! Postgres channel `upi_config` (`bank:<code>`, `vpa:<vpa>`,
-//! `circuit:<code>`); this listener reloads what a notice names. After every
+//! `circuit:<code>`, `client:<id>`); this listener reloads what a notice names. After every
 //! (re)connect, and when notices overflowed its bounded queue, it reloads
 //! everything, so a notice missed while away costs nothing.
 
@@ -31,6 +31,7 @@ pub struct Targets {
     pub store: Store,
     pub router: Addr<BankRouter>,
     pub cache: Cache,
+    pub clients: crate::auth::ClientDirectory,
 }
 
 /// Starts listening (and reconnecting) in the background.
@@ -98,6 +99,9 @@ pub async fn reload_all(t: &Targets) -> Result<(), StoreError> {
         apply_overrides(&t.store, &t.router, all.into_iter().map(|(code, _)| code)).await?;
     }
     t.cache.forget_local_vpas();
+    let clients = t.store.clients().await?;
+    t.clients
+        .replace_all(clients.iter().map(crate::auth::Client::from_record));
     Ok(())
 }
 
@@ -115,6 +119,10 @@ async fn apply(t: &Targets, notices: &BTreeSet<String>) -> Result<(), StoreError
             Some(("circuit", code)) => {
                 circuits.insert(code.to_string());
             }
+            Some(("client", id)) => match t.store.client(id).await? {
+                Some(c) => t.clients.set(crate::auth::Client::from_record(&c)),
+                None => t.clients.remove(id),
+            },
             Some(("vpa", vpa)) => {
                 if let Some(vpa) = Vpa::parse(vpa) {
                     t.cache.forget_local_vpa(&vpa);

@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The part after `@` of a stored VPA (lower-cased already).
+pub fn psp_of(vpa: &str) -> &str {
+    vpa.rsplit_once('@').map_or("", |(_, psp)| psp)
+}
+
 /// A virtual payment address `handle@psp`, stored lower-cased (VPAs compare
 /// case-insensitively). Handle: 2–256 of `[A-Za-z0-9._-]`; psp: 2–64 of `[A-Za-z0-9]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +29,11 @@ impl Vpa {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The PSP's handle, after `@` (lower-cased): what a client serves.
+    pub fn psp(&self) -> &str {
+        psp_of(&self.0)
     }
 
     /// The VPA with its handle partly hidden, for events and logs: `al***@hdfc`.

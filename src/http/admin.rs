@@ -1,5 +1,5 @@
-//! Operator setup endpoints: `PUT /v1/admin/banks/{code}` and
-//! `PUT /v1/admin/vpas/{vpa}`. Registrations are durable before they are
+//! Operator setup endpoints: `PUT /v1/admin/banks/{code}`,
+//! `PUT /v1/admin/vpas/{vpa}` and (in `clients`) `PUT /v1/admin/clients/{id}`. Registrations are durable before they are
 //! acknowledged; the bank directory learns of a bank only after that.
 
 use super::AppState;
@@ -15,28 +15,16 @@ const MAX_NAME_CHARS: usize = 128;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/admin/banks/{code}", web::put().to(put_bank))
-        .route("/v1/admin/vpas/{vpa}", web::put().to(put_vpa));
+        .route("/v1/admin/vpas/{vpa}", web::put().to(put_vpa))
+        .route(
+            "/v1/admin/clients/{client_id}",
+            web::put().to(super::clients::put_client),
+        );
 }
 
-/// Checks `Authorization: Bearer <token>` when the switch has an admin token.
+/// Checks the operator's `Authorization: Bearer <token>` (`auth::operator`).
 pub fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
-    let Some(token) = &state.admin_token else {
-        return Ok(());
-    };
-    let given = req
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            401,
-            "UNAUTHORIZED",
-            "admin endpoints need Authorization: Bearer <admin token>",
-        ))
-    }
+    super::auth::operator(state, req)
 }
 
 fn parse_bank_code(text: &str) -> Result<BankCode, Problem> {

@@ -92,6 +92,24 @@ fn not_pending(c: &CollectRow) -> Problem {
     )
 }
 
+/// The collect request if this caller may see it (it asked, or serves the
+/// payer's or payee's handle); else, as for one that does not exist, `404`.
+async fn visible(
+    state: &AppState,
+    caller: &super::auth::Caller,
+    id: Uuid,
+) -> Result<CollectRow, Problem> {
+    let c = found(state, id).await?;
+    if caller.may_see(&c.client_id, &c.payer_vpa, &c.payee_vpa) {
+        Ok(c)
+    } else {
+        Err(Problem::not_found(
+            "COLLECT_NOT_FOUND",
+            format!("no collect request {id}"),
+        ))
+    }
+}
+
 async fn found(state: &AppState, id: Uuid) -> Result<CollectRow, Problem> {
     state
         .store
@@ -106,9 +124,11 @@ async fn create(
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    rate_limit(&state, &req).await?;
+    let bytes = body_bytes(body)?;
+    let caller = super::auth::client(&state, &req, &bytes).await?;
+    rate_limit(&state, &req, &caller).await?;
     let key = idempotency_key(&req)?;
-    let body: CreateBody = parse_json(&body_bytes(body)?)?;
+    let body: CreateBody = parse_json(&bytes)?;
     let payee_vpa = parse_vpa("payee_vpa", &body.payee_vpa)?;
     let payer_vpa = parse_vpa("payer_vpa", &body.payer_vpa)?;
     if payer_vpa == payee_vpa {
@@ -117,8 +137,10 @@ async fn create(
             "payer_vpa and payee_vpa must differ",
         ));
     }
+    caller.must_serve(payee_vpa.as_str(), "payee")?;
     let amount = parse_amount(&body.amount, state.limits.txn_limit)?;
     let new = NewCollect {
+        client_id: caller.id().to_string(),
         idempotency_key: key,
         payee_vpa,
         payer_vpa,
@@ -154,9 +176,14 @@ async fn create(
     }
 }
 
-async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let caller = super::auth::client(&state, &req, b"").await?;
     let id = parse_collect_id(&path.into_inner())?;
-    Ok(HttpResponse::Ok().json(collect_json(&found(&state, id).await?)))
+    Ok(HttpResponse::Ok().json(collect_json(&visible(&state, &caller, id).await?)))
 }
 
 fn approved(collect_id: Uuid, txn_id: Uuid) -> HttpResponse {
@@ -174,10 +201,13 @@ async fn approve(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    rate_limit(&state, &req).await?;
+    let caller = super::auth::client(&state, &req, &body_bytes(body)?).await?;
+    rate_limit(&state, &req, &caller).await?;
     let id = parse_collect_id(&path.into_inner())?;
-    let collect = found(&state, id).await?;
+    let collect = visible(&state, &caller, id).await?;
+    caller.must_serve(&collect.payer_vpa, "payer")?;
     match (collect.status, collect.txn_id) {
         (CollectStatus::Approved, Some(txn_id)) => return Ok(approved(id, txn_id)),
         (CollectStatus::Requested, _) => {}
@@ -209,6 +239,7 @@ async fn approve(
         },
     };
     let request = TxnRequest {
+        client_id: caller.id().to_string(),
         idempotency_key: None,
         kind: PaymentType::Collect,
         payer_vpa,
@@ -244,9 +275,13 @@ async fn decline(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    rate_limit(&state, &req).await?;
+    let caller = super::auth::client(&state, &req, &body_bytes(body)?).await?;
+    rate_limit(&state, &req, &caller).await?;
     let id = parse_collect_id(&path.into_inner())?;
+    let asked = visible(&state, &caller, id).await?;
+    caller.must_serve(&asked.payer_vpa, "payer")?;
     let (collect, declined) = state
         .store
         .decline_collect(id)

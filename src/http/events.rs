@@ -51,7 +51,9 @@ async fn stream(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
+    let caller = super::auth::client(&state, &req, b"").await?;
     let txn_id = super::transactions::parse_txn_id(&path.into_inner())?;
+    super::transactions::must_see(&state, &caller, txn_id).await?;
     let after = match req.headers().get("last-event-id") {
         None => 0,
         Some(v) => v

@@ -122,11 +122,21 @@ fn client_id(req: &HttpRequest) -> Result<String, Problem> {
 }
 
 /// Takes one token from the client's bucket, before anything is read or written.
-pub async fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
+/// The authenticated client's bucket; without authentication, the one of
+/// `X-Client-Id` or the peer's address.
+pub async fn rate_limit(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &super::auth::Caller,
+) -> Result<(), Problem> {
     if !state.cache.limits_rate() {
         return Ok(());
     }
-    match state.cache.admit(&client_id(req)?).await {
+    let bucket = match caller {
+        super::auth::Caller::Client(c) => format!("client:{}", c.client_id),
+        super::auth::Caller::Anyone => client_id(req)?,
+    };
+    match state.cache.admit(&bucket).await {
         Admission::Allowed => Ok(()),
         Admission::Limited { retry_after_s } => Err(Problem {
             retry_after_s: Some(retry_after_s),

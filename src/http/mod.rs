@@ -4,6 +4,8 @@
 //! — the same function the server and the tests use.
 
 pub mod admin;
+pub mod auth;
+pub mod clients;
 pub mod collects;
 pub mod events;
 pub mod input;
@@ -87,6 +89,11 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: Limits,
     pub admin_token: Option<String>,
+    /// Client signing and operator tokens are enforced (off only with
+    /// `--insecure-no-auth`).
+    pub auth_on: bool,
+    /// The registered clients (this node's view).
+    pub clients: crate::auth::ClientDirectory,
     /// Live transaction events (SSE) and their bounds.
     pub events: events::EventStreams,
     /// The outbox relay's status (for `/readyz` and `/v1/ops/outbox`).
@@ -143,6 +150,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     // a Redis that is down is reported, it does not make the switch not ready.
     let body = serde_json::json!({
         "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
+        "auth": if state.auth_on { "on" } else { "off" },
         "node": {
             "id": state.node.id(),
             "name": state.node.name(),

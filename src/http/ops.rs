@@ -31,7 +31,8 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         );
 }
 
-async fn banks(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
     let all = state
         .banks
         .send(AllBanks)
@@ -42,10 +43,11 @@ async fn banks(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json(serde_json::json!({ "banks": banks })))
 }
 
-async fn outbox(state: web::Data<AppState>) -> HttpResponse {
+async fn outbox(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
     let mut body = serde_json::to_value(state.outbox.snapshot()).unwrap_or_default();
     body["event_feed_connected"] = state.events.feed.connected().into();
-    HttpResponse::Ok().json(body)
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn supervisor(state: &AppState, code: String) -> Result<Addr<BankHealthSupervisor>, Problem> {
@@ -107,7 +109,8 @@ async fn set_circuit(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn nodes(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+async fn nodes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
     let nodes = state
         .store
         .nodes()

@@ -223,10 +223,12 @@ async fn create(
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    rate_limit(&state, &req).await?;
+    let bytes = body_bytes(body)?;
+    let caller = super::auth::client(&state, &req, &bytes).await?;
+    rate_limit(&state, &req, &caller).await?;
     let key = idempotency_key(&req)?;
     let wait_ms = wait_param(&req)?;
-    let body: CreateBody = parse_json(&body_bytes(body)?)?;
+    let body: CreateBody = parse_json(&bytes)?;
     let kind = match PaymentType::parse(&body.kind) {
         Some(k @ (PaymentType::P2P | PaymentType::P2M | PaymentType::Refund)) => k,
         _ => {
@@ -248,10 +250,12 @@ async fn create(
                 Problem::unprocessable("INVALID_ORIGINAL", "original_txn_id must be a UUID")
             })?;
         let row = self::original(&state, original).await?;
+        caller.must_serve(&row.payee_vpa, "payee of the original")?;
         // A refund names no parties: they are the original's, swapped.
         let (payer_vpa, payee_vpa) = (stored_vpa(&row.payee_vpa)?, stored_vpa(&row.payer_vpa)?);
         refunding = Some(row);
         TxnRequest {
+            client_id: caller.id().to_string(),
             idempotency_key: Some(key),
             kind,
             payer_vpa,
@@ -275,7 +279,9 @@ async fn create(
                 "payer_vpa and payee_vpa must differ",
             ));
         }
+        caller.must_serve(payer_vpa.as_str(), "payer")?;
         TxnRequest {
+            client_id: caller.id().to_string(),
             idempotency_key: Some(key),
             kind,
             payer_vpa,

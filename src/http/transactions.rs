@@ -181,6 +181,30 @@ pub fn txn_json(row: &TxnRow) -> serde_json::Value {
     doc
 }
 
+/// `404` for a transaction this caller may not see (it did not create it
+/// and serves neither party's handle), as for one that does not exist.
+pub async fn must_see(
+    state: &AppState,
+    caller: &super::auth::Caller,
+    txn_id: Uuid,
+) -> Result<(), Problem> {
+    if matches!(caller, super::auth::Caller::Anyone) {
+        return Ok(());
+    }
+    let row = state
+        .store
+        .txn(txn_id)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    match row {
+        Some(r) if caller.may_see(&r.client_id, &r.payer_vpa, &r.payee_vpa) => Ok(()),
+        _ => Err(Problem::not_found(
+            "TXN_NOT_FOUND",
+            format!("no transaction {txn_id}"),
+        )),
+    }
+}
+
 /// A transaction id from a path segment.
 pub fn parse_txn_id(text: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(text)
@@ -192,8 +216,10 @@ async fn get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
+    let caller = super::auth::client(&state, &req, b"").await?;
     let txn_id = parse_txn_id(&path.into_inner())?;
     let wait_ms = super::input::wait_param(&req)?.unwrap_or(0);
+    must_see(&state, &caller, txn_id).await?;
     let resp = status_document(&state, txn_id, wait_ms).await?;
     // A plain GET always answers 200 with the document, whatever the status.
     let mut resp = resp;
@@ -212,8 +238,10 @@ async fn validate_vpa(
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    super::input::rate_limit(&state, &req).await?;
-    let body: ValidateBody = parse_json(&body_bytes(body)?)?;
+    let bytes = body_bytes(body)?;
+    let caller = super::auth::client(&state, &req, &bytes).await?;
+    super::input::rate_limit(&state, &req, &caller).await?;
+    let body: ValidateBody = parse_json(&bytes)?;
     let vpa = super::input::parse_vpa("vpa", &body.vpa)?;
     let found = super::input::lookup_vpa(&state, &vpa).await?;
     Ok(HttpResponse::Ok().json(match found {

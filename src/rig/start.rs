@@ -306,6 +306,11 @@ impl Rig {
             .filter(|flag| !given(flag) && process::serve_knows(&self.cfg.bin, flag))
             .flat_map(|flag| [flag.to_string(), "0".to_string()])
             .collect();
+        // Without an operator token the rig's switch runs without
+        // authentication (its tools do not sign yet), and says so.
+        let no_auth = self.cfg.admin_token.is_none()
+            && !given("--insecure-no-auth")
+            && process::serve_knows(&self.cfg.bin, "--insecure-no-auth");
         for (i, port) in self.node_ports.clone().into_iter().enumerate() {
             let name = node_name(i + 1);
             let listen = SocketAddr::new(self.cfg.switch_listen.ip(), port);
@@ -332,6 +337,9 @@ impl Rig {
                 argv.extend(["--redis-prefix".into(), self.switch_db_name.clone()]);
             }
             argv.extend(limits_off.iter().cloned());
+            if no_auth {
+                argv.push("--insecure-no-auth".into());
+            }
             argv.extend(self.cfg.serve_args.iter().cloned());
             let env = self.service_env();
             self.spawn(st, Service { name, argv, env })?;

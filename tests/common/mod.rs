@@ -303,6 +303,18 @@ pub fn http() -> reqwest::Client {
 }
 
 /// POSTs JSON, returns (status, body as JSON or Null).
+/// An HTTP client that sends the operator's bearer token with every call.
+pub fn operator_http(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("token");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
 pub async fn post_json(
     client: &reqwest::Client,
     url: &str,
@@ -425,6 +437,14 @@ impl SwitchProc {
             if !extra.iter().any(|a| a == "--db-pool-size") {
                 args.extend(["--db-pool-size".into(), "12".into()]);
             }
+            // Authentication is off unless a test gives an operator token
+            // (tests/auth.rs signs its calls).
+            if !extra
+                .iter()
+                .any(|a| a == "--admin-token" || a == "--insecure-no-auth")
+            {
+                args.push("--insecure-no-auth".into());
+            }
             // Tests pay many times from a few VPAs: the daily limits are off
             // unless a test sets them (tests/payment_types.rs does).
             for (flag, off) in [("--daily-count-limit", "0"), ("--daily-amount-limit", "0")] {
@@ -530,7 +550,10 @@ impl World {
             hdfc,
             icici,
             switch,
-            http: http(),
+            http: match switch_flags.iter().position(|f| *f == "--admin-token") {
+                Some(i) => operator_http(switch_flags.get(i + 1).copied().unwrap_or_default()),
+                None => http(),
+            },
             _files: vec![hdfc_accounts, icici_accounts],
         };
         world.register_bank("HDFC", &world.hdfc.url).await;

@@ -33,20 +33,21 @@ WITH c AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[],
                          $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-                         $31::text[], $32::text[], $33::text[], $34::uuid[], $35::uuid[])
+                         $31::text[], $32::text[], $33::text[], $34::uuid[], $35::uuid[],
+                         $36::text[])
         AS c(txn_id, idempotency_key, payer_vpa, payee_vpa, payer_bank, payer_account,
              payee_bank, payee_account, amount_paise, note, status, saga,
              state, op_id, reason_code, reason_detail, event_type,
-             type, merchant_ref, mcc, original_txn_id, collect_id)
+             type, merchant_ref, mcc, original_txn_id, collect_id, client_id)
 ), ins AS (
     INSERT INTO transactions (txn_id, idempotency_key, type, payer_vpa, payee_vpa,
         payer_bank, payer_account, payee_bank, payee_account, amount_paise, note,
         status, saga, version, reason_code, reason_detail, owner,
-        merchant_ref, mcc, original_txn_id, collect_id)
+        merchant_ref, mcc, original_txn_id, collect_id, client_id)
     SELECT txn_id, idempotency_key, type, payer_vpa, payee_vpa, payer_bank, payer_account,
            payee_bank, payee_account, amount_paise, note, status, saga, 1,
            reason_code, reason_detail, CASE WHEN status = 'PENDING' THEN $30::uuid END,
-           merchant_ref, mcc, original_txn_id, collect_id
+           merchant_ref, mcc, original_txn_id, collect_id, client_id
     FROM c
     -- Any unique key: the client's idempotency key, or the collect request
     -- a collect's payment belongs to.
@@ -128,6 +129,7 @@ pub struct Columns {
     c_mcc: Vec<Option<String>>,
     c_original: Vec<Option<Uuid>>,
     c_collect: Vec<Option<Uuid>>,
+    c_client: Vec<String>,
     // checkpoints
     u_txn: Vec<Uuid>,
     u_expected: Vec<i32>,
@@ -184,6 +186,7 @@ impl Columns {
         self.c_mcc.push(new.mcc.clone());
         self.c_original.push(req.original_txn_id);
         self.c_collect.push(req.collect_id);
+        self.c_client.push(req.client_id.clone());
     }
 
     pub fn checkpoint(&mut self, w: &CheckpointWrite) {
@@ -206,7 +209,7 @@ impl Columns {
         self.m_amount.push(amount_cents);
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 35] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 36] {
         [
             &self.c_txn,
             &self.c_key,
@@ -243,6 +246,7 @@ impl Columns {
             &self.c_mcc,
             &self.c_original,
             &self.c_collect,
+            &self.c_client,
         ]
     }
 }

@@ -15,6 +15,8 @@ use uuid::Uuid;
 /// A collect request asked for.
 #[derive(Debug, Clone)]
 pub struct NewCollect {
+    /// The client that asks (`""` when authentication is off).
+    pub client_id: String,
     pub idempotency_key: String,
     pub payee_vpa: Vpa,
     pub payer_vpa: Vpa,
@@ -36,6 +38,8 @@ pub struct CollectRow {
     pub note: Option<String>,
     pub expires_at: DateTime<Utc>,
     pub txn_id: Option<Uuid>,
+    /// The client that asked.
+    pub client_id: String,
 }
 
 /// What creating a collect request did.
@@ -49,7 +53,7 @@ pub enum CollectCreated {
 
 const COLUMNS: &str = "collect_id,
     CASE WHEN status = 'REQUESTED' AND expires_at <= now() THEN 'EXPIRED' ELSE status END,
-    payee_vpa, payer_vpa, amount_paise, note, expires_at, txn_id, idempotency_key";
+    payee_vpa, payer_vpa, amount_paise, note, expires_at, txn_id, client_id";
 
 fn collect_row(r: &tokio_postgres::Row) -> CollectRow {
     CollectRow {
@@ -61,6 +65,7 @@ fn collect_row(r: &tokio_postgres::Row) -> CollectRow {
         note: r.get(5),
         expires_at: r.get(6),
         txn_id: r.get(7),
+        client_id: r.get(8),
     }
 }
 
@@ -73,10 +78,10 @@ impl Store {
                 &client
                     .prepare_cached(&format!(
                         "INSERT INTO collects (collect_id, idempotency_key, payee_vpa, payer_vpa,
-                             amount_paise, note, status, expires_at)
+                             amount_paise, note, status, expires_at, client_id)
                          VALUES ($1, $2, $3, $4, $5, $6, 'REQUESTED',
-                                 now() + make_interval(secs => $7::int8))
-                         ON CONFLICT (idempotency_key) DO NOTHING
+                                 now() + make_interval(secs => $7::int8), $8)
+                         ON CONFLICT (client_id, idempotency_key) DO NOTHING
                          RETURNING {COLUMNS}"
                     ))
                     .await?,
@@ -88,6 +93,7 @@ impl Store {
                     &new.amount.0,
                     &new.note,
                     &new.expires_in_s,
+                    &new.client_id,
                 ],
             )
             .await?;
@@ -99,10 +105,10 @@ impl Store {
                 &client
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM collects
-                         WHERE idempotency_key = $1"
+                         WHERE client_id = $2 AND idempotency_key = $1"
                     ))
                     .await?,
-                &[&new.idempotency_key],
+                &[&new.idempotency_key, &new.client_id],
             )
             .await?;
         let Some(r) = earlier else {

@@ -44,7 +44,9 @@ SELECT CASE WHEN status = 'REQUESTED' AND expires_at <= now() THEN 'EXPIRED' ELS
        collect_id::text, 0, 0::int8
 FROM collects WHERE collect_id = ANY($3)
 UNION ALL
-SELECT 'k', idempotency_key, 0, 0::int8 FROM transactions WHERE idempotency_key = ANY($4)
+SELECT 'k', t.client_id || chr(31) || t.idempotency_key, 0, 0::int8
+FROM transactions t JOIN unnest($4::text[], $5::text[]) AS k(client_id, key)
+    ON t.client_id = k.client_id AND t.idempotency_key = k.key
 UNION ALL
 SELECT 'k', 'collect:' || collect_id::text, 0, 0::int8 FROM transactions
 WHERE collect_id = ANY($3)";
@@ -69,7 +71,8 @@ impl Statements {
 /// One guarded create of a batch.
 pub struct Candidate<'a> {
     pub txn_id: Uuid,
-    /// Its idempotency key, or `collect:<id>` for a collect's payment.
+    /// Its client and idempotency key (`TxnRequest::guard_key`), or
+    /// `collect:<id>` for a collect's payment.
     pub key: String,
     pub guard: &'a Guard,
     pub amount: Paise,
@@ -96,6 +99,7 @@ pub async fn decide(
     let mut vpas: Vec<String> = Vec::new();
     let mut originals: Vec<Uuid> = Vec::new();
     let mut collects: Vec<Uuid> = Vec::new();
+    let mut key_clients: Vec<String> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
     for c in candidates {
         if let Some(d) = &c.guard.daily {
@@ -106,8 +110,9 @@ pub async fn decide(
         }
         if let Some(id) = c.guard.collect {
             collects.push(id);
-        } else {
-            keys.push(c.key.clone());
+        } else if let Some((client, key)) = c.key.split_once('\u{1f}') {
+            key_clients.push(client.to_string());
+            keys.push(key.to_string());
         }
     }
     let mut locks: Vec<i64> = vpas.iter().map(|v| lock_key("vpa", v)).collect();
@@ -119,7 +124,10 @@ pub async fn decide(
         client.query(&st.lock_collects, &[&collects]).await?;
     }
     let rows = client
-        .query(&st.read, &[&vpas, &originals, &collects, &keys])
+        .query(
+            &st.read,
+            &[&vpas, &originals, &collects, &key_clients, &keys],
+        )
         .await?;
     let mut held = Holdings::default();
     for row in rows {

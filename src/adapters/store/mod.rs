@@ -21,6 +21,7 @@
 //!   confirmed it.
 
 pub mod batch;
+pub mod clients;
 pub mod cluster;
 pub mod collects;
 pub mod guarded;
@@ -75,6 +76,9 @@ pub struct VpaRecord {
 /// What a client asked for, as compared for idempotent replays.
 #[derive(Debug, Clone)]
 pub struct TxnRequest {
+    /// The client that asked (`""` when authentication is off): keys are
+    /// per client.
+    pub client_id: String,
     /// The client's key; `None` for a collect's payment (unique per collect).
     pub idempotency_key: Option<String>,
     pub kind: PaymentType,
@@ -88,10 +92,11 @@ pub struct TxnRequest {
 }
 
 impl TxnRequest {
-    /// The key the acceptance checks know this request by.
+    /// The key the acceptance checks know this request by: the client and
+    /// its key (unit separator between), or the collect.
     pub fn guard_key(&self) -> String {
         match (&self.idempotency_key, self.collect_id) {
-            (Some(key), _) => key.clone(),
+            (Some(key), _) => format!("{}\u{1f}{key}", self.client_id),
             (None, Some(id)) => format!("collect:{id}"),
             (None, None) => String::new(),
         }
@@ -148,6 +153,8 @@ pub struct TxnRow {
     pub merchant_ref: Option<String>,
     pub original_txn_id: Option<Uuid>,
     pub collect_id: Option<Uuid>,
+    /// The client that created it (`""`: authentication was off).
+    pub client_id: String,
     /// The sum of its `SUCCESS` refunds (P2P and P2M).
     pub refunded: Paise,
 }

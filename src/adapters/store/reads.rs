@@ -34,10 +34,10 @@ impl Store {
                         "SELECT txn_id, status, payer_vpa, payee_vpa, amount_paise, note, type,
                                 merchant_ref, original_txn_id
                  FROM transactions
-                 WHERE idempotency_key = $1 OR collect_id = $2",
+                 WHERE (client_id = $3 AND idempotency_key = $1) OR collect_id = $2",
                     )
                     .await?,
-                &[&new.idempotency_key, &new.collect_id],
+                &[&new.idempotency_key, &new.collect_id, &new.client_id],
             )
             .await?;
         Ok(row.map(|r| {
@@ -73,7 +73,8 @@ impl Store {
                                 CASE WHEN t.type IN ('P2P', 'P2M') THEN
                                     (SELECT coalesce(sum(amount_paise), 0)::int8 FROM transactions r
                                      WHERE r.original_txn_id = t.txn_id AND r.status = 'SUCCESS')
-                                END
+                                END,
+                                t.client_id
                          FROM transactions t
                          CROSS JOIN LATERAL (
                              SELECT array_agg(state ORDER BY version) AS states,
@@ -120,6 +121,7 @@ impl Store {
                 original_txn_id: r.get(16),
                 collect_id: r.get(17),
                 refunded: Paise(r.get::<_, Option<i64>>(18).unwrap_or(0)),
+                client_id: r.get(19),
             }
         }))
     }

@@ -1,0 +1,125 @@
+//! `PUT /v1/admin/clients/{client_id}`: an operator registers a client (a
+//! PSP app) with the handles it serves and its Ed25519 public keys. The
+//! registration replaces the previous one: a key left out is revoked, on
+//! every node at once (the row's notice reloads it everywhere; this node
+//! applies it before answering).
+
+use super::AppState;
+use super::admin::authorise;
+use super::problem::{Problem, body_bytes, parse_json};
+use crate::adapters::store::clients::{ClientKeyRecord, ClientRecord};
+use crate::auth::{Client, signature};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+const MAX_NAME_CHARS: usize = 128;
+const MAX_HANDLES: usize = 64;
+const MAX_KEYS: usize = 8;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientBody {
+    name: String,
+    handles: Vec<String>,
+    keys: Vec<ClientKeyRecord>,
+}
+
+/// 1-64 of `[a-z0-9_-]` (client and key ids).
+fn is_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn check(client_id: &str, body: ClientBody) -> Result<ClientRecord, Problem> {
+    if !is_id(client_id) {
+        return Err(Problem::unprocessable(
+            "INVALID_CLIENT_ID",
+            "a client id is 1-64 of a-z, 0-9, _ and -",
+        ));
+    }
+    let name = body.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(Problem::unprocessable(
+            "INVALID_NAME",
+            format!("name must be 1-{MAX_NAME_CHARS} characters without control characters"),
+        ));
+    }
+    let mut handles = BTreeSet::new();
+    for h in &body.handles {
+        if !(2..=64).contains(&h.len()) || !h.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Problem::unprocessable(
+                "INVALID_HANDLE",
+                format!("{h:?}: a handle is 2-64 of A-Z, a-z and 0-9"),
+            ));
+        }
+        handles.insert(h.to_ascii_lowercase());
+    }
+    if handles.len() > MAX_HANDLES || body.keys.len() > MAX_KEYS {
+        return Err(Problem::unprocessable(
+            "TOO_MANY",
+            format!("at most {MAX_HANDLES} handles and {MAX_KEYS} keys"),
+        ));
+    }
+    let mut ids = BTreeSet::new();
+    for k in &body.keys {
+        if !is_id(&k.key_id) || !ids.insert(k.key_id.clone()) {
+            return Err(Problem::unprocessable(
+                "INVALID_KEY_ID",
+                format!(
+                    "{:?}: key ids are 1-64 of a-z, 0-9, _ and -, each once",
+                    k.key_id
+                ),
+            ));
+        }
+        if signature::public_key(&k.public_key).is_none() {
+            return Err(Problem::unprocessable(
+                "INVALID_PUBLIC_KEY",
+                format!(
+                    "key {:?}: public_key must be standard base64 (padded) of a 32-byte Ed25519 public key",
+                    k.key_id
+                ),
+            ));
+        }
+    }
+    Ok(ClientRecord {
+        client_id: client_id.to_string(),
+        name: name.to_string(),
+        handles: handles.into_iter().collect(),
+        keys: body.keys,
+    })
+}
+
+pub async fn put_client(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let body: ClientBody = parse_json(&body_bytes(body)?)?;
+    let record = check(&path.into_inner(), body)?;
+    let created = state
+        .store
+        .upsert_client(&record)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    state.clients.set(Client::from_record(&record));
+    tracing::info!(client = %record.client_id, keys = record.keys.len(), handles = ?record.handles, "client registered");
+    let body = serde_json::json!({
+        "client_id": record.client_id,
+        "name": record.name,
+        "handles": record.handles,
+        "keys": record.keys.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
+    });
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
