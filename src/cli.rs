@@ -161,6 +161,13 @@ pub struct SwitchConfig {
     /// `"auth":"off"`. Without it, `serve` needs `--admin-token`.
     #[arg(long, env = "UPI_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Hosts bank endpoints may point at: IP networks (`10.1.0.0/16`),
+    /// addresses or host names (repeatable; in the environment
+    /// comma-separated). Default: loopback only. Anything else is refused
+    /// at registration (`422 ENDPOINT_NOT_ALLOWED`): the switch would call it.
+    #[arg(long = "bank-url-allow", env = "BANK_URL_ALLOW", value_delimiter = ',',
+          default_values_t = crate::domain::url_allow::LOOPBACK.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
+    pub bank_url_allow: Vec<String>,
     /// This node's name for operators (`GET /v1/ops/nodes`); default host:port it listens on.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,

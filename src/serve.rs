@@ -247,6 +247,10 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             cfg.admin_token.clone()
         },
         auth_on: !cfg.insecure_no_auth,
+        bank_url_allow: Arc::new(
+            crate::domain::url_allow::UrlAllowList::parse(&cfg.bank_url_allow)
+                .map_err(|e| ServeError::Config(format!("--bank-url-allow: {e}")))?,
+        ),
         clients: clients.clone(),
         events,
         outbox,

@@ -563,3 +563,97 @@ async fn a_client_acts_for_its_handles_sees_its_own_and_keys_are_its_own() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn operator_changes_are_audited_bank_urls_are_allow_listed_and_purge_needs_the_token() {
+    let w = world().await;
+    let url = w.switch.url.clone();
+    // SSRF: the switch would probe whatever a bank registration names.
+    for target in [
+        "http://169.254.169.254/latest",
+        "http://10.1.2.3:9101",
+        "http://example.com",
+    ] {
+        let (status, body) = put_json(
+            &w.http,
+            &format!("{url}/v1/admin/banks/EVIL"),
+            &json!({"name": "Evil Bank", "endpoints": [{"url": target, "priority": 0}]}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("ENDPOINT_NOT_ALLOWED")),
+            "{target}: {body}"
+        );
+    }
+    // A VPA re-pointed: the log has who, what, before and after.
+    let repoint =
+        |account: &str| json!({"bank_code": "HDFC", "account": account, "name": "Alice Rao"});
+    assert_eq!(
+        put_json(
+            &w.http,
+            &format!("{url}/v1/admin/vpas/alice@hdfc"),
+            &repoint("ACC003")
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, body) = put_json(
+        &w.http,
+        &format!("{url}/v1/admin/banks/HDFC/circuit"),
+        &json!({"mode": "open"}),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    let (status, _) = common::post_json(
+        &w.http,
+        &format!("{url}/v1/admin/banks/HDFC/adapters/restart"),
+        &json!({}),
+    )
+    .await;
+    assert!(status < 300);
+    let (status, log) = get_json(&w.http, &format!("{url}/v1/ops/audit?limit=50")).await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().expect("entries");
+    let find = |action: &str, target: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == target)
+            .unwrap_or_else(|| panic!("no {action} {target} in {log}"))
+            .clone()
+    };
+    let vpa = find("vpas.update", "alice@hdfc");
+    assert_eq!(vpa["before"]["account"], "ACC001");
+    assert_eq!(vpa["after"]["account"], "ACC003");
+    let actor = vpa["actor"].as_str().expect("actor");
+    assert!(
+        actor.starts_with("operator:") && actor.ends_with("@127.0.0.1"),
+        "{actor}"
+    );
+    assert!(!actor.contains(TOKEN), "the token itself is never logged");
+    assert_eq!(
+        find("circuit_overrides.insert", "HDFC")["after"]["mode"],
+        "open"
+    );
+    find("adapters.restart", "HDFC");
+    find("banks.insert", "ICICI");
+    // The log is append-only, even for the database's own users.
+    let db = w.switch_db.client().await;
+    assert!(db.execute("DELETE FROM audit_log", &[]).await.is_err());
+    // Purging every merchant record is an operator's call.
+    let plain = common::http();
+    let resp = plain
+        .post(format!("{url}/purge-payments"))
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = w
+        .http
+        .post(format!("{url}/purge-payments"))
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(resp.status().as_u16(), 200);
+}

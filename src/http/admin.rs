@@ -23,7 +23,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 }
 
 /// Checks the operator's `Authorization: Bearer <token>` (`auth::operator`).
-pub fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
+pub fn authorise(state: &AppState, req: &HttpRequest) -> Result<String, Problem> {
     super::auth::operator(state, req)
 }
 
@@ -60,7 +60,7 @@ async fn put_bank(
     path: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
+    let actor = authorise(&state, &req)?;
     let code = parse_bank_code(&path.into_inner())?;
     let body: BankBody = parse_json(&body_bytes(body)?)?;
     let name = check_name(&body.name)?;
@@ -80,6 +80,15 @@ async fn put_bank(
                 format!("{:?} must be an http(s) URL with a host", e.url),
             ));
         }
+        if !state.bank_url_allow.allows(&url) {
+            return Err(Problem::unprocessable(
+                "ENDPOINT_NOT_ALLOWED",
+                format!(
+                    "{:?}: the switch may not call this host (serve --bank-url-allow lists the hosts and networks it may)",
+                    e.url
+                ),
+            ));
+        }
         if !(0..=1000).contains(&e.priority) {
             return Err(Problem::unprocessable(
                 "INVALID_PRIORITY",
@@ -94,7 +103,7 @@ async fn put_bank(
     };
     let created = state
         .store
-        .upsert_bank(&record)
+        .upsert_bank(&record, &actor)
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     state
@@ -131,7 +140,7 @@ async fn put_vpa(
     path: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
+    let actor = authorise(&state, &req)?;
     let vpa = Vpa::parse(&path.into_inner()).ok_or_else(|| {
         Problem::unprocessable(
             "INVALID_VPA",
@@ -167,7 +176,7 @@ async fn put_vpa(
         merchant: body.merchant,
         mcc: body.mcc,
     };
-    let created = match state.store.upsert_vpa(&record).await {
+    let created = match state.store.upsert_vpa(&record, &actor).await {
         Ok(created) => created,
         Err(StoreError::UnknownBank(code)) => {
             return Err(Problem::unprocessable(

@@ -111,12 +111,19 @@ pub async fn client(state: &AppState, req: &HttpRequest, body: &[u8]) -> Result<
     Ok(Caller::Client(client))
 }
 
-/// Checks `Authorization: Bearer <admin token>` of an operator call.
-pub fn operator(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
+/// Checks `Authorization: Bearer <admin token>` of an operator call; the
+/// operator as the audit log names it: `operator:<token fingerprint>@<peer>`
+/// (the first 8 hex digits of the token's SHA-256, so entries tell tokens
+/// apart across a rotation without storing them), or `anyone@<peer>` when
+/// authentication is off.
+pub fn operator(state: &AppState, req: &HttpRequest) -> Result<String, Problem> {
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
     let Some(token) = &state.admin_token else {
         // No token: only possible with --insecure-no-auth (serve refuses
         // to start otherwise).
-        return Ok(());
+        return Ok(format!("anyone@{peer}"));
     };
     let given = req
         .headers()
@@ -125,7 +132,10 @@ pub fn operator(state: &AppState, req: &HttpRequest) -> Result<(), Problem> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        Ok(())
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token.as_bytes());
+        let print: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("operator:{print}@{peer}"))
     } else {
         Err(Problem::new(
             401,

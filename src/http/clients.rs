@@ -101,12 +101,12 @@ pub async fn put_client(
     path: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
+    let actor = authorise(&state, &req)?;
     let body: ClientBody = parse_json(&body_bytes(body)?)?;
     let record = check(&path.into_inner(), body)?;
     let created = state
         .store
-        .upsert_client(&record)
+        .upsert_client(&record, &actor)
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     state.clients.set(Client::from_record(&record));

@@ -94,6 +94,8 @@ pub struct AppState {
     pub auth_on: bool,
     /// The registered clients (this node's view).
     pub clients: crate::auth::ClientDirectory,
+    /// Where bank endpoints may point (`--bank-url-allow`).
+    pub bank_url_allow: std::sync::Arc<crate::domain::url_allow::UrlAllowList>,
     /// Live transaction events (SSE) and their bounds.
     pub events: events::EventStreams,
     /// The outbox relay's status (for `/readyz` and `/v1/ops/outbox`).

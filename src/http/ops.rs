@@ -24,6 +24,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/ops/banks", web::get().to(banks))
         .route("/v1/ops/outbox", web::get().to(outbox))
         .route("/v1/ops/nodes", web::get().to(nodes))
+        .route("/v1/ops/audit", web::get().to(audit))
         .route("/v1/admin/banks/{code}/circuit", web::put().to(set_circuit))
         .route(
             "/v1/admin/banks/{code}/adapters/restart",
@@ -72,7 +73,7 @@ async fn set_circuit(
     path: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
+    let actor = authorise(&state, &req)?;
     let body: CircuitBody = parse_json(&body_bytes(body)?)?;
     let mode = Mode::parse(&body.mode).ok_or_else(|| {
         Problem::unprocessable(
@@ -97,7 +98,7 @@ async fn set_circuit(
     }
     state
         .store
-        .set_circuit_override(&code, trimmed, mode.as_str())
+        .set_circuit_override(&code, trimmed, mode.as_str(), &actor)
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     // Applied here at once, from the stored state, as every node applies it.
@@ -127,13 +128,46 @@ async fn restart(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
+    let actor = authorise(&state, &req)?;
     let code = path.into_inner();
     let sup = supervisor(&state, code.clone()).await?;
     let stopped = sup
         .send(RestartAdapters)
         .await
         .map_err(|e| Problem::unavailable(&e))?;
+    state
+        .store
+        .audit(&actor, "adapters.restart", &code)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     tracing::info!(bank = %code, stopped, "operator restarted adapters");
     Ok(HttpResponse::Accepted().json(serde_json::json!({"code": code, "restarted": stopped})))
+}
+
+/// `GET /v1/ops/audit?limit=100&before=<id>`: the newest entries first.
+async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
+    let mut limit = 100i64;
+    let mut before = None;
+    for (k, v) in query.iter() {
+        let n = v.parse::<i64>().ok().filter(|n| *n > 0);
+        match (k.as_str(), n) {
+            ("limit", Some(n)) if n <= 1000 => limit = n,
+            ("before", Some(n)) => before = Some(n),
+            _ => {
+                return Err(Problem::bad_request(
+                    "INVALID_QUERY",
+                    "audit takes limit (1-1000) and before (an entry id)",
+                ));
+            }
+        }
+    }
+    let entries = state
+        .store
+        .audit_entries(limit, before)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
 }

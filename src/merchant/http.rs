@@ -178,7 +178,12 @@ async fn summary(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         )))
 }
 
-async fn purge(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+async fn purge(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    // Deletes every merchant record: an operator's call.
+    crate::http::auth::operator(&state, &req)?;
     let purged = store(&state)
         .purge()
         .await

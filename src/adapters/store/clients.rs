@@ -33,23 +33,23 @@ fn client_row(r: &tokio_postgres::Row) -> ClientRecord {
 }
 
 impl Store {
-    /// Registers or replaces a client; true when it was created.
-    pub async fn upsert_client(&self, c: &ClientRecord) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
+    /// Registers or replaces a client (audited as `actor`); true when it
+    /// was created.
+    pub async fn upsert_client(&self, c: &ClientRecord, actor: &str) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
         let keys = serde_json::to_value(&c.keys).unwrap_or_default();
-        let row = client
+        let tx = client.transaction().await?;
+        super::audit::as_actor(&tx, actor).await?;
+        let row = tx
             .query_one(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO clients (client_id, name, handles, keys) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (client_id) DO UPDATE SET name = EXCLUDED.name,
-                             handles = EXCLUDED.handles, keys = EXCLUDED.keys, updated_at = now()
-                         RETURNING (xmax = 0)",
-                    )
-                    .await?,
+                "INSERT INTO clients (client_id, name, handles, keys) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (client_id) DO UPDATE SET name = EXCLUDED.name,
+                     handles = EXCLUDED.handles, keys = EXCLUDED.keys, updated_at = now()
+                 RETURNING (xmax = 0)",
                 &[&c.client_id, &c.name, &c.handles, &keys],
             )
             .await?;
+        tx.commit().await?;
         Ok(row.get(0))
     }
 

@@ -248,9 +248,11 @@ impl Store {
         bank: &str,
         endpoint: Option<&str>,
         mode: &str,
+        actor: &str,
     ) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        super::audit::as_actor(&tx, actor).await?;
         let url = endpoint.unwrap_or("");
         if endpoint.is_none() {
             tx.execute(

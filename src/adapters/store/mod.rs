@@ -20,6 +20,7 @@
 //!   checkpoint without its event. The relay deletes a row only after RabbitMQ
 //!   confirmed it.
 
+pub mod audit;
 pub mod batch;
 pub mod clients;
 pub mod cluster;
@@ -267,23 +268,22 @@ impl Store {
         }
     }
 
-    /// Registers or updates a bank; true when it was created.
-    pub async fn upsert_bank(&self, bank: &BankRecord) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
+    /// Registers or updates a bank (audited as `actor`); true when it was created.
+    pub async fn upsert_bank(&self, bank: &BankRecord, actor: &str) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
         let endpoints = serde_json::to_value(&bank.endpoints).unwrap_or_default();
-        let row = client
+        let tx = client.transaction().await?;
+        audit::as_actor(&tx, actor).await?;
+        let row = tx
             .query_one(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO banks (code, name, endpoints) VALUES ($1, $2, $3)
+                "INSERT INTO banks (code, name, endpoints) VALUES ($1, $2, $3)
                  ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name,
                      endpoints = EXCLUDED.endpoints, updated_at = now()
                  RETURNING (xmax = 0)",
-                    )
-                    .await?,
                 &[&bank.code, &bank.name, &endpoints],
             )
             .await?;
+        tx.commit().await?;
         Ok(row.get(0))
     }
 
@@ -307,21 +307,19 @@ impl Store {
             .collect())
     }
 
-    /// Registers or updates a VPA; true when it was created.
-    pub async fn upsert_vpa(&self, v: &VpaRecord) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let result = client
+    /// Registers or updates a VPA (audited as `actor`); true when it was created.
+    pub async fn upsert_vpa(&self, v: &VpaRecord, actor: &str) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        audit::as_actor(&tx, actor).await?;
+        let result = tx
             .query_one(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO vpas (vpa, bank_code, account, name, merchant, mcc)
+                "INSERT INTO vpas (vpa, bank_code, account, name, merchant, mcc)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (vpa) DO UPDATE SET bank_code = EXCLUDED.bank_code,
                      account = EXCLUDED.account, name = EXCLUDED.name,
                      merchant = EXCLUDED.merchant, mcc = EXCLUDED.mcc, updated_at = now()
                  RETURNING (xmax = 0)",
-                    )
-                    .await?,
                 &[
                     &v.vpa,
                     &v.bank_code,
@@ -333,7 +331,10 @@ impl Store {
             )
             .await;
         match result {
-            Ok(row) => Ok(row.get(0)),
+            Ok(row) => {
+                tx.commit().await?;
+                Ok(row.get(0))
+            }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
                 Err(StoreError::UnknownBank(v.bank_code.clone()))
             }
