@@ -1155,3 +1155,59 @@ async fn validate_vpa_with_bad_json_is_400_problem() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn hostile_input_leading_zeros_format_characters_duplicate_keys_and_parameters() {
+    let w = world().await;
+    for amount in [r#""01.00""#, &format!("\"{}1\"", "0".repeat(10_000))] {
+        assert_txn_rejected(
+            &w,
+            Some(&fresh_key()),
+            "",
+            &txn_body_raw(amount),
+            422,
+            "INVALID_AMOUNT",
+        )
+        .await;
+    }
+    for note in [
+        "pay\u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "\u{2066}isolate\u{2069}",
+        "soft\u{00AD}hyphen",
+    ] {
+        let body = json!({"type": "P2P", "payer_vpa": "alice@hdfc", "payee_vpa": "bob@icici", "amount": "1.00", "note": note});
+        assert_txn_rejected(
+            &w,
+            Some(&fresh_key()),
+            "",
+            &body.to_string(),
+            422,
+            "INVALID_NOTE",
+        )
+        .await;
+    }
+    // Two Idempotency-Key headers: which one would count? Neither.
+    let resp = w
+        .http
+        .post(format!("{}/v1/transactions", w.switch.url))
+        .header("Idempotency-Key", "k-1")
+        .header("Idempotency-Key", "k-2")
+        .header("content-type", "application/json")
+        .body(txn_body_raw(r#""1.00""#))
+        .send()
+        .await
+        .expect("request");
+    assert_problem(&answer(resp).await, 400, "IDEMPOTENCY_KEY_INVALID");
+    // ?wait=1&wait=30000: refused, not one of them picked.
+    assert_txn_rejected(
+        &w,
+        Some(&fresh_key()),
+        "?wait=1&wait=30000",
+        &txn_body_raw(r#""1.00""#),
+        400,
+        "INVALID_QUERY",
+    )
+    .await;
+    assert_eq!(w.txn_count().await, 0, "nothing was written");
+}

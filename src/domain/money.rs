@@ -61,6 +61,11 @@ impl Paise {
         if frac.len() > 2 {
             return Err(MoneyError::TooManyDecimals);
         }
+        // "01.00", "000…1": one way to write each amount, and no unbounded
+        // digits to skip.
+        if whole.len() > 1 && whole.starts_with('0') {
+            return Err(MoneyError::Malformed);
+        }
         let whole = whole.trim_start_matches('0');
         // 16 digits of rupees already exceeds any sane limit and i64 paise.
         if whole.len() > 15 {
@@ -153,6 +158,12 @@ mod tests {
     fn refuses_bad_amounts_with_their_reason() {
         use MoneyError::*;
         assert_eq!(Paise::parse_rupees("0", LIMIT), Err(NotPositive));
+        assert_eq!(Paise::parse_rupees("01.00", LIMIT), Err(Malformed));
+        assert_eq!(
+            Paise::parse_rupees(&format!("{}1", "0".repeat(10_000)), LIMIT),
+            Err(Malformed)
+        );
+        assert_eq!(Paise::parse_rupees("0.50", LIMIT), Ok(Paise(50)));
         assert_eq!(Paise::parse_rupees("0.00", LIMIT), Err(NotPositive));
         assert_eq!(Paise::parse_rupees("-5", LIMIT), Err(NotPositive));
         assert_eq!(Paise::parse_rupees("1.234", LIMIT), Err(TooManyDecimals));

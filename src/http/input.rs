@@ -17,6 +17,12 @@ const MAX_NOTE_CHARS: usize = 140;
 const MAX_MERCHANT_REF_CHARS: usize = 64;
 
 pub fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
+    if req.headers().get_all("Idempotency-Key").count() > 1 {
+        return Err(Problem::bad_request(
+            "IDEMPOTENCY_KEY_INVALID",
+            "send one Idempotency-Key header, not several",
+        ));
+    }
     let value = req.headers().get("Idempotency-Key").ok_or_else(|| {
         Problem::bad_request(
             "IDEMPOTENCY_KEY_MISSING",
@@ -39,6 +45,13 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
 pub fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
+    let mut names = std::collections::HashSet::new();
+    if let Some((k, _)) = query.iter().find(|(k, _)| !names.insert(k.as_str())) {
+        return Err(Problem::bad_request(
+            "INVALID_QUERY",
+            format!("the query parameter {k:?} appears more than once"),
+        ));
+    }
     match query.iter().find(|(k, _)| k == "wait") {
         None => Ok(None),
         Some((_, v)) => match v.parse::<u64>() {
@@ -85,16 +98,44 @@ pub fn parse_vpa(field: &str, text: &str) -> Result<Vpa, Problem> {
 
 pub fn parse_note(note: Option<String>) -> Result<Option<String>, Problem> {
     match note {
-        Some(n) if n.chars().count() > MAX_NOTE_CHARS || n.chars().any(char::is_control) => {
+        Some(n)
+            if n.chars().count() > MAX_NOTE_CHARS
+                || n.chars().any(|c| c.is_control() || is_format_char(c)) =>
+        {
             Err(Problem::unprocessable(
                 "INVALID_NOTE",
                 format!(
-                    "note must be at most {MAX_NOTE_CHARS} characters without control characters"
+                    "note must be at most {MAX_NOTE_CHARS} characters without control or format characters (bidi overrides, zero-width characters)"
                 ),
             ))
         }
         other => Ok(other),
     }
+}
+
+/// Unicode format characters (category Cf) that can make a note display
+/// other than it reads: bidi embeddings, overrides and isolates, zero-width
+/// characters, the soft hyphen, invisible operators, tags.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// Longest `X-Client-Id` accepted.
