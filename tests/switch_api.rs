@@ -797,14 +797,15 @@ async fn admin_token_is_required_when_configured() {
         .await
         .expect("request");
     assert_eq!(resp.status().as_u16(), 201);
-    // Client endpoints stay open.
+    // Client endpoints are not the operator's: they want a signature
+    // (tests/auth.rs signs them).
     let (status, body) = post_json(
         &c,
         &format!("{}/v1/vpa/validate", switch.url),
         &json!({"vpa": "alice@hdfc"}),
     )
     .await;
-    assert_eq!((status, &body["valid"]), (200, &json!(true)), "{body}");
+    assert_eq!((status, &body["code"]), (401, &json!("UNSIGNED")), "{body}");
 }
 
 // ---------------------------------------------------------------------------
