@@ -87,7 +87,7 @@ pid=$(service_pid "$node") || die "$node is not running (no live pid in $CHAOS_R
 # sagas it holds, to time their takeover after the kill.
 node_id="" held=0
 if ((${#nodes[@]} > 1)); then
-  if read -r node_id held < <(curl -sS --noproxy '*' --max-time 2 "$url/v1/ops/nodes" 2>/dev/null |
+  if read -r node_id held < <(admin_curl --max-time 2 "$url/v1/ops/nodes" 2>/dev/null |
     python3 -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -104,7 +104,7 @@ takeover() {
   local started=$1 deadline left
   deadline=$(($(now_ms) + 30000))
   while (($(now_ms) < deadline)); do
-    left=$(curl -sS --noproxy '*' --max-time 2 "$SWITCH_URL/v1/ops/nodes" 2>/dev/null |
+    left=$(admin_curl --max-time 2 "$SWITCH_URL/v1/ops/nodes" 2>/dev/null |
       python3 -c '
 import json, sys
 d = json.load(sys.stdin)

@@ -249,9 +249,12 @@ mix_args=()
 if [[ $mix != p2p=* || $mix == *,* ]]; then
   mix_args=(--mix "$mix" --merchants "${MERCHANTS_FILE:?deployment.env names no MERCHANTS_FILE}")
 fi
+# A switch with authentication: loadgen signs with the deployment's client key.
+key_args=()
+[[ -n ${CLIENT_KEY_FILE:-} ]] && key_args=(--key-file "$CLIENT_KEY_FILE")
 start_service loadgen "$BIN" loadgen --switch "$SWITCH_URL" --rate "$rate" --duration "${D}s" \
   --concurrency "$concurrency" --vpas "$VPAS_FILE" --amount 1.00..5.00 --seed "$seed" \
-  "${mix_args[@]}" --drain-timeout "${drain}s" --report "$REPORTS/loadgen.json" --quiet >/dev/null
+  "${mix_args[@]}" "${key_args[@]}" --drain-timeout "${drain}s" --report "$REPORTS/loadgen.json" --quiet >/dev/null
 
 # The faults, each at its time, each in a process group of its own.
 : >"$REPORTS/faults.tsv"

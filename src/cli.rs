@@ -422,6 +422,11 @@ pub struct LoadgenArgs {
     /// Base URL of the switch.
     #[arg(long, env = "SWITCH_URL", default_value = "http://127.0.0.1:8080")]
     pub switch: String,
+    /// A client key file (`client.json`, as `rig up` writes it) to sign
+    /// every call with; without one, calls go unsigned (a switch started
+    /// `--insecure-no-auth`).
+    #[arg(long, env = "CLIENT_KEY_FILE", value_parser = non_empty_path)]
+    pub key_file: Option<std::path::PathBuf>,
     /// Arrivals per second. Sends are scheduled at fixed intervals from the start,
     /// whatever the answers (open loop); latency counts from the scheduled time.
     #[arg(long, default_value_t = 100.0)]
@@ -731,6 +736,15 @@ fn mcc_limit_flag(text: &str) -> Result<(String, Paise), String> {
         return Err(format!("{mcc:?}: an MCC is 4 digits"));
     }
     Ok((mcc.to_string(), rupees_flag(amount)?))
+}
+
+/// A path; an empty one (an unset variable in a script) is no path.
+fn non_empty_path(text: &str) -> Result<std::path::PathBuf, String> {
+    if text.trim().is_empty() {
+        Err("an empty path".into())
+    } else {
+        Ok(std::path::PathBuf::from(text))
+    }
 }
 
 #[cfg(test)]

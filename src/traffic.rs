@@ -5,6 +5,7 @@
 //! oneself), latency histograms (HDR) and progress counters. It speaks only
 //! the public API (`docs/api.md`); no switch internals.
 
+use crate::auth::signer::{ClientKey, path_and_query};
 use crate::domain::Paise;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -36,10 +37,27 @@ pub const STATUSES: [Status; 4] = [
 /// its own, at most `pool` idle connections kept, proxies from the
 /// environment ignored (the switch is local; a proxy must not get in the way).
 pub fn http_client(timeout: Duration, pool: usize) -> Result<reqwest::Client, reqwest::Error> {
+    operator_client(timeout, pool, None)
+}
+
+/// The same, sending the operator's bearer token (when given) with every
+/// request: for tools that read `/v1/ops/*` of a switch with authentication.
+pub fn operator_client(
+    timeout: Duration,
+    pool: usize,
+    token: Option<&str>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) =
+        token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_max_idle_per_host(pool)
+        .default_headers(headers)
         .no_proxy()
         .build()
 }
@@ -146,10 +164,14 @@ pub enum SendError {
 
 impl SendError {
     /// Worth sending again with the same key: the switch was busy or failing,
-    /// or its answer was lost (the same key makes a second send safe).
+    /// or its answer was lost (the same key makes a second send safe), or a
+    /// balancer re-sent our signed request after a node died holding it
+    /// (`401 REPLAYED_NONCE`: the next send is signed afresh).
     pub fn retryable(&self) -> bool {
         match self {
-            SendError::Refused { status, .. } => *status == 429 || *status >= 500,
+            SendError::Refused { status, code } => {
+                *status == 429 || *status >= 500 || (*status == 401 && code == "REPLAYED_NONCE")
+            }
             SendError::NoTxnId(_) | SendError::Transport(_) => true,
         }
     }
@@ -159,13 +181,14 @@ impl SendError {
 /// replaces the client's for this request.
 pub async fn post_payment(
     http: &reqwest::Client,
+    signer: Option<&ClientKey>,
     switch_url: &str,
     key: &str,
     body: &impl Serialize,
     timeout: Option<Duration>,
 ) -> Result<Accepted, SendError> {
     let url = format!("{switch_url}/v1/transactions");
-    let (status, answer) = post_to(http, &url, Some(key), body, timeout).await?;
+    let (status, answer) = post_to(http, signer, &url, Some(key), body, timeout).await?;
     accepted(status, &answer)
 }
 
@@ -173,12 +196,20 @@ pub async fn post_payment(
 /// answer's status and JSON body (`Null` when a refusal has none).
 pub async fn post_to(
     http: &reqwest::Client,
+    signer: Option<&ClientKey>,
     url: &str,
     key: Option<&str>,
     body: &impl Serialize,
     timeout: Option<Duration>,
 ) -> Result<(u16, Value), SendError> {
-    let mut request = http.post(url).json(body);
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(bytes.clone());
+    if let Some(signer) = signer {
+        request = signer.sign_request(request, "POST", &path_and_query(url), &bytes);
+    }
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
@@ -243,6 +274,7 @@ pub struct Followed {
 /// and followed by a pause; following goes on until the deadline.
 pub async fn follow(
     http: &reqwest::Client,
+    signer: Option<&ClientKey>,
     switch_url: &str,
     txn_id: &str,
     poll: &Poll,
@@ -256,7 +288,11 @@ pub async fn follow(
             "{switch_url}/v1/transactions/{txn_id}?wait={}",
             wait.as_millis()
         );
-        let failed = match http.get(url).timeout(wait + poll.slack).send().await {
+        let mut request = http.get(&url).timeout(wait + poll.slack);
+        if let Some(signer) = signer {
+            request = signer.sign_request(request, "GET", &path_and_query(&url), b"");
+        }
+        let failed = match request.send().await {
             Ok(resp) if matches!(resp.status().as_u16(), 200 | 202) => {
                 let code = resp.status().as_u16();
                 match resp.json::<Value>().await {

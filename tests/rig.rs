@@ -227,7 +227,14 @@ async fn rig_up_records_what_chaos_reads_and_rig_down_takes_it_all_away() {
         assert!(dir.path(&format!("logs/{name}.log")).is_file());
         pids.push(pid);
     }
-    let http = common::http();
+    // Operator reads take the rig's token (recorded for chaos's scripts).
+    let (status, _) = common::get_json(
+        &common::http(),
+        &format!("{}/v1/ops/banks", env["SWITCH_URL"]),
+    )
+    .await;
+    assert_eq!(status, 401, "the rig's switch runs with authentication");
+    let http = common::operator_http(&env["ADMIN_TOKEN"]);
     let (status, banks) =
         common::get_json(&http, &format!("{}/v1/ops/banks", env["SWITCH_URL"])).await;
     assert_eq!(status, 200);
@@ -338,14 +345,27 @@ async fn rig_up_with_three_nodes_puts_haproxy_in_front_and_rig_down_stops_all() 
         assert!(after("--listen").is_some_and(|l| nodes[k].ends_with(&l[l.rfind(':').unwrap()..])));
     }
 
-    // A payment through the balancer.
+    // A payment through the balancer, signed with the rig's client key.
+    let key =
+        upi_switch::auth::signer::ClientKey::load(std::path::Path::new(&env["CLIENT_KEY_FILE"]))
+            .expect("the rig's client key");
+    let body = serde_json::json!({
+        "type": "P2P", "payer_vpa": "cust01@hdfc", "payee_vpa": "cust02@icici", "amount": "1.00"
+    })
+    .to_string();
     let http = common::http();
-    let resp = http
+    let request = http
         .post(format!("{switch_url}/v1/transactions?wait=10000"))
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&serde_json::json!({
-            "type": "P2P", "payer_vpa": "cust01@hdfc", "payee_vpa": "cust02@icici", "amount": "1.00"
-        }))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    let resp = key
+        .sign_request(
+            request,
+            "POST",
+            "/v1/transactions?wait=10000",
+            body.as_bytes(),
+        )
         .send()
         .await
         .expect("pay through the balancer");
@@ -358,7 +378,9 @@ async fn rig_up_with_three_nodes_puts_haproxy_in_front_and_rig_down_stops_all() 
     );
 
     // Every node is registered, alive and named; the balancer reaches one of them.
-    let (status, listing) = common::get_json(&http, &format!("{switch_url}/v1/ops/nodes")).await;
+    let operator = common::operator_http(&env["ADMIN_TOKEN"]);
+    let (status, listing) =
+        common::get_json(&operator, &format!("{switch_url}/v1/ops/nodes")).await;
     assert_eq!(status, 200, "{listing}");
     let mut alive_names: Vec<&str> = listing["nodes"]
         .as_array()

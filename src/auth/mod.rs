@@ -6,6 +6,7 @@
 //! operator's own `PUT`. Written by those two only; read by the handlers.
 
 pub mod signature;
+pub mod signer;
 
 use crate::adapters::store::clients::ClientRecord;
 use ed25519_dalek::VerifyingKey;

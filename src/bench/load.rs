@@ -20,6 +20,8 @@ pub struct LoadSpec {
     pub vpas_file: PathBuf,
     /// Merchant VPAs (P2M payees), a `--merchants` file.
     pub merchants_file: PathBuf,
+    /// Signs loadgen's calls (a switch with authentication).
+    pub key_file: Option<PathBuf>,
     /// Payment types and weights (loadgen's `--mix`).
     pub mix: crate::loadgen::mix::Mix,
     pub concurrency: usize,
@@ -77,6 +79,9 @@ pub fn spawn_loadgen(
         .stdout(file)
         .stderr(err)
         .kill_on_drop(true);
+    if let Some(key) = &spec.key_file {
+        cmd.arg("--key-file").arg(key);
+    }
     if !spec.follow {
         cmd.arg("--no-follow");
     }

@@ -118,7 +118,11 @@ async fn contest_run(args: &BenchArgs, rig: &Rig) -> Result<(), BenchError> {
         .await
         .map_err(run)?;
     }
-    post_ok(&ctx.http, &format!("{}/purge-payments", ctx.switch), None)
+    // The switch's purge is an operator's call: with the rig's token.
+    let operator =
+        crate::traffic::operator_client(Duration::from_secs(30), 1, rig.cfg.admin_token.as_deref())
+            .map_err(|e| run(e.to_string()))?;
+    post_ok(&operator, &format!("{}/purge-payments", ctx.switch), None)
         .await
         .map_err(run)?;
     set_phase(&ctx, &PHASES[0]).await.map_err(run)?;

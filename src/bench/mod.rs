@@ -186,6 +186,7 @@ async fn bench(
         switch_url: target.switch_url.clone(),
         vpas_file: target.vpas_file.clone(),
         merchants_file: target.merchants_file.clone(),
+        key_file: target.key_file.clone(),
         mix,
         concurrency: args.concurrency,
         follow: args.loadgen_follow,

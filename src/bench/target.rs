@@ -28,6 +28,8 @@ pub struct Target {
     /// The merchants' VPAs as a `--merchants` file (empty when the deployment has none).
     pub merchants_file: PathBuf,
     pub bin: String,
+    /// The deployment's client key (`client.json`): loadgen signs with it.
+    pub key_file: Option<PathBuf>,
 }
 
 pub fn from_rig(rig: &Rig, dir: &std::path::Path) -> Result<Target, BenchError> {
@@ -61,6 +63,10 @@ pub fn from_rig(rig: &Rig, dir: &std::path::Path) -> Result<Target, BenchError> 
         vpas_file: ordinary_vpas_file(&tsv, dir)?,
         merchants_file: merchants_file(&tsv, dir)?,
         bin: rig.cfg.bin.display().to_string(),
+        key_file: rig
+            .client_key
+            .as_ref()
+            .map(|_| rig.cfg.dir.join("client.json")),
     })
 }
 
@@ -139,6 +145,10 @@ pub fn from_state(state: &std::path::Path, dir: &std::path::Path) -> Result<Targ
         vpas_file: ordinary_vpas_file(&tsv, dir)?,
         merchants_file: merchants_file(&tsv, dir)?,
         bin: var("BIN")?,
+        key_file: env
+            .get("CLIENT_KEY_FILE")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from),
     })
 }
 

@@ -226,8 +226,12 @@ pub async fn run(
     );
     let bank_urls: Vec<String> = rig.banks.iter().map(|b| b.urls[0].clone()).collect();
 
-    let http = traffic::http_client(Duration::from_secs(30), concurrency + 8)
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let http = traffic::operator_client(
+        Duration::from_secs(30),
+        concurrency + 8,
+        rig.cfg.admin_token.as_deref(),
+    )
+    .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
 
     // 2. A quiet switch, then the balances before.
     if let Err(why) = guard(&mut stop, async { Ok(wait_idle(&http, &switch_url).await) }).await? {
@@ -246,6 +250,7 @@ pub async fn run(
     );
     let ctx = Ctx {
         http: &http,
+        signer: rig.client_key.as_ref(),
         switch_url: &switch_url,
         people: &people,
         progress: Counters::default(),

@@ -122,6 +122,8 @@ pub(super) type Refundable = (Originals, HashMap<String, (usize, usize)>);
 
 pub(super) struct Ctx<'a> {
     pub(super) http: &'a reqwest::Client,
+    /// The rig's client key (none when its switch runs without authentication).
+    pub(super) signer: Option<&'a crate::auth::signer::ClientKey>,
     pub(super) switch_url: &'a str,
     pub(super) people: &'a [Account],
     pub(super) progress: Counters,
@@ -232,6 +234,7 @@ pub(super) async fn follow_one(ctx: &Ctx<'_>, plan: &Plan) -> Outcome {
     Counters::bump(&ctx.progress.accepted);
     let followed = traffic::follow(
         ctx.http,
+        ctx.signer,
         ctx.switch_url,
         &accepted.txn_id,
         &POLL,
@@ -295,7 +298,7 @@ async fn post_payment(
     body: &TxnBody<'_>,
 ) -> Result<Accepted, String> {
     retried(ctx, kind, || {
-        traffic::post_payment(ctx.http, ctx.switch_url, key, body, None)
+        traffic::post_payment(ctx.http, ctx.signer, ctx.switch_url, key, body, None)
     })
     .await
 }
@@ -311,7 +314,8 @@ async fn collect(
     let body = CollectBody::new(&payee.vpa, &payer.vpa, Paise(outcome.amount_paise), note);
     let url = format!("{}/v1/collects", ctx.switch_url);
     let collect_id = retried(ctx, PaymentType::Collect, || async {
-        let (status, answer) = traffic::post_to(ctx.http, &url, Some(key), &body, None).await?;
+        let (status, answer) =
+            traffic::post_to(ctx.http, ctx.signer, &url, Some(key), &body, None).await?;
         match (status, answer["collect_id"].as_str()) {
             (200 | 201, Some(id)) => Ok(id.to_string()),
             (200 | 201, None) => Err(SendError::NoTxnId(status)),
@@ -326,6 +330,7 @@ async fn collect(
     retried(ctx, PaymentType::Collect, || async {
         let (status, answer) = traffic::post_to(
             ctx.http,
+            ctx.signer,
             &approve,
             None,
             &Value::Object(Default::default()),

@@ -341,6 +341,8 @@ struct Shared {
     http: reqwest::Client,
     /// Posts: the lean client.
     posts: wire::Pool,
+    /// The client key every call is signed with, when given.
+    signer: Option<Arc<crate::auth::signer::ClientKey>>,
     /// When the drain ends: following stops here.
     drain_deadline: Instant,
     counters: Counters,
@@ -392,9 +394,17 @@ async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let cfg = Config::new(&args)?;
     let http = traffic::http_client(cfg.request_timeout, cfg.concurrency)?;
     preflight(&http, &cfg.switch).await?;
+    let signer = match &args.key_file {
+        Some(path) => Some(Arc::new(
+            crate::auth::signer::ClientKey::load(path)
+                .map_err(|e| LoadgenError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
     let endpoint = wire::Endpoint::resolve(&cfg.switch)
         .await
-        .map_err(LoadgenError::Usage)?;
+        .map_err(LoadgenError::Usage)?
+        .signed_by(signer.clone());
     let posts = wire::Pool::new(endpoint, cfg.concurrency, cfg.request_timeout);
     let run_args = cfg.run_args(&args);
 
@@ -425,6 +435,7 @@ async fn run_here(args: LoadgenArgs) -> Result<(), LoadgenError> {
         drain_deadline: t0 + cfg.schedule.duration() + cfg.drain_timeout,
         cfg,
         http,
+        signer,
         posts,
         counters: Counters::default(),
         tally: Mutex::new(Tally {

@@ -90,6 +90,7 @@ pub(super) async fn pay(
     let followed = tokio::select! {
         f = traffic::follow(
             &shared.http,
+            shared.signer.as_deref(),
             &cfg.switch,
             &accepted.txn_id,
             &cfg.poll,
@@ -164,8 +165,20 @@ async fn send(
 async fn post_txn(shared: &Shared, key: &str, body: &TxnBody<'_>) -> Result<Accepted, String> {
     // A struct of strings always serialises; were it not to, the switch would answer 400.
     let json = serde_json::to_string(body).unwrap_or_default();
-    let request = wire::request(shared.posts.endpoint(), key, &json);
-    shared.posts.post(&request).await.map_err(|e| e.to_string())
+    let path = shared.posts.endpoint().path("/v1/transactions");
+    // Once more (signed afresh, the same key) when a balancer's retry of the
+    // first send met the nonce a dying node had used: the key decides.
+    let mut attempt = 1;
+    loop {
+        match shared.posts.post(&path, Some(key), &json).await {
+            Err(SendError::Refused { status: 401, code })
+                if code == "REPLAYED_NONCE" && attempt < 2 =>
+            {
+                attempt += 1;
+            }
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// A collect request from `payee` to `payer`, then its approval: the payment.
@@ -180,17 +193,21 @@ async fn collect(
     let endpoint = shared.posts.endpoint();
     let body = CollectBody::new(payee.as_str(), payer.as_str(), amount, &cfg.note);
     let json = serde_json::to_string(&body).unwrap_or_default();
-    let request = wire::request_to(endpoint, &endpoint.path("/v1/collects"), Some(key), &json);
     let collect_id = shared
         .posts
-        .post_with(&request, wire::judge_collect)
+        .post_with(
+            &endpoint.path("/v1/collects"),
+            Some(key),
+            &json,
+            wire::judge_collect,
+        )
         .await
         .map_err(|e| format!("request: {e}"))?;
     let path = endpoint.path(&format!("/v1/collects/{collect_id}/approve"));
-    let approve = wire::request_to(endpoint, &path, None, "{}");
     let mut attempt = 1;
     loop {
-        match shared.posts.post(&approve).await {
+        // Signed afresh each time (a new nonce).
+        match shared.posts.post(&path, None, "{}").await {
             Ok(accepted) => return Ok(accepted),
             Err(e) if retry_approval(&e, attempt) && shared.stop.borrow().is_none() => {
                 tokio::time::sleep(APPROVE_PAUSE).await;
@@ -256,7 +273,12 @@ fn remember(shared: &Shared, kind: PaymentType, txn_id: String, status: Status, 
 /// A transaction's status now (`None`: the switch did not say).
 async fn status_of(shared: &Shared, txn_id: &str) -> Option<Status> {
     let url = format!("{}/v1/transactions/{txn_id}", shared.cfg.switch);
-    let resp = shared.http.get(url).send().await.ok()?;
+    let mut request = shared.http.get(&url);
+    if let Some(signer) = &shared.signer {
+        let target = crate::auth::signer::path_and_query(&url);
+        request = signer.sign_request(request, "GET", &target, b"");
+    }
+    let resp = request.send().await.ok()?;
     let doc: serde_json::Value = resp.json().await.ok()?;
     doc["status"].as_str().and_then(Status::parse)
 }

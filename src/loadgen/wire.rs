@@ -31,6 +31,8 @@ pub struct Endpoint {
     path: String,
     /// What comes before `/v1/…` (`""`, or the URL's path prefix).
     prefix: String,
+    /// Signs every request when set.
+    signer: Option<std::sync::Arc<crate::auth::signer::ClientKey>>,
 }
 
 impl Endpoint {
@@ -61,7 +63,17 @@ impl Endpoint {
             host: authority.to_string(),
             path: format!("{prefix}/v1/transactions"),
             prefix: prefix.to_string(),
+            signer: None,
         })
+    }
+
+    /// The same endpoint, every request signed with `signer` (if any).
+    pub fn signed_by(
+        mut self,
+        signer: Option<std::sync::Arc<crate::auth::signer::ClientKey>>,
+    ) -> Endpoint {
+        self.signer = signer;
+        self
     }
 
     /// The path of `tail` (`/v1/collects`) on this switch.
@@ -87,6 +99,14 @@ pub fn request_to(endpoint: &Endpoint, path: &str, key: Option<&str>, body: &str
     if let Some(key) = key {
         out.extend_from_slice(b"\r\nidempotency-key: ");
         out.extend_from_slice(key.as_bytes());
+    }
+    if let Some(signer) = &endpoint.signer {
+        for (name, value) in signer.headers("POST", path, body.as_bytes()) {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+        }
     }
     out.extend_from_slice(b"\r\ncontent-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
@@ -314,18 +334,29 @@ impl Pool {
         }
     }
 
-    /// Posts one payment (the bytes of [`request`]) within the pool's timeout.
-    pub async fn post(&self, request: &[u8]) -> Result<Accepted, SendError> {
-        self.post_with(request, judge).await
+    /// Posts one payment to `path` within the pool's timeout.
+    pub async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> Result<Accepted, SendError> {
+        self.post_with(path, key, body, judge).await
     }
 
-    /// Posts `request` within the pool's timeout; `judge` reads the answer.
+    /// Posts `body` to `path` within the pool's timeout; `judge` reads the
+    /// answer. Each attempt's bytes are made afresh ([`request_to`]), so a
+    /// signed request sent again carries a new nonce: the switch refuses a
+    /// nonce it saw, and a first attempt may have reached it.
     pub async fn post_with<R>(
         &self,
-        request: &[u8],
+        path: &str,
+        key: Option<&str>,
+        body: &str,
         judge: fn(u16, &[u8]) -> Result<R, SendError>,
     ) -> Result<R, SendError> {
-        match tokio::time::timeout(self.timeout, self.exchange(request, judge)).await {
+        let build = || request_to(&self.endpoint, path, key, body);
+        match tokio::time::timeout(self.timeout, self.exchange(&build, judge)).await {
             Ok(Ok(verdict)) => verdict,
             Ok(Err(kind)) => Err(SendError::Transport(kind)),
             Err(_) => Err(SendError::Transport("timeout")),
@@ -334,12 +365,12 @@ impl Pool {
 
     async fn exchange<R>(
         &self,
-        request: &[u8],
+        build: &(dyn Fn() -> Vec<u8> + Sync),
         judge: fn(u16, &[u8]) -> R,
     ) -> Result<R, &'static str> {
         // A reused connection the server closed while idle: once more on a fresh one.
         if let Some(mut conn) = self.take() {
-            match conn.exchange(request, judge).await {
+            match conn.exchange(&build(), judge).await {
                 Ok((verdict, keep)) => {
                     if keep {
                         self.give_back(conn);
@@ -351,7 +382,7 @@ impl Pool {
             }
         }
         let mut conn = Conn::open(self.endpoint.addr).await?;
-        let (verdict, keep) = conn.exchange(request, judge).await.map_err(|f| f.kind)?;
+        let (verdict, keep) = conn.exchange(&build(), judge).await.map_err(|f| f.kind)?;
         if keep {
             self.give_back(conn);
         }
@@ -406,6 +437,7 @@ mod tests {
             host: "127.0.0.1:8080".into(),
             path: "/v1/transactions".into(),
             prefix: String::new(),
+            signer: None,
         };
         let bytes = request(&endpoint, "lg-1-7", "{\"a\":1}");
         let text = String::from_utf8(bytes).unwrap();

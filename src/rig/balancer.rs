@@ -15,7 +15,10 @@
 //!   died holding the request). Never after a node answered anything. A
 //!   replayed `POST /v1/transactions` is safe: it carries the same
 //!   Idempotency-Key, so the switch either finds the payment the first send
-//!   created or creates it once; admin `PUT`s are idempotent by nature.
+//!   created or creates it once; admin `PUT`s are idempotent by nature. A
+//!   signed call retried after `empty-response` may meet the nonce the dead
+//!   node had already used up: `401 REPLAYED_NONCE`, and the client signs
+//!   again (the project's tools do, once) with the same key.
 //!   Answers such as 503 `SWITCH_DRAINING` go back to the client, which
 //!   retries (Retry-After) like any 503;
 //! - client and server timeouts of 40 s, above the longest `?wait=` (30 s)

@@ -213,6 +213,10 @@ pub struct Rig {
     /// The payment processors' URLs (default, fallback) when asked for
     /// (ports chosen before anything starts, so `deployment.env` names them).
     pub processors: Vec<String>,
+    /// The rig's own client (`<dir>/client.json`), registered with every
+    /// handle of its VPAs; `None` when the switch runs `--insecure-no-auth`
+    /// (or is an earlier build without authentication).
+    pub client_key: Option<crate::auth::signer::ClientKey>,
     /// (service name, child), in start order.
     children: Vec<(String, Child)>,
     /// Databases created here, dropped at teardown.
@@ -248,6 +252,7 @@ impl Rig {
         }
         let mut rig = Rig::plan(cfg)?;
         rig.haproxy = haproxy;
+        rig.plan_auth(&st)?;
         let seeds = layout::write_files(&st.dir, &rig.cfg.accounts).map_err(io(format!(
             "cannot write the account files in {}",
             st.dir.display()
@@ -272,6 +277,7 @@ impl Rig {
             rig.start_balancer(&st, &http).await?;
         }
         rig.register(&http).await?;
+        rig.register_client(&http).await?;
         rig.wait_banks_up(&http).await?;
         rig.say(&format!(
             "registered {} banks and {} VPAs; both banks UP",
@@ -382,6 +388,7 @@ impl Rig {
             children: Vec::new(),
             fresh,
             released: false,
+            client_key: None,
             cfg,
         })
     }

@@ -18,6 +18,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The client id of the rig's own tools.
+pub const RIG_CLIENT: &str = "rig";
+
 impl Rig {
     pub(super) fn write_deployment_env(&self, st: &state::StateDir) -> Result<(), RigError> {
         if st.env_file().exists() {
@@ -88,6 +91,18 @@ impl Rig {
                 self.processors.get(1).cloned().unwrap_or_default(),
             ),
             ("PROCESSOR_TOKEN", PROCESSOR_TOKEN.into()),
+            (
+                "ADMIN_TOKEN",
+                self.cfg.admin_token.clone().unwrap_or_default(),
+            ),
+            (
+                "CLIENT_KEY_FILE",
+                if self.client_key.is_some() {
+                    st.dir.join("client.json").display().to_string()
+                } else {
+                    String::new()
+                },
+            ),
         ];
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
         let text = state::render_env(
@@ -306,11 +321,6 @@ impl Rig {
             .filter(|flag| !given(flag) && process::serve_knows(&self.cfg.bin, flag))
             .flat_map(|flag| [flag.to_string(), "0".to_string()])
             .collect();
-        // Without an operator token the rig's switch runs without
-        // authentication (its tools do not sign yet), and says so.
-        let no_auth = self.cfg.admin_token.is_none()
-            && !given("--insecure-no-auth")
-            && process::serve_knows(&self.cfg.bin, "--insecure-no-auth");
         for (i, port) in self.node_ports.clone().into_iter().enumerate() {
             let name = node_name(i + 1);
             let listen = SocketAddr::new(self.cfg.switch_listen.ip(), port);
@@ -337,9 +347,6 @@ impl Rig {
                 argv.extend(["--redis-prefix".into(), self.switch_db_name.clone()]);
             }
             argv.extend(limits_off.iter().cloned());
-            if no_auth {
-                argv.push("--insecure-no-auth".into());
-            }
             argv.extend(self.cfg.serve_args.iter().cloned());
             let env = self.service_env();
             self.spawn(st, Service { name, argv, env })?;
@@ -489,6 +496,53 @@ impl Rig {
         }
         let body = resp.text().await.unwrap_or_default();
         Err(format!("PUT {path} answered {status}: {body}"))
+    }
+
+    /// Authentication of the switch it starts: unless its serve args say
+    /// `--insecure-no-auth` (or the binary predates authentication), an
+    /// operator token (the given one, else a fresh random one) and the rig's
+    /// own client key, kept in `<dir>/client.json` (mode 0600), which its
+    /// tools sign with.
+    pub(super) fn plan_auth(&mut self, st: &state::StateDir) -> Result<(), RigError> {
+        let insecure = self
+            .cfg
+            .serve_args
+            .iter()
+            .any(|a| a == "--insecure-no-auth");
+        if insecure || !process::serve_knows(&self.cfg.bin, "--insecure-no-auth") {
+            return Ok(());
+        }
+        if self.cfg.admin_token.is_none() {
+            let mut raw = [0u8; 16];
+            rand::fill(&mut raw);
+            self.cfg.admin_token = Some(raw.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        let key = crate::auth::signer::ClientKey::generate(RIG_CLIENT, "k1");
+        key.save(&st.dir.join("client.json"))
+            .map_err(|e| RigError::Start(e.to_string()))?;
+        self.client_key = Some(key);
+        Ok(())
+    }
+
+    /// Registers the rig's client with every handle its VPAs use.
+    pub(super) async fn register_client(&self, http: &reqwest::Client) -> Result<(), RigError> {
+        let Some(key) = &self.client_key else {
+            return Ok(());
+        };
+        let handles: std::collections::BTreeSet<&str> = self
+            .cfg
+            .accounts
+            .iter()
+            .map(|a| crate::domain::psp_of(&a.vpa))
+            .collect();
+        let body = json!({
+            "name": "the rig's tools",
+            "handles": handles,
+            "keys": [{"key_id": key.key_id, "public_key": key.public_key()}],
+        });
+        self.put_admin(http, &format!("/v1/admin/clients/{RIG_CLIENT}"), &body)
+            .await
+            .map_err(|e| RigError::Register(format!("registering the rig's client: {e}")))
     }
 
     /// Both banks (endpoints by priority) and every account's VPA.
