@@ -274,6 +274,17 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             .app_data(web::Data::new(state.clone()))
             // Lets POST /payments wake the forwarder instead of waiting for its poll.
             .app_data(web::Data::new(merchant.clone()))
+            // Bodies of the JSON API are JSON, said so (before any handler).
+            .wrap_fn(|req, srv| {
+                use actix_web::ResponseError;
+                match http::non_json_body(req.method(), req.path(), req.headers()) {
+                    Some(problem) => {
+                        let response = req.into_response(problem.error_response());
+                        futures::future::Either::Left(futures::future::ready(Ok(response)))
+                    }
+                    None => futures::future::Either::Right(srv.call(req)),
+                }
+            })
             .wrap_fn(move |req, srv| {
                 let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
                 let metrics = metrics.clone();

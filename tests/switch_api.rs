@@ -1200,6 +1200,23 @@ async fn hostile_input_leading_zeros_format_characters_duplicate_keys_and_parame
         .await
         .expect("request");
     assert_problem(&answer(resp).await, 400, "IDEMPOTENCY_KEY_INVALID");
+    // A body that does not say it is JSON: 415, whatever it holds.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = w
+            .http
+            .post(format!("{}/v1/transactions", w.switch.url))
+            .header("Idempotency-Key", fresh_key())
+            .body(txn_body_raw(r#""1.00""#));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let a = answer(req.send().await.expect("request")).await;
+        assert_problem(&a, 415, "UNSUPPORTED_MEDIA_TYPE");
+    }
     // ?wait=1&wait=30000: refused, not one of them picked.
     assert_txn_rejected(
         &w,

@@ -307,7 +307,17 @@ pub async fn run(
     // 5. Keep serving until Ctrl-C, unless told to exit.
     if !args.exit {
         println!();
-        println!("{}", how_to_look(&switch_url, &bank_urls, &summary, &dir));
+        println!(
+            "{}",
+            how_to_look(
+                &switch_url,
+                &bank_urls,
+                &summary,
+                &dir,
+                rig.cfg.admin_token.as_deref(),
+                rig.client_key.is_some(),
+            )
+        );
         let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -640,28 +650,51 @@ async fn supervisor_health(http: &reqwest::Client, switch: &str) -> String {
     out.join("\n")
 }
 
-fn how_to_look(switch: &str, bank_urls: &[String], summary: &Summary, dir: &Path) -> String {
+fn how_to_look(
+    switch: &str,
+    bank_urls: &[String],
+    summary: &Summary,
+    dir: &Path,
+    token: Option<&str>,
+    signed: bool,
+) -> String {
     let txn = summary.sample_txn.as_deref().unwrap_or("<txn_id>");
+    let bearer = token.map_or(String::new(), |t| {
+        format!(" -H 'Authorization: Bearer {t}'")
+    });
     let mut lines = vec![
         format!(
             "The switch is still running at {switch} (Ctrl-C stops it and the banks). Look around:"
         ),
-        format!("  curl -s {switch}/v1/transactions/{txn}"),
-        format!(
-            "  curl -s -X POST {switch}/v1/vpa/validate -H 'content-type: application/json' -d '{{\"vpa\":\"{}\"}}'",
-            summary.sample_vpa
-        ),
-        format!(
-            "  curl -s -X POST '{switch}/v1/transactions?wait=5000' -H \"Idempotency-Key: $(date +%s%N)\" \
-             -H 'content-type: application/json' \
-             -d '{{\"type\":\"P2P\",\"payer_vpa\":\"user001@hdfc\",\"payee_vpa\":\"{}\",\"amount\":\"10.00\"}}'",
-            summary.sample_vpa
-        ),
+        "  # operators' view (the demo's operator token):".to_string(),
+        format!("  curl -s{bearer} {switch}/v1/ops/banks"),
+        format!("  curl -s{bearer} '{switch}/v1/ops/audit?limit=5'"),
         format!("  curl -s {switch}/metrics | grep '^upi_'"),
-        "  # bank health, circuits, latency (operators' view):".to_string(),
-        format!("  curl -s {switch}/v1/ops/banks"),
         format!("  curl -s {switch}/readyz"),
     ];
+    if signed {
+        let key = dir.join("client.json");
+        lines.extend([
+            format!(
+                "  # client calls are signed; the demo's client key is {} — e.g. a minute of payments:",
+                key.display()
+            ),
+            format!(
+                "  upi-switch loadgen --switch {switch} --key-file {} --vpa {} --vpa user001@hdfc --rate 5 --duration 60s",
+                key.display(),
+                summary.sample_vpa
+            ),
+            format!("  # (the last payment the demo made: {txn})"),
+        ]);
+    } else {
+        lines.extend([
+            format!("  curl -s {switch}/v1/transactions/{txn}"),
+            format!(
+                "  curl -s -X POST {switch}/v1/vpa/validate --json '{{\"vpa\":\"{}\"}}'",
+                summary.sample_vpa
+            ),
+        ]);
+    }
     for (bank, url) in BANKS.iter().zip(bank_urls) {
         lines.push(format!(
             "  curl -s {url}/admin/balances      # {}",

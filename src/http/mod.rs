@@ -106,6 +106,51 @@ pub struct AppState {
     pub node: crate::cluster::Node,
 }
 
+/// `415 UNSUPPORTED_MEDIA_TYPE` for a body on the switch's JSON API
+/// (`/v1/*`) that does not say it is JSON (`application/json`, or a
+/// `+json` type). The contest's endpoints (`/payments`, …) are left as the
+/// contest calls them.
+pub fn non_json_body(
+    method: &actix_web::http::Method,
+    path: &str,
+    headers: &actix_web::http::header::HeaderMap,
+) -> Option<Problem> {
+    use actix_web::http::{Method, header};
+    if !path.starts_with("/v1/") || !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return None;
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return None;
+    }
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let json =
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    (!json).then(|| {
+        Problem::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!(
+                "the body must be JSON with Content-Type: application/json (got {:?})",
+                if mime.is_empty() {
+                    "none"
+                } else {
+                    mime.as_str()
+                }
+            ),
+        )
+    })
+}
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
