@@ -274,6 +274,11 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             .app_data(web::Data::new(state.clone()))
             // Lets POST /payments wake the forwarder instead of waiting for its poll.
             .app_data(web::Data::new(merchant.clone()))
+            // A body arrives within its deadline, or is answered 408.
+            .wrap_fn(|mut req, srv| {
+                http::body_deadline::wrap(&mut req);
+                srv.call(req)
+            })
             // Bodies of the JSON API are JSON, said so (before any handler).
             .wrap_fn(|req, srv| {
                 use actix_web::ResponseError;

@@ -1229,3 +1229,33 @@ async fn hostile_input_leading_zeros_format_characters_duplicate_keys_and_parame
     .await;
     assert_eq!(w.txn_count().await, 0, "nothing was written");
 }
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_cut_off_with_408_body_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let addr = w.switch.url.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/transactions HTTP/1.1\r\nHost: {addr}\r\nIdempotency-Key: slow-1\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"type\":"
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut answer))
+        .await
+        .expect("an answer within 30 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("BODY_TIMEOUT"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "cut off at {:?}",
+        started.elapsed()
+    );
+    assert_eq!(w.txn_count().await, 0);
+}

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body_deadline;
 pub mod clients;
 pub mod collects;
 pub mod events;

@@ -128,6 +128,15 @@ pub fn body_bytes(body: Result<web::Bytes, actix_web::Error>) -> Result<web::Byt
                     super::MAX_BODY_BYTES
                 ),
             )
+        } else if e.to_string().contains(super::body_deadline::TIMED_OUT) {
+            Problem::new(
+                408,
+                "BODY_TIMEOUT",
+                format!(
+                    "the request body did not arrive within {} s",
+                    super::body_deadline::BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
         } else {
             Problem::bad_request(
                 "INVALID_BODY",
