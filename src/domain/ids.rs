@@ -31,11 +31,6 @@ impl Vpa {
         &self.0
     }
 
-    /// The PSP's handle, after `@` (lower-cased): what a client serves.
-    pub fn psp(&self) -> &str {
-        psp_of(&self.0)
-    }
-
     /// The VPA with its handle partly hidden, for events and logs: `al***@hdfc`.
     pub fn masked(&self) -> String {
         let (handle, psp) = self.0.split_once('@').unwrap_or((&self.0, ""));

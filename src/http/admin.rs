@@ -33,7 +33,7 @@ fn parse_bank_code(text: &str) -> Result<BankCode, Problem> {
     })
 }
 
-fn check_name(name: &str) -> Result<String, Problem> {
+pub(super) fn check_name(name: &str) -> Result<String, Problem> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS

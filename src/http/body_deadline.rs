@@ -49,17 +49,20 @@ where
     }
 }
 
-/// Puts the deadline on a request's body, if it has one.
-pub fn wrap(req: &mut ServiceRequest) {
+/// Whether a request announces a body (a length above 0, or chunks).
+pub fn has_body(headers: &actix_web::http::header::HeaderMap) -> bool {
     use actix_web::http::header;
-    let headers = req.headers();
-    let has_body = headers
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0)
-        || headers.contains_key(header::TRANSFER_ENCODING);
-    if !has_body {
+        || headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Puts the deadline on a request's body, if it has one.
+pub fn wrap(req: &mut ServiceRequest) {
+    if !has_body(req.headers()) {
         return;
     }
     let inner = req.take_payload();

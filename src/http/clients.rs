@@ -13,7 +13,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
-const MAX_NAME_CHARS: usize = 128;
 const MAX_HANDLES: usize = 64;
 const MAX_KEYS: usize = 8;
 
@@ -40,16 +39,7 @@ fn check(client_id: &str, body: ClientBody) -> Result<ClientRecord, Problem> {
             "a client id is 1-64 of a-z, 0-9, _ and -",
         ));
     }
-    let name = body.name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(Problem::unprocessable(
-            "INVALID_NAME",
-            format!("name must be 1-{MAX_NAME_CHARS} characters without control characters"),
-        ));
-    }
+    let name = super::admin::check_name(&body.name)?;
     let mut handles = BTreeSet::new();
     for h in &body.handles {
         if !(2..=64).contains(&h.len()) || !h.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -89,7 +79,7 @@ fn check(client_id: &str, body: ClientBody) -> Result<ClientRecord, Problem> {
     }
     Ok(ClientRecord {
         client_id: client_id.to_string(),
-        name: name.to_string(),
+        name,
         handles: handles.into_iter().collect(),
         keys: body.keys,
     })

@@ -9,15 +9,15 @@
 
 use super::AppState;
 use super::input::{
-    idempotency_key, parse_amount, parse_note, parse_vpa, rate_limit, within_limit,
+    distinct, idempotency_key, parse_amount, parse_note, parse_vpa, signed_call, stored_vpa,
+    within_limit,
 };
-use super::payments::{Plan, admissible, create_payment, daily_guard, resolve};
+use super::payments::{Plan, admissible, create_payment, daily_guard, party, resolve};
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::adapters::store::collects::{CollectCreated, CollectRow, NewCollect};
 use crate::adapters::store::{Created, TxnRequest};
-use crate::domain::Vpa;
 use crate::saga::guards::Guard;
-use crate::saga::{CollectStatus, Party, PaymentType};
+use crate::saga::{CollectStatus, PaymentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -125,18 +125,12 @@ async fn create(
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
     let bytes = body_bytes(body)?;
-    let caller = super::auth::client(&state, &req, &bytes).await?;
-    rate_limit(&state, &req, &caller).await?;
+    let caller = signed_call(&state, &req, &bytes).await?;
     let key = idempotency_key(&req)?;
     let body: CreateBody = parse_json(&bytes)?;
     let payee_vpa = parse_vpa("payee_vpa", &body.payee_vpa)?;
     let payer_vpa = parse_vpa("payer_vpa", &body.payer_vpa)?;
-    if payer_vpa == payee_vpa {
-        return Err(Problem::unprocessable(
-            "SAME_PAYER_PAYEE",
-            "payer_vpa and payee_vpa must differ",
-        ));
-    }
+    distinct(&payer_vpa, &payee_vpa)?;
     caller.must_serve(payee_vpa.as_str(), "payee")?;
     let amount = parse_amount(&body.amount, state.limits.txn_limit)?;
     let new = NewCollect {
@@ -186,6 +180,21 @@ async fn get(
     Ok(HttpResponse::Ok().json(collect_json(&visible(&state, &caller, id).await?)))
 }
 
+/// What approving and declining start with: the signed caller, the collect
+/// request it may see, and that it serves the payer's handle.
+async fn payer_acts(
+    state: &AppState,
+    req: &HttpRequest,
+    path: web::Path<String>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<(super::auth::Caller, CollectRow), Problem> {
+    let caller = signed_call(state, req, &body_bytes(body)?).await?;
+    let id = parse_collect_id(&path.into_inner())?;
+    let collect = visible(state, &caller, id).await?;
+    caller.must_serve(&collect.payer_vpa, "payer")?;
+    Ok((caller, collect))
+}
+
 fn approved(collect_id: Uuid, txn_id: Uuid) -> HttpResponse {
     HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
@@ -203,34 +212,25 @@ async fn approve(
     path: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = super::auth::client(&state, &req, &body_bytes(body)?).await?;
-    rate_limit(&state, &req, &caller).await?;
-    let id = parse_collect_id(&path.into_inner())?;
-    let collect = visible(&state, &caller, id).await?;
-    caller.must_serve(&collect.payer_vpa, "payer")?;
+    let (caller, collect) = payer_acts(&state, &req, path, body).await?;
+    let id = collect.collect_id;
     match (collect.status, collect.txn_id) {
         (CollectStatus::Approved, Some(txn_id)) => return Ok(approved(id, txn_id)),
         (CollectStatus::Requested, _) => {}
         _ => return Err(not_pending(&collect)),
     }
-    let stored = |text: &str| {
-        Vpa::parse(text).ok_or_else(|| Problem::unavailable(&"a stored VPA does not parse"))
-    };
-    let (payer_vpa, payee_vpa) = (stored(&collect.payer_vpa)?, stored(&collect.payee_vpa)?);
+    let (payer_vpa, payee_vpa) = (
+        stored_vpa(&collect.payer_vpa)?,
+        stored_vpa(&collect.payee_vpa)?,
+    );
     // Checked now, when it is paid: the limits of today and the parties'
     // registrations of today. A refusal leaves the request REQUESTED.
     within_limit(collect.amount, state.limits.txn_limit, "per-transaction")?;
     let (payer, payee) = resolve(&state, &payer_vpa, &payee_vpa).await?;
     admissible(&state)?;
     let plan = Plan {
-        payer: Party {
-            bank: payer.bank_code,
-            account: payer.account,
-        },
-        payee: Party {
-            bank: payee.bank_code,
-            account: payee.account,
-        },
+        payer: party(&payer),
+        payee: party(&payee),
         mcc: None,
         guard: Guard {
             daily: daily_guard(&state, PaymentType::Collect, &payer_vpa),
@@ -266,7 +266,7 @@ async fn approve(
         }
         // Approved meanwhile (here or on another node): that payment.
         Created::Existing { txn_id, .. } => Ok(approved(id, txn_id)),
-        Created::Refused(r) => Err(Problem::new(r.status(), r.code(), r.detail())),
+        Created::Refused(r) => Err(r.into()),
         Created::KeyReused => Err(Problem::unavailable(&"a collect's payment met another key")),
     }
 }
@@ -277,11 +277,8 @@ async fn decline(
     path: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = super::auth::client(&state, &req, &body_bytes(body)?).await?;
-    rate_limit(&state, &req, &caller).await?;
-    let id = parse_collect_id(&path.into_inner())?;
-    let asked = visible(&state, &caller, id).await?;
-    caller.must_serve(&asked.payer_vpa, "payer")?;
+    let (_, asked) = payer_acts(&state, &req, path, body).await?;
+    let id = asked.collect_id;
     let (collect, declined) = state
         .store
         .decline_collect(id)

@@ -241,3 +241,31 @@ pub fn within_limit(amount: Paise, limit: Paise, what: &str) -> Result<Paise, Pr
     }
     Ok(amount)
 }
+
+/// What every client POST starts with: the signed caller, then its rate
+/// limit.
+pub async fn signed_call(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<super::auth::Caller, Problem> {
+    let caller = super::auth::client(state, req, body).await?;
+    rate_limit(state, req, &caller).await?;
+    Ok(caller)
+}
+
+/// A payer and a payee that are not the same VPA.
+pub fn distinct(payer: &Vpa, payee: &Vpa) -> Result<(), Problem> {
+    if payer == payee {
+        return Err(Problem::unprocessable(
+            "SAME_PAYER_PAYEE",
+            "payer_vpa and payee_vpa must differ",
+        ));
+    }
+    Ok(())
+}
+
+/// A VPA as stored (it parsed when it was registered).
+pub fn stored_vpa(text: &str) -> Result<Vpa, Problem> {
+    Vpa::parse(text).ok_or_else(|| Problem::unavailable(&"a stored VPA does not parse"))
+}

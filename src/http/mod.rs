@@ -120,12 +120,7 @@ pub fn non_json_body(
     if !path.starts_with("/v1/") || !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         return None;
     }
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let has_body = length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
-    if !has_body {
+    if !body_deadline::has_body(headers) {
         return None;
     }
     let mime = headers

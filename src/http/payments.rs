@@ -11,9 +11,10 @@
 //! payment reads nothing by key: the insert's unique key decides.
 
 use super::AppState;
+use super::auth::Caller;
 use super::input::{
-    idempotency_key, parse_amount, parse_merchant_ref, parse_note, parse_vpa, rate_limit,
-    wait_param, within_limit,
+    distinct, idempotency_key, parse_amount, parse_merchant_ref, parse_note, parse_vpa,
+    signed_call, stored_vpa, wait_param, within_limit,
 };
 use super::problem::{Problem, body_bytes, parse_json};
 use super::transactions::{accepted_body, parse_txn_id, status_document};
@@ -84,7 +85,7 @@ pub fn daily_guard(state: &AppState, kind: PaymentType, payer: &Vpa) -> Option<D
     })
 }
 
-fn party(v: &VpaRecord) -> Party {
+pub fn party(v: &VpaRecord) -> Party {
     Party {
         bank: v.bank_code.clone(),
         account: v.account.clone(),
@@ -213,19 +214,13 @@ async fn original(state: &AppState, id: Uuid) -> Result<OriginalRow, Problem> {
         .ok_or_else(|| Problem::unprocessable("UNKNOWN_ORIGINAL", format!("no transaction {id}")))
 }
 
-/// A VPA as stored (it parsed when it was registered).
-fn stored_vpa(text: &str) -> Result<Vpa, Problem> {
-    Vpa::parse(text).ok_or_else(|| Problem::unavailable(&"a stored VPA does not parse"))
-}
-
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
     let bytes = body_bytes(body)?;
-    let caller = super::auth::client(&state, &req, &bytes).await?;
-    rate_limit(&state, &req, &caller).await?;
+    let caller = signed_call(&state, &req, &bytes).await?;
     let key = idempotency_key(&req)?;
     let wait_ms = wait_param(&req)?;
     let body: CreateBody = parse_json(&bytes)?;
@@ -273,12 +268,7 @@ async fn create(
         }
         let payer_vpa = parse_vpa("payer_vpa", &required("payer_vpa", body.payer_vpa, kind)?)?;
         let payee_vpa = parse_vpa("payee_vpa", &required("payee_vpa", body.payee_vpa, kind)?)?;
-        if payer_vpa == payee_vpa {
-            return Err(Problem::unprocessable(
-                "SAME_PAYER_PAYEE",
-                "payer_vpa and payee_vpa must differ",
-            ));
-        }
+        distinct(&payer_vpa, &payee_vpa)?;
         caller.must_serve(payer_vpa.as_str(), "payer")?;
         TxnRequest {
             client_id: caller.id().to_string(),
@@ -304,11 +294,11 @@ async fn create(
     .await;
     let plan = match planned {
         Ok(plan) => plan,
-        Err(refusal) => return refused(&state, &request, refusal, wait_ms).await,
+        Err(refusal) => return refused(&state, &caller, &request, refusal, wait_ms).await,
     };
     let txn_id = Uuid::new_v4();
     let span = tracing::info_span!("txn", txn_id = %txn_id, kind = kind.as_str());
-    accept(&state, request, plan, txn_id, wait_ms)
+    accept(&state, &caller, request, plan, txn_id, wait_ms)
         .instrument(span)
         .await
 }
@@ -330,12 +320,13 @@ pub fn admissible(state: &AppState) -> Result<(), Problem> {
 /// its transaction instead.
 async fn refused(
     state: &AppState,
+    caller: &Caller,
     request: &TxnRequest,
     refusal: Problem,
     wait_ms: Option<u64>,
 ) -> Result<HttpResponse, Problem> {
     match state.store.by_idempotency_key(request).await {
-        Ok(Some(earlier)) => replay(state, earlier, wait_ms).await,
+        Ok(Some(earlier)) => replay(state, caller, earlier, wait_ms).await,
         Ok(None) => Err(refusal),
         Err(e) => Err(Problem::unavailable(&e)),
     }
@@ -419,6 +410,7 @@ fn started(state: &AppState, saga: Saga) {
 
 async fn accept(
     state: &AppState,
+    caller: &Caller,
     request: TxnRequest,
     plan: Plan,
     txn_id: Uuid,
@@ -426,10 +418,10 @@ async fn accept(
 ) -> Result<HttpResponse, Problem> {
     let (created, saga) = create_payment(state, request, plan, txn_id).await?;
     if !matches!(created, Created::New) {
-        return replay(state, created, wait_ms).await;
+        return replay(state, caller, created, wait_ms).await;
     }
     match wait_ms {
-        Some(ms) => status_document(state, txn_id, ms).await,
+        Some(ms) => status_document(state, caller, txn_id, ms).await,
         None => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
             .json(accepted_body(txn_id, saga.status()))),
@@ -448,6 +440,7 @@ fn down_bank(state: &AppState, payer_bank: &str, payee_bank: &str) -> Option<Str
 /// The answer to a create that did not make a new transaction.
 async fn replay(
     state: &AppState,
+    caller: &Caller,
     created: Created,
     wait_ms: Option<u64>,
 ) -> Result<HttpResponse, Problem> {
@@ -456,9 +449,9 @@ async fn replay(
             "IDEMPOTENCY_KEY_REUSED",
             "this Idempotency-Key was used for a different request",
         )),
-        Created::Refused(r) => Err(Problem::new(r.status(), r.code(), r.detail())),
+        Created::Refused(r) => Err(r.into()),
         Created::Existing { txn_id, status } => match wait_ms {
-            Some(ms) => status_document(state, txn_id, ms).await,
+            Some(ms) => status_document(state, caller, txn_id, ms).await,
             None => Ok(HttpResponse::Ok().json(accepted_body(txn_id, status))),
         },
         Created::New => Err(Problem::unavailable(&"replay of a new transaction")),

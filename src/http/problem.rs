@@ -92,6 +92,13 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A create its acceptance checks refused: their status and code.
+impl From<crate::saga::guards::Refusal> for Problem {
+    fn from(r: crate::saga::guards::Refusal) -> Problem {
+        Problem::new(r.status(), r.code(), r.detail())
+    }
+}
+
 impl ResponseError for Problem {
     fn status_code(&self) -> StatusCode {
         self.status

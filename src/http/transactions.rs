@@ -3,6 +3,7 @@
 //! Creating a payment is `payments`'.
 
 use super::AppState;
+use super::auth::Caller;
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::actors::registry::Watch;
 use crate::adapters::store::TxnRow;
@@ -39,8 +40,11 @@ pub fn accepted_body(txn_id: Uuid, status: Status) -> serde_json::Value {
 /// Whichever node runs the saga: here, the registry wakes the caller when
 /// the actor stops; elsewhere, the caller follows the transaction's events
 /// (`EventFeed`) and reads again at its terminal event.
+/// A caller that may not see the transaction gets `404`, as for none
+/// (checked on every row read: a plain GET reads once).
 pub async fn status_document(
     state: &AppState,
+    caller: &Caller,
     txn_id: Uuid,
     wait_ms: u64,
 ) -> Result<HttpResponse, Problem> {
@@ -74,6 +78,7 @@ pub async fn status_document(
             .txn(txn_id)
             .await
             .map_err(|e| Problem::unavailable(&e))?
+            .filter(|r| caller.may_see(&r.client_id, &r.payer_vpa, &r.payee_vpa))
             .ok_or_else(|| {
                 Problem::not_found("TXN_NOT_FOUND", format!("no transaction {txn_id}"))
             })?;
@@ -219,8 +224,12 @@ async fn get(
     let caller = super::auth::client(&state, &req, b"").await?;
     let txn_id = parse_txn_id(&path.into_inner())?;
     let wait_ms = super::input::wait_param(&req)?.unwrap_or(0);
-    must_see(&state, &caller, txn_id).await?;
-    let resp = status_document(&state, txn_id, wait_ms).await?;
+    // A wait may start before the first read: a caller that may not see
+    // the transaction is turned away before it waits.
+    if wait_ms > 0 {
+        must_see(&state, &caller, txn_id).await?;
+    }
+    let resp = status_document(&state, &caller, txn_id, wait_ms).await?;
     // A plain GET always answers 200 with the document, whatever the status.
     let mut resp = resp;
     *resp.status_mut() = actix_web::http::StatusCode::OK;
@@ -239,8 +248,7 @@ async fn validate_vpa(
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, Problem> {
     let bytes = body_bytes(body)?;
-    let caller = super::auth::client(&state, &req, &bytes).await?;
-    super::input::rate_limit(&state, &req, &caller).await?;
+    super::input::signed_call(&state, &req, &bytes).await?;
     let body: ValidateBody = parse_json(&bytes)?;
     let vpa = super::input::parse_vpa("vpa", &body.vpa)?;
     let found = super::input::lookup_vpa(&state, &vpa).await?;

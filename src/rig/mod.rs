@@ -217,6 +217,8 @@ pub struct Rig {
     /// handle of its VPAs; `None` when the switch runs `--insecure-no-auth`
     /// (or is an earlier build without authentication).
     pub client_key: Option<crate::auth::signer::ClientKey>,
+    /// The flags the switch binary's `serve` takes (asked once).
+    serve_flags: std::collections::BTreeSet<String>,
     /// (service name, child), in start order.
     children: Vec<(String, Child)>,
     /// Databases created here, dropped at teardown.
@@ -252,6 +254,7 @@ impl Rig {
         }
         let mut rig = Rig::plan(cfg)?;
         rig.haproxy = haproxy;
+        rig.serve_flags = process::serve_flags(&rig.cfg.bin);
         rig.plan_auth(&st)?;
         let seeds = layout::write_files(&st.dir, &rig.cfg.accounts).map_err(io(format!(
             "cannot write the account files in {}",
@@ -389,6 +392,7 @@ impl Rig {
             fresh,
             released: false,
             client_key: None,
+            serve_flags: Default::default(),
             cfg,
         })
     }

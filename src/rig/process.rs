@@ -14,20 +14,23 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether `bin serve` takes `flag` (`--daily-count-limit`): a rig may run
-/// an earlier build (`--bin`) that does not. Asks `bin serve --help`, bounded
-/// by the binary answering at once; `false` when it cannot be asked.
-pub fn serve_knows(bin: &Path, flag: &str) -> bool {
+/// The flags `bin serve` takes (`--daily-count-limit`, …): a rig may run an
+/// earlier build (`--bin`) that lacks some. Asks `bin serve --help` once;
+/// none when it cannot be asked.
+pub fn serve_flags(bin: &Path) -> std::collections::BTreeSet<String> {
     Command::new(bin)
         .args(["serve", "--help"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|out| {
+        .map(|out| {
             String::from_utf8_lossy(&out.stdout)
                 .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
-                .any(|word| word == flag)
+                .filter(|word| word.starts_with("--"))
+                .map(str::to_string)
+                .collect()
         })
+        .unwrap_or_default()
 }
 
 /// How a service's life is tied to the rig that started it.

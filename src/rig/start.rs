@@ -318,7 +318,7 @@ impl Rig {
         // them (and unless the binary predates them).
         let limits_off: Vec<String> = ["--daily-count-limit", "--daily-amount-limit"]
             .into_iter()
-            .filter(|flag| !given(flag) && process::serve_knows(&self.cfg.bin, flag))
+            .filter(|flag| !given(flag) && self.serve_flags.contains(*flag))
             .flat_map(|flag| [flag.to_string(), "0".to_string()])
             .collect();
         for (i, port) in self.node_ports.clone().into_iter().enumerate() {
@@ -509,7 +509,7 @@ impl Rig {
             .serve_args
             .iter()
             .any(|a| a == "--insecure-no-auth");
-        if insecure || !process::serve_knows(&self.cfg.bin, "--insecure-no-auth") {
+        if insecure || !self.serve_flags.contains("--insecure-no-auth") {
             return Ok(());
         }
         if self.cfg.admin_token.is_none() {
