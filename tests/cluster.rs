@@ -442,38 +442,6 @@ async fn sigterm_drains_a_node_and_its_sagas_are_claimed_at_once_not_after_the_l
     verify_clean(&world).await;
 }
 
-/// Fires `n` requests at once, spread over `nodes` round robin; (status, body) each.
-async fn burst_over(
-    world: &World,
-    nodes: &[&str],
-    n: usize,
-    path: &str,
-    body: Value,
-) -> Vec<(u16, Value)> {
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let http = world.http.clone();
-        let url = format!("{}{path}", nodes[i % nodes.len()]);
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-                .json(&body)
-                .send()
-                .await
-                .expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.expect("task"));
-    }
-    answers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limits_and_refund_caps_hold_across_nodes() {
     let flags = ["--daily-count-limit", "5"];
@@ -481,12 +449,12 @@ async fn limits_and_refund_caps_hold_across_nodes() {
     let (b, c) = more_nodes(&world, &flags);
     let nodes = [world.switch.url.as_str(), b.url.as_str(), c.url.as_str()];
     // 30 payments from one VPA at once over three nodes: exactly 5 accepted.
-    let answers = burst_over(
-        &world,
+    let answers = common::post_burst(
+        &world.http,
         &nodes,
         30,
         "/v1/transactions",
-        json!({"type": "P2P", "payer_vpa": "alice@hdfc", "payee_vpa": "bob@icici", "amount": "1.00"}),
+        &json!({"type": "P2P", "payer_vpa": "alice@hdfc", "payee_vpa": "bob@icici", "amount": "1.00"}),
     )
     .await;
     let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
@@ -498,12 +466,12 @@ async fn limits_and_refund_caps_hold_across_nodes() {
     // Refunds of one original asked for on three nodes at once never exceed it.
     let original = pay_on(&world, nodes[1], "erin@hdfc", "bob@icici", Some(10_000)).await;
     assert_eq!(original["status"], "SUCCESS", "{original}");
-    let answers = burst_over(
-        &world,
+    let answers = common::post_burst(
+        &world.http,
         &nodes,
         24,
         "/v1/transactions",
-        json!({"type": "REFUND", "original_txn_id": original["txn_id"], "amount": "0.05"}),
+        &json!({"type": "REFUND", "original_txn_id": original["txn_id"], "amount": "0.05"}),
     )
     .await;
     let ids: Vec<String> = answers

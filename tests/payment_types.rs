@@ -262,26 +262,11 @@ async fn concurrent_refunds_never_exceed_the_original() {
     let w = world(&[]).await;
     let original = paid(&w, "P2M", "shop@icici", "100.00").await;
     // 30 refunds of 7.00 at once: at most 14 fit in 100.00.
-    let mut tasks = Vec::new();
-    for _ in 0..30 {
-        let http = w.http.clone();
-        let url = format!("{}/v1/transactions", w.switch.url);
-        let body = json!({"type": "REFUND", "original_txn_id": original, "amount": "7.00"});
-        tasks.push(tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .header("Idempotency-Key", key())
-                .json(&body)
-                .send()
-                .await
-                .expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
+    let refund = json!({"type": "REFUND", "original_txn_id": original, "amount": "7.00"});
     let mut accepted = Vec::new();
-    for t in tasks {
-        let (status, body) = t.await.expect("task");
+    for (status, body) in
+        common::post_burst(&w.http, &[&w.switch.url], 30, "/v1/transactions", &refund).await
+    {
         match status {
             202 => accepted.push(body["txn_id"].as_str().expect("id").to_string()),
             422 => assert_eq!(body["code"], "REFUND_EXCEEDS_ORIGINAL", "{body}"),
@@ -410,19 +395,11 @@ async fn a_collect_is_requested_approved_once_and_paid_as_a_collect_payment() {
     );
 
     // Approved by several callers at once: one payment.
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let http = w.http.clone();
-        let url = format!("{}/v1/collects/{id}/approve", w.switch.url);
-        tasks.push(tokio::spawn(async move {
-            let resp = http.post(url).send().await.expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
+    let approve = format!("/v1/collects/{id}/approve");
     let mut txns = std::collections::BTreeSet::new();
-    for t in tasks {
-        let (status, body) = t.await.expect("task");
+    for (status, body) in
+        common::post_burst(&w.http, &[&w.switch.url], 8, &approve, &json!({})).await
+    {
         assert_eq!(status, 202, "{body}");
         assert_eq!(body["status"], "APPROVED");
         txns.insert(body["txn_id"].as_str().expect("txn_id").to_string());
@@ -539,26 +516,11 @@ async fn a_collect_expires_at_its_deadline_across_restarts() {
 
 /// Fires `n` payments of `amount` from alice@hdfc at once; (accepted ids, refusal codes).
 async fn burst(w: &World, n: usize, amount: &str) -> (Vec<String>, Vec<String>) {
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let http = w.http.clone();
-        let url = format!("{}/v1/transactions", w.switch.url);
-        let body = json!({"type": "P2P", "payer_vpa": "alice@hdfc", "payee_vpa": "bob@icici", "amount": amount});
-        tasks.push(tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .header("Idempotency-Key", key())
-                .json(&body)
-                .send()
-                .await
-                .expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
+    let body = json!({"type": "P2P", "payer_vpa": "alice@hdfc", "payee_vpa": "bob@icici", "amount": amount});
     let (mut ok, mut refused) = (Vec::new(), Vec::new());
-    for t in tasks {
-        let (status, body) = t.await.expect("task");
+    for (status, body) in
+        common::post_burst(&w.http, &[&w.switch.url], n, "/v1/transactions", &body).await
+    {
         match status {
             202 => ok.push(body["txn_id"].as_str().expect("id").to_string()),
             422 => refused.push(body["code"].as_str().unwrap_or_default().to_string()),

@@ -303,6 +303,35 @@ pub fn http() -> reqwest::Client {
 }
 
 /// POSTs JSON, returns (status, body as JSON or Null).
+/// Fires `n` POSTs of `body` at once, round robin over `nodes` (base URLs),
+/// to `path`, each with a fresh Idempotency-Key: (status, body) of each, in
+/// order.
+pub async fn post_burst(
+    http: &reqwest::Client,
+    nodes: &[&str],
+    n: usize,
+    path: &str,
+    body: &serde_json::Value,
+) -> Vec<(u16, serde_json::Value)> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let request = http
+            .post(format!("{}{path}", nodes[i % nodes.len()]))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(body);
+        tasks.push(tokio::spawn(async move {
+            let resp = request.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("task"));
+    }
+    answers
+}
+
 /// An HTTP client that sends the operator's bearer token with every call.
 pub fn operator_http(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
