@@ -102,7 +102,7 @@ pub struct BankHealthSupervisor {
 }
 
 /// A bank as operators see it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BankView {
     pub code: String,
     pub health: &'static str,

@@ -64,7 +64,7 @@ pub struct RelayStatus {
     sessions: AtomicU64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RelaySnapshot {
     /// Connected to RabbitMQ with confirms on (or standing by, not leader).
     pub connected: bool,

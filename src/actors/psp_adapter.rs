@@ -117,7 +117,7 @@ impl Attempt {
 }
 
 /// What operators see of one endpoint.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub url: String,
     pub priority: i32,

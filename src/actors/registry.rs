@@ -326,7 +326,7 @@ impl Handler<StopAll> for TxnRegistry {
 #[rtype(result = "RegistryStats")]
 pub struct Stats;
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct RegistryStats {
     pub in_flight: usize,
     pub backlog: usize,

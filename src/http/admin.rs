@@ -3,6 +3,7 @@
 //! acknowledged; the bank directory learns of a bank only after that.
 
 use super::AppState;
+use super::problem::ProblemDoc;
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::actors::bank_router::SetBank;
 use crate::adapters::store::{BankEndpoint, BankRecord, StoreError, VpaRecord};
@@ -47,14 +48,25 @@ pub(super) fn check_name(name: &str) -> Result<String, Problem> {
     Ok(name.to_string())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BankRequest, example = json!({"name": "HDFC Bank", "endpoints": [{"url": "http://127.0.0.1:9101", "priority": 0}]}))]
 struct BankBody {
     name: String,
     endpoints: Vec<BankEndpoint>,
 }
 
-async fn put_bank(
+/// Registers a bank or replaces its endpoints (audited). Endpoints must be
+/// allowed by `--bank-url-allow`.
+#[utoipa::path(put, path = "/v1/admin/banks/{code}", tag = "admin",
+    params(("code" = String, Path, description = "2-12 of A-Z and 0-9", example = "HDFC")),
+    request_body = BankBody,
+    responses(
+        (status = 201, description = "Registered", body = BankRecord),
+        (status = 200, description = "Replaced", body = BankRecord),
+        (status = 422, description = "Invalid code, name or endpoints; an endpoint not allowed", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put_bank(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -122,8 +134,9 @@ async fn put_bank(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = VpaRequest, example = json!({"bank_code": "HDFC", "account": "HDFC000001", "name": "Alice Kumar"}))]
 struct VpaBody {
     bank_code: String,
     account: String,
@@ -134,7 +147,16 @@ struct VpaBody {
     mcc: Option<String>,
 }
 
-async fn put_vpa(
+/// Registers a VPA or re-points it to another account (audited).
+#[utoipa::path(put, path = "/v1/admin/vpas/{vpa}", tag = "admin",
+    params(("vpa" = String, Path, description = "handle@psp", example = "cust01@hdfc")),
+    request_body = VpaBody,
+    responses(
+        (status = 201, description = "Registered", body = VpaRecord),
+        (status = 200, description = "Replaced", body = VpaRecord),
+        (status = 422, description = "Invalid VPA, account, name or MCC; an unknown bank", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put_vpa(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,

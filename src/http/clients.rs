@@ -6,18 +6,29 @@
 
 use super::AppState;
 use super::admin::authorise;
-use super::problem::{Problem, body_bytes, parse_json};
+use super::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use crate::adapters::store::clients::{ClientKeyRecord, ClientRecord};
 use crate::auth::{Client, signature};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
+/// A registered client as the switch answers: its key ids (never the keys).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ClientDoc {
+    pub client_id: String,
+    pub name: String,
+    pub handles: Vec<String>,
+    /// The ids of its registered keys.
+    pub keys: Vec<String>,
+}
+
 const MAX_HANDLES: usize = 64;
 const MAX_KEYS: usize = 8;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ClientRequest, example = json!({"name": "OK Pay", "handles": ["okhdfc"], "keys": [{"key_id": "k1", "public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}]}))]
 struct ClientBody {
     name: String,
     handles: Vec<String>,
@@ -85,6 +96,16 @@ fn check(client_id: &str, body: ClientBody) -> Result<ClientRecord, Problem> {
     })
 }
 
+/// Registers a client (a PSP app) with its handles and Ed25519 public keys,
+/// or replaces them: a key left out is revoked at once on every node (audited).
+#[utoipa::path(put, path = "/v1/admin/clients/{client_id}", tag = "admin",
+    params(("client_id" = String, Path, description = "1-64 of a-z, 0-9, _ and -")),
+    request_body = ClientBody,
+    responses(
+        (status = 201, description = "Registered", body = ClientDoc),
+        (status = 200, description = "Replaced", body = ClientDoc),
+        (status = 422, description = "Invalid id, name, handles or keys", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn put_client(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -101,12 +122,12 @@ pub async fn put_client(
         .map_err(|e| Problem::unavailable(&e))?;
     state.clients.set(Client::from_record(&record));
     tracing::info!(client = %record.client_id, keys = record.keys.len(), handles = ?record.handles, "client registered");
-    let body = serde_json::json!({
-        "client_id": record.client_id,
-        "name": record.name,
-        "handles": record.handles,
-        "keys": record.keys.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
-    });
+    let body = ClientDoc {
+        keys: record.keys.iter().map(|k| k.key_id.clone()).collect(),
+        client_id: record.client_id,
+        name: record.name,
+        handles: record.handles,
+    };
     Ok(if created {
         HttpResponse::Created().json(body)
     } else {

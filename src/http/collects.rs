@@ -13,6 +13,7 @@ use super::input::{
     within_limit,
 };
 use super::payments::{Plan, admissible, create_payment, daily_guard, party, resolve};
+use super::problem::ProblemDoc;
 use super::problem::{Problem, body_bytes, parse_json};
 use crate::adapters::store::collects::{CollectCreated, CollectRow, NewCollect};
 use crate::adapters::store::{Created, TxnRequest};
@@ -36,13 +37,18 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/v1/collects/{id}/decline", web::post().to(decline));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CollectRequest, example = json!({"payee_vpa": "shop@icici", "payer_vpa": "alice@hdfc", "amount": "99.00", "expires_in_s": 600}))]
 struct CreateBody {
     payee_vpa: String,
     payer_vpa: String,
+    /// Rupees with at most two decimals, a string or a JSON number.
+    #[schema(value_type = String, example = "99.00")]
     amount: Box<RawValue>,
+    /// Seconds until the request expires (default 600).
     #[serde(default)]
+    #[schema(value_type = Option<i64>, example = 600)]
     expires_in_s: Option<Box<RawValue>>,
     #[serde(default)]
     note: Option<String>,
@@ -68,17 +74,57 @@ fn parse_collect_id(text: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::bad_request("INVALID_COLLECT_ID", "the collect id must be a UUID"))
 }
 
-fn collect_json(c: &CollectRow) -> serde_json::Value {
-    serde_json::json!({
-        "collect_id": c.collect_id,
-        "status": c.status.as_str(),
-        "payee_vpa": c.payee_vpa,
-        "payer_vpa": c.payer_vpa,
-        "amount": c.amount.to_rupees(),
-        "note": c.note,
-        "expires_at": c.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "txn_id": c.txn_id,
-    })
+/// A collect request (`/v1/collects/{id}`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CollectDoc {
+    pub collect_id: Uuid,
+    /// `REQUESTED`, `APPROVED`, `DECLINED` or `EXPIRED`.
+    #[schema(example = "REQUESTED")]
+    pub status: &'static str,
+    #[schema(example = "shop@icici")]
+    pub payee_vpa: String,
+    #[schema(example = "alice@hdfc")]
+    pub payer_vpa: String,
+    #[schema(example = "99.00")]
+    pub amount: String,
+    pub note: Option<String>,
+    /// RFC 3339, milliseconds, UTC.
+    pub expires_at: String,
+    /// The payment an approval started.
+    pub txn_id: Option<Uuid>,
+}
+
+/// `202` to an approval: the payment it started.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CollectApprovedDoc {
+    pub collect_id: Uuid,
+    #[schema(example = "APPROVED")]
+    pub status: &'static str,
+    pub txn_id: Uuid,
+    pub poll_uri: String,
+}
+
+/// `200` to a decline.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CollectDeclinedDoc {
+    pub collect_id: Uuid,
+    #[schema(example = "DECLINED")]
+    pub status: &'static str,
+}
+
+fn collect_json(c: &CollectRow) -> CollectDoc {
+    CollectDoc {
+        collect_id: c.collect_id,
+        status: c.status.as_str(),
+        payee_vpa: c.payee_vpa.clone(),
+        payer_vpa: c.payer_vpa.clone(),
+        amount: c.amount.to_rupees(),
+        note: c.note.clone(),
+        expires_at: c
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        txn_id: c.txn_id,
+    }
 }
 
 fn not_pending(c: &CollectRow) -> Problem {
@@ -119,7 +165,18 @@ async fn found(state: &AppState, id: Uuid) -> Result<CollectRow, Problem> {
         .ok_or_else(|| Problem::not_found("COLLECT_NOT_FOUND", format!("no collect request {id}")))
 }
 
-async fn create(
+/// The payee's PSP asks the payer for money.
+#[utoipa::path(post, path = "/v1/collects", tag = "collects",
+    params(("Idempotency-Key" = String, Header, description = "1-64 printable ASCII; per client")),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Requested", body = CollectDoc,
+            headers(("Location" = String, description = "The collect request"))),
+        (status = 200, description = "A replay of this Idempotency-Key", body = CollectDoc),
+        (status = 403, description = "NOT_YOUR_VPA: the payee is not one of this client's handles", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid amount, VPA, expiry or note; a key reused", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
@@ -170,7 +227,14 @@ async fn create(
     }
 }
 
-async fn get(
+/// A collect request this client asked for or serves the payer of.
+#[utoipa::path(get, path = "/v1/collects/{id}", tag = "collects",
+    params(("id" = uuid::Uuid, Path, description = "The collect request's id")),
+    responses(
+        (status = 200, description = "The collect request", body = CollectDoc),
+        (status = 404, description = "COLLECT_NOT_FOUND", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -198,15 +262,26 @@ async fn payer_acts(
 fn approved(collect_id: Uuid, txn_id: Uuid) -> HttpResponse {
     HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/transactions/{txn_id}")))
-        .json(serde_json::json!({
-            "collect_id": collect_id,
-            "status": CollectStatus::Approved.as_str(),
-            "txn_id": txn_id,
-            "poll_uri": format!("/v1/transactions/{txn_id}"),
-        }))
+        .json(CollectApprovedDoc {
+            collect_id,
+            status: CollectStatus::Approved.as_str(),
+            txn_id,
+            poll_uri: format!("/v1/transactions/{txn_id}"),
+        })
 }
 
-async fn approve(
+/// The payer's PSP approves: the `COLLECT` payment starts (at most once).
+#[utoipa::path(post, path = "/v1/collects/{id}/approve", tag = "collects",
+    params(("id" = uuid::Uuid, Path, description = "The collect request's id")),
+    responses(
+        (status = 202, description = "Approved: the payment started (again: the same payment)", body = CollectApprovedDoc,
+            headers(("Location" = String, description = "The payment's status document"))),
+        (status = 403, description = "NOT_YOUR_VPA: the payer is not one of this client's handles", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "COLLECT_NOT_FOUND", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "COLLECT_NOT_PENDING: declined or expired", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A limit refused the payment (the request stays REQUESTED)", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn approve(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -271,7 +346,16 @@ async fn approve(
     }
 }
 
-async fn decline(
+/// The payer's PSP declines.
+#[utoipa::path(post, path = "/v1/collects/{id}/decline", tag = "collects",
+    params(("id" = uuid::Uuid, Path, description = "The collect request's id")),
+    responses(
+        (status = 200, description = "Declined (again: the same answer)", body = CollectDeclinedDoc),
+        (status = 403, description = "NOT_YOUR_VPA", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "COLLECT_NOT_FOUND", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "COLLECT_NOT_PENDING: approved or expired", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn decline(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -294,10 +378,10 @@ async fn decline(
                 .collects
                 .with_label_values(&["DECLINED"])
                 .inc();
-            Ok(HttpResponse::Ok().json(serde_json::json!({
-                "collect_id": id,
-                "status": CollectStatus::Declined.as_str(),
-            })))
+            Ok(HttpResponse::Ok().json(CollectDeclinedDoc {
+                collect_id: id,
+                status: CollectStatus::Declined.as_str(),
+            }))
         }
         _ => Err(not_pending(&collect)),
     }

@@ -14,6 +14,7 @@
 
 use super::AppState;
 use super::problem::Problem;
+use super::problem::ProblemDoc;
 use crate::adapters::event_feed::{EventFeed, Subscription};
 use crate::adapters::store::Store;
 use crate::events::{TxnEvent, seq_of_event_id};
@@ -46,7 +47,18 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/transactions/{id}/events", web::get().to(stream));
 }
 
-async fn stream(
+/// The transaction's events as Server-Sent Events (`id` is the checkpoint
+/// version: `Last-Event-ID` resumes), until its terminal event.
+#[utoipa::path(get, path = "/v1/transactions/{id}/events", tag = "payments",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The transaction's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "TXN_NOT_FOUND", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn stream(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod collects;
 pub mod events;
 pub mod input;
+pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod problem;
@@ -159,16 +160,27 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(admin::config)
         .configure(ops::config)
         .configure(crate::merchant::http::config)
+        .configure(openapi::config)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "Alive", body = HealthDoc)))]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthDoc { status: "ok" })
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+/// Whether this node takes new payments: Postgres reachable, the registry
+/// answering, not draining. RabbitMQ and Redis only degrade it.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = ReadyDoc),
+        (status = 503, description = "Not ready, or draining", body = ReadyDoc),
+    ))]
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let postgres = matches!(
         tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
         Ok(Ok(()))
@@ -191,22 +203,36 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ready = postgres && registry.is_some() && !draining;
     // Payments work without Redis (slower, without rate limits when allowed):
     // a Redis that is down is reported, it does not make the switch not ready.
-    let body = serde_json::json!({
-        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
-        "auth": if state.auth_on { "on" } else { "off" },
-        "node": {
-            "id": state.node.id(),
-            "name": state.node.name(),
-            "lease": if state.node.holds_lease() { "held" } else { "lost" },
+    let body = ReadyDoc {
+        status: if draining {
+            "draining"
+        } else if ready {
+            "ready"
+        } else {
+            "not_ready"
         },
-        "checks": {
-            "postgres": if postgres { "ok" } else { "unreachable" },
-            "sagas": registry,
-            "rabbitmq": rabbitmq,
-            "outbox": relay,
-            "redis": if state.cache.is_up() { "ok" } else { "degraded" },
+        auth: if state.auth_on { "on" } else { "off" },
+        node: NodeDoc {
+            id: state.node.id(),
+            name: state.node.name().to_string(),
+            lease: if state.node.holds_lease() {
+                "held"
+            } else {
+                "lost"
+            },
         },
-    });
+        checks: ChecksDoc {
+            postgres: if postgres { "ok" } else { "unreachable" },
+            sagas: registry,
+            rabbitmq,
+            outbox: relay,
+            redis: if state.cache.is_up() {
+                "ok"
+            } else {
+                "degraded"
+            },
+        },
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -214,10 +240,52 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
+}
+
+/// `GET /healthz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HealthDoc {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// `GET /readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ReadyDoc {
+    /// `ready`, `not_ready` or `draining`.
+    pub status: &'static str,
+    /// `on`, or `off` under `--insecure-no-auth`.
+    pub auth: &'static str,
+    pub node: NodeDoc,
+    pub checks: ChecksDoc,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NodeDoc {
+    pub id: uuid::Uuid,
+    pub name: String,
+    /// `held` or `lost`.
+    pub lease: &'static str,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ChecksDoc {
+    /// `ok` or `unreachable`.
+    pub postgres: &'static str,
+    /// The registry's counts; absent when it did not answer.
+    pub sagas: Option<crate::actors::registry::RegistryStats>,
+    /// `ok` or `degraded`.
+    pub rabbitmq: &'static str,
+    pub outbox: crate::actors::outbox_relay::RelaySnapshot,
+    /// `ok` or `degraded`.
+    pub redis: &'static str,
 }
 
 /// JSON `404` for every path that is not a route.

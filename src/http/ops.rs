@@ -12,13 +12,53 @@
 
 use super::AppState;
 use super::admin::authorise;
-use super::problem::{Problem, body_bytes, parse_json};
+use super::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use crate::actors::bank_router::{AllBanks, Lookup};
+use crate::actors::bank_supervisor::BankView;
 use crate::actors::bank_supervisor::{BankHealthSupervisor, RestartAdapters, View};
+use crate::actors::outbox_relay::RelaySnapshot;
+use crate::adapters::store::audit::AuditEntry;
+use crate::adapters::store::cluster::NodeRow;
 use crate::domain::breaker::Mode;
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+
+/// `GET /v1/ops/banks`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BanksDoc {
+    pub banks: Vec<BankView>,
+}
+
+/// `GET /v1/ops/outbox`: the relay's status and this node's event feed.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OutboxDoc {
+    #[serde(flatten)]
+    pub relay: RelaySnapshot,
+    /// This node's consumer of transaction events (SSE, `?wait=`).
+    pub event_feed_connected: bool,
+}
+
+/// `GET /v1/ops/nodes`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NodesDoc {
+    pub this_node: uuid::Uuid,
+    pub nodes: Vec<NodeRow>,
+}
+
+/// `POST /v1/admin/banks/{code}/adapters/restart`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RestartDoc {
+    pub code: String,
+    /// Adapters stopped (their supervisor starts them again).
+    pub restarted: usize,
+}
+
+/// `GET /v1/ops/audit`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AuditDoc {
+    pub entries: Vec<AuditEntry>,
+}
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/ops/banks", web::get().to(banks))
@@ -32,7 +72,14 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         );
 }
 
-async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// Every bank as its supervisor sees it: health, and per endpoint the
+/// circuit, success rate, latency and calls in flight.
+#[utoipa::path(get, path = "/v1/ops/banks", tag = "ops",
+    responses((status = 200, description = "The banks", body = BanksDoc)))]
+pub(crate) async fn banks(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let all = state
         .banks
@@ -41,14 +88,21 @@ async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         .map_err(|e| Problem::unavailable(&e))?;
     let views = futures::future::join_all(all.iter().map(|(_, sup)| sup.send(View))).await;
     let banks: Vec<_> = views.into_iter().filter_map(Result::ok).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "banks": banks })))
+    Ok(HttpResponse::Ok().json(BanksDoc { banks }))
 }
 
-async fn outbox(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// Events waiting for RabbitMQ, the oldest one's age, the relay's state.
+#[utoipa::path(get, path = "/v1/ops/outbox", tag = "ops",
+    responses((status = 200, description = "The outbox", body = OutboxDoc)))]
+pub(crate) async fn outbox(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
-    let mut body = serde_json::to_value(state.outbox.snapshot()).unwrap_or_default();
-    body["event_feed_connected"] = state.events.feed.connected().into();
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(OutboxDoc {
+        relay: state.outbox.snapshot(),
+        event_feed_connected: state.events.feed.connected(),
+    }))
 }
 
 async fn supervisor(state: &AppState, code: String) -> Result<Addr<BankHealthSupervisor>, Problem> {
@@ -60,14 +114,27 @@ async fn supervisor(state: &AppState, code: String) -> Result<Addr<BankHealthSup
         .ok_or_else(|| Problem::not_found("UNKNOWN_BANK", format!("bank {code} is not registered")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CircuitRequest, example = json!({"mode": "open"}))]
 struct CircuitBody {
+    /// One endpoint's URL; all of the bank's when absent.
     endpoint: Option<String>,
+    /// `open`, `closed` or `auto`.
     mode: String,
 }
 
-async fn set_circuit(
+/// Forces a bank's circuits (or one endpoint's) open or closed, or hands
+/// them back to the breaker (`auto`); stored, applied on every node, audited.
+#[utoipa::path(put, path = "/v1/admin/banks/{code}/circuit", tag = "ops",
+    params(("code" = String, Path, description = "The bank's code", example = "HDFC")),
+    request_body = CircuitBody,
+    responses(
+        (status = 200, description = "The bank as its supervisor now sees it", body = BankView),
+        (status = 404, description = "UNKNOWN_BANK", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "INVALID_MODE or UNKNOWN_ENDPOINT", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn set_circuit(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -110,20 +177,33 @@ async fn set_circuit(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn nodes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// The cluster's nodes, their leases and the sagas each holds.
+#[utoipa::path(get, path = "/v1/ops/nodes", tag = "ops",
+    responses((status = 200, description = "The nodes", body = NodesDoc)))]
+pub(crate) async fn nodes(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let nodes = state
         .store
         .nodes()
         .await
         .map_err(|e| Problem::unavailable(&e))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "this_node": state.node.id(),
-        "nodes": nodes,
-    })))
+    Ok(HttpResponse::Ok().json(NodesDoc {
+        this_node: state.node.id(),
+        nodes,
+    }))
 }
 
-async fn restart(
+/// Stops a bank's adapters; its supervisor starts them again (audited).
+#[utoipa::path(post, path = "/v1/admin/banks/{code}/adapters/restart", tag = "ops",
+    params(("code" = String, Path, description = "The bank's code", example = "HDFC")),
+    responses(
+        (status = 202, description = "Restarting", body = RestartDoc),
+        (status = 404, description = "UNKNOWN_BANK", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn restart(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -141,11 +221,24 @@ async fn restart(
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     tracing::info!(bank = %code, stopped, "operator restarted adapters");
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"code": code, "restarted": stopped})))
+    Ok(HttpResponse::Accepted().json(RestartDoc {
+        code,
+        restarted: stopped,
+    }))
 }
 
 /// `GET /v1/ops/audit?limit=100&before=<id>`: the newest entries first.
-async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// The audit log, newest first: who changed what, before and after.
+#[utoipa::path(get, path = "/v1/ops/audit", tag = "ops",
+    params(
+        ("limit" = Option<i64>, Query, description = "1-1000 (default 100)", minimum = 1, maximum = 1000),
+        ("before" = Option<i64>, Query, description = "Entries older than this entry id", minimum = 1),
+    ),
+    responses((status = 200, description = "The entries", body = AuditDoc)))]
+pub(crate) async fn audit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
@@ -169,5 +262,5 @@ async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
         .audit_entries(limit, before)
         .await
         .map_err(|e| Problem::unavailable(&e))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+    Ok(HttpResponse::Ok().json(AuditDoc { entries }))
 }

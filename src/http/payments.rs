@@ -16,7 +16,7 @@ use super::input::{
     distinct, idempotency_key, parse_amount, parse_merchant_ref, parse_note, parse_vpa,
     signed_call, stored_vpa, wait_param, within_limit,
 };
-use super::problem::{Problem, body_bytes, parse_json};
+use super::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use super::transactions::{accepted_body, parse_txn_id, status_document};
 use crate::actors::registry::Start;
 use crate::actors::transaction::now_ms;
@@ -31,20 +31,34 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// What a create answers: where to follow the payment, or (with `?wait=`
+/// or a replay that waited) its status document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the handler sends one of the two documents
+pub(crate) enum PaymentAnswer {
+    Accepted(super::transactions::AcceptedDoc),
+    Status(Box<super::transactions::TxnDoc>),
+}
+
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/transactions", web::post().to(create));
 }
 
 /// Every field of every type; which may or must appear depends on `type`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PaymentRequest, example = json!({"type": "P2P", "payer_vpa": "alice@hdfc", "payee_vpa": "bob@icici", "amount": "150.75", "note": "dinner"}))]
 struct CreateBody {
+    /// `P2P`, `P2M` or `REFUND`.
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     payer_vpa: Option<String>,
     #[serde(default)]
     payee_vpa: Option<String>,
+    /// Rupees with at most two decimals, as a string (`"150.75"`) or a JSON
+    /// number (read exactly from its text).
+    #[schema(value_type = String, example = "150.75")]
     amount: Box<RawValue>,
     #[serde(default)]
     note: Option<String>,
@@ -214,7 +228,22 @@ async fn original(state: &AppState, id: Uuid) -> Result<OriginalRow, Problem> {
         .ok_or_else(|| Problem::unprocessable("UNKNOWN_ORIGINAL", format!("no transaction {id}")))
 }
 
-async fn create(
+/// Starts a P2P, P2M or REFUND payment. `202` once it is durable; the same
+/// Idempotency-Key again answers for the same transaction (`200`).
+#[utoipa::path(post, path = "/v1/transactions", tag = "payments",
+    params(
+        ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII; per client"),
+        ("wait" = Option<u64>, Query, description = "Wait up to this many ms (0-30000) for the outcome; then the status document answers"),
+    ),
+    request_body = CreateBody,
+    responses(
+        (status = 202, description = "Accepted (with ?wait=, still pending: the status document)", body = PaymentAnswer,
+            headers(("Location" = String, description = "The transaction's status document"))),
+        (status = 200, description = "A replay of this Idempotency-Key, or with ?wait= the outcome", body = PaymentAnswer),
+        (status = 403, description = "NOT_YOUR_VPA: the payer (or a refund's payee) is not one of this client's handles", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid amount, VPA, type or note; over a limit; a key reused for another request", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,

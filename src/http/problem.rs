@@ -99,25 +99,44 @@ impl From<crate::saga::guards::Refusal> for Problem {
     }
 }
 
+/// A problem as it is sent (RFC 9457 `application/problem+json`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemDoc<'a> {
+    #[serde(rename = "type")]
+    #[schema(example = "urn:upi-switch:problem:invalid-amount")]
+    pub kind: String,
+    #[schema(example = "Unprocessable Entity")]
+    pub title: &'a str,
+    #[schema(example = 422)]
+    pub status: u16,
+    pub detail: &'a str,
+    /// Stable UPPER_SNAKE word a program can switch on.
+    #[schema(example = "INVALID_AMOUNT")]
+    pub code: &'a str,
+}
+
 impl ResponseError for Problem {
     fn status_code(&self) -> StatusCode {
         self.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = serde_json::json!({
-            "type": format!("urn:upi-switch:problem:{}", self.code.to_ascii_lowercase().replace('_', "-")),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        });
+        let body = ProblemDoc {
+            kind: format!(
+                "urn:upi-switch:problem:{}",
+                self.code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+        };
         let mut resp = HttpResponse::build(self.status);
         resp.content_type("application/problem+json");
         if let Some(s) = self.retry_after_s {
             resp.insert_header(("Retry-After", s.to_string()));
         }
-        resp.body(body.to_string())
+        resp.body(serde_json::to_string(&body).unwrap_or_default())
     }
 }
 

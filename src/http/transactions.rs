@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::auth::Caller;
-use super::problem::{Problem, body_bytes, parse_json};
+use super::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use crate::actors::registry::Watch;
 use crate::adapters::store::TxnRow;
 use crate::domain::mask_name;
@@ -27,12 +27,23 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/v1/vpa/validate", web::post().to(validate_vpa));
 }
 
-pub fn accepted_body(txn_id: Uuid, status: Status) -> serde_json::Value {
-    serde_json::json!({
-        "txn_id": txn_id,
-        "status": status.as_str(),
-        "poll_uri": format!("/v1/transactions/{txn_id}"),
-    })
+/// `202` (or a replay's `200`) to a new payment: where to follow it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AcceptedDoc {
+    pub txn_id: Uuid,
+    /// `PENDING` for a new payment; a replay says the transaction's status now.
+    #[schema(example = "PENDING")]
+    pub status: &'static str,
+    #[schema(example = "/v1/transactions/6f0e9c1e-8d8f-4d57-9a31-0e3e1c1d2b10")]
+    pub poll_uri: String,
+}
+
+pub fn accepted_body(txn_id: Uuid, status: Status) -> AcceptedDoc {
+    AcceptedDoc {
+        txn_id,
+        status: status.as_str(),
+        poll_uri: format!("/v1/transactions/{txn_id}"),
+    }
 }
 
 /// Waits up to `wait_ms` for the transaction to be terminal, then answers with
@@ -142,48 +153,101 @@ pub async fn status_document(
     })
 }
 
-pub fn txn_json(row: &TxnRow) -> serde_json::Value {
-    let reason = match (&row.reason_code, &row.reason_detail) {
-        (Some(code), detail) => serde_json::json!({"code": code, "detail": detail}),
-        _ => serde_json::Value::Null,
-    };
-    let steps: Vec<_> = row
-        .steps
-        .iter()
-        .map(|s| {
-            let mut step = serde_json::json!({"state": s.state, "at": s.at});
-            if let Some(op) = &s.op_id {
-                step["op_id"] = op.clone().into();
-            }
-            if let Some(d) = &s.detail {
-                step["detail"] = d.clone().into();
-            }
-            step
-        })
-        .collect();
-    let mut doc = serde_json::json!({
-        "txn_id": row.txn_id,
-        "type": row.kind,
-        "status": row.status.as_str(),
-        "payer_vpa": row.payer_vpa,
-        "payee_vpa": row.payee_vpa,
-        "amount": row.amount.to_rupees(),
-        "note": row.note,
-        "reason": reason,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "steps": steps,
-    });
-    match row.kind.as_str() {
-        "P2P" | "P2M" => doc["refunded"] = row.refunded.to_rupees().into(),
-        "REFUND" => doc["original_txn_id"] = serde_json::json!(row.original_txn_id),
-        "COLLECT" => doc["collect_id"] = serde_json::json!(row.collect_id),
-        _ => {}
+/// Why a transaction failed or was reversed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReasonDoc {
+    #[schema(example = "INSUFFICIENT_FUNDS")]
+    pub code: String,
+    pub detail: Option<String>,
+}
+
+/// One step of the saga, as checkpointed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StepDoc {
+    #[schema(example = "DEBITED")]
+    pub state: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The status document of one transaction (`GET /v1/transactions/{id}`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TxnDoc {
+    pub txn_id: Uuid,
+    /// `P2P`, `P2M`, `REFUND` or `COLLECT`.
+    #[serde(rename = "type")]
+    #[schema(example = "P2P")]
+    pub kind: String,
+    /// `PENDING`, `SUCCESS`, `FAILED` or `REVERSED`.
+    #[schema(example = "SUCCESS")]
+    pub status: &'static str,
+    #[schema(example = "alice@hdfc")]
+    pub payer_vpa: String,
+    #[schema(example = "bob@icici")]
+    pub payee_vpa: String,
+    /// Rupees, exact, two decimals.
+    #[schema(example = "150.75")]
+    pub amount: String,
+    pub note: Option<String>,
+    pub reason: Option<ReasonDoc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub steps: Vec<StepDoc>,
+    /// P2P and P2M: how much has been refunded so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded: Option<String>,
+    /// REFUND: the payment it refunds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_txn_id: Option<Uuid>,
+    /// COLLECT: the collect request it pays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collect_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_ref: Option<String>,
+}
+
+pub fn txn_json(row: &TxnRow) -> TxnDoc {
+    let kind = row.kind.as_str();
+    TxnDoc {
+        txn_id: row.txn_id,
+        kind: row.kind.clone(),
+        status: row.status.as_str(),
+        payer_vpa: row.payer_vpa.clone(),
+        payee_vpa: row.payee_vpa.clone(),
+        amount: row.amount.to_rupees(),
+        note: row.note.clone(),
+        reason: row.reason_code.as_ref().map(|code| ReasonDoc {
+            code: code.clone(),
+            detail: row.reason_detail.clone(),
+        }),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        steps: row
+            .steps
+            .iter()
+            .map(|s| StepDoc {
+                state: s.state.clone(),
+                at: s.at,
+                op_id: s.op_id.clone(),
+                detail: s.detail.clone(),
+            })
+            .collect(),
+        refunded: matches!(kind, "P2P" | "P2M").then(|| row.refunded.to_rupees()),
+        original_txn_id: if kind == "REFUND" {
+            row.original_txn_id
+        } else {
+            None
+        },
+        collect_id: if kind == "COLLECT" {
+            row.collect_id
+        } else {
+            None
+        },
+        merchant_ref: row.merchant_ref.clone(),
     }
-    if let Some(r) = &row.merchant_ref {
-        doc["merchant_ref"] = r.clone().into();
-    }
-    doc
 }
 
 /// `404` for a transaction this caller may not see (it did not create it
@@ -216,7 +280,18 @@ pub fn parse_txn_id(text: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::bad_request("INVALID_TXN_ID", "the transaction id must be a UUID"))
 }
 
-async fn get(
+/// The status document of a transaction this client created or serves a
+/// party of.
+#[utoipa::path(get, path = "/v1/transactions/{txn_id}", tag = "payments",
+    params(
+        ("txn_id" = uuid::Uuid, Path, description = "The transaction's id"),
+        ("wait" = Option<u64>, Query, description = "Wait up to this many ms (0-30000) for a terminal status"),
+    ),
+    responses(
+        (status = 200, description = "The status document", body = TxnDoc),
+        (status = 404, description = "TXN_NOT_FOUND: none this client may see", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -236,13 +311,21 @@ async fn get(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = VpaValidateRequest, example = json!({"vpa": "bob@icici"}))]
 struct ValidateBody {
     vpa: String,
 }
 
-async fn validate_vpa(
+/// Whether a VPA is registered, and its holder's masked name.
+#[utoipa::path(post, path = "/v1/vpa/validate", tag = "payments",
+    request_body = ValidateBody,
+    responses(
+        (status = 200, description = "Found or not", body = VpaValidation),
+        (status = 422, description = "INVALID_VPA", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn validate_vpa(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
@@ -253,12 +336,31 @@ async fn validate_vpa(
     let vpa = super::input::parse_vpa("vpa", &body.vpa)?;
     let found = super::input::lookup_vpa(&state, &vpa).await?;
     Ok(HttpResponse::Ok().json(match found {
-        Some(v) => serde_json::json!({
-            "vpa": v.vpa,
-            "valid": true,
-            "name": mask_name(&v.name),
-            "bank_code": v.bank_code,
-        }),
-        None => serde_json::json!({"vpa": vpa.as_str(), "valid": false}),
+        Some(v) => VpaValidation {
+            name: Some(mask_name(&v.name)),
+            bank_code: Some(v.bank_code),
+            vpa: v.vpa,
+            valid: true,
+        },
+        None => VpaValidation {
+            vpa: vpa.as_str().to_string(),
+            valid: false,
+            name: None,
+            bank_code: None,
+        },
     }))
+}
+
+/// `POST /v1/vpa/validate`'s answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VpaValidation {
+    #[schema(example = "bob@icici")]
+    pub vpa: String,
+    pub valid: bool,
+    /// The holder's name, masked (`B** K****`); only when valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ICICI")]
+    pub bank_code: Option<String>,
 }

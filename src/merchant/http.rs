@@ -16,7 +16,7 @@ use super::MerchantHandle;
 use super::store::{MerchantStore, Received};
 use crate::domain::{MAX_WIRE_PAISE, Paise};
 use crate::http::AppState;
-use crate::http::problem::{Problem, body_bytes, parse_json};
+use crate::http::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Deserialize;
@@ -33,10 +33,14 @@ fn store(state: &AppState) -> MerchantStore {
     MerchantStore::new(state.store.pool.clone())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = MerchantPaymentRequest, example = json!({"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": 19.90}))]
 struct PaymentBody {
+    /// A UUID.
     correlation_id: String,
+    /// Decimal, at most two places (a number or a string), read exactly.
+    #[schema(value_type = f64, example = 19.90)]
     amount: Box<RawValue>,
 }
 
@@ -62,7 +66,16 @@ fn invalid_amount() -> Problem {
     )
 }
 
-async fn receive(
+/// A merchant payment, forwarded to the default or fallback processor.
+/// `202` once durable; the same correlationId and amount again: `200`.
+#[utoipa::path(post, path = "/payments", tag = "merchant",
+    request_body = PaymentBody,
+    responses(
+        (status = 202, description = "Received", body = MerchantReceived),
+        (status = 200, description = "Received before", body = MerchantReceived),
+        (status = 422, description = "Invalid correlationId or amount; a correlationId reused with another amount", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn receive(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
@@ -73,7 +86,10 @@ async fn receive(
     })?;
     let amount_cents = parse_amount(&body.amount)?;
     let received = record(&state, id, amount_cents).await?;
-    let answer = serde_json::json!({"correlationId": id, "status": "RECEIVED"});
+    let answer = MerchantReceived {
+        correlation_id: id,
+        status: "RECEIVED",
+    };
     match received {
         Received::New => {
             if let Some(handle) = req.app_data::<web::Data<MerchantHandle>>() {
@@ -155,7 +171,17 @@ fn window(req: &HttpRequest) -> Result<Window, Problem> {
     Ok(bounds)
 }
 
-async fn summary(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// What each processor accepted, by the time the switch sent it.
+#[utoipa::path(get, path = "/payments-summary", tag = "merchant",
+    params(
+        ("from" = Option<String>, Query, description = "ISO-8601 timestamp"),
+        ("to" = Option<String>, Query, description = "ISO-8601 timestamp"),
+    ),
+    responses((status = 200, description = "Totals per processor", body = MerchantSummary)))]
+pub(crate) async fn summary(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     let (from, to) = window(&req)?;
     let totals = store(&state)
         .summary(from, to)
@@ -178,7 +204,10 @@ async fn summary(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         )))
 }
 
-async fn purge(
+/// Forgets every merchant payment (an operator's call).
+#[utoipa::path(post, path = "/purge-payments", tag = "merchant",
+    responses((status = 200, description = "Purged", body = PurgedDoc)))]
+pub(crate) async fn purge(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, Problem> {
@@ -189,5 +218,39 @@ async fn purge(
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     tracing::info!(purged, "merchant payments purged");
-    Ok(HttpResponse::Ok().json(serde_json::json!({"purged": purged})))
+    Ok(HttpResponse::Ok().json(PurgedDoc { purged }))
+}
+
+/// `POST /payments`' answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MerchantReceived {
+    pub correlation_id: Uuid,
+    #[schema(example = "RECEIVED")]
+    pub status: &'static str,
+}
+
+/// `POST /purge-payments`' answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PurgedDoc {
+    /// Merchant payments deleted.
+    pub purged: u64,
+}
+
+/// One processor's totals (the body is written as exact text; this is its shape).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+#[schema(rename_all = "camelCase")]
+pub(crate) struct ProcessorTotals {
+    total_requests: i64,
+    /// An exact decimal JSON number.
+    total_amount: f64,
+}
+
+/// `GET /payments-summary`'s answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+pub(crate) struct MerchantSummary {
+    default: ProcessorTotals,
+    fallback: ProcessorTotals,
 }

@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// One public key of a client, as registered (base64).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientKeyRecord {
     pub key_id: String,

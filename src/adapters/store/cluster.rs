@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// One node as operators see it (`GET /v1/ops/nodes`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeRow {
     pub node_id: Uuid,
     pub name: String,

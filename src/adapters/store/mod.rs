@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// One endpoint through which a bank is reached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BankEndpoint {
     pub url: String,
@@ -57,14 +57,14 @@ pub struct BankEndpoint {
     pub http2: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BankRecord {
     pub code: String,
     pub name: String,
     pub endpoints: Vec<BankEndpoint>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VpaRecord {
     pub vpa: String,
     pub bank_code: String,
