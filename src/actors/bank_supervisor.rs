@@ -99,6 +99,8 @@ pub struct BankHealthSupervisor {
     cfg: SupervisorConfig,
     /// Adapters started again after they stopped or panicked.
     pub restarts: u64,
+    /// Its health over the last minutes.
+    history: super::health_history::HealthHistory,
 }
 
 /// A bank as operators see it.
@@ -136,6 +138,7 @@ impl BankHealthSupervisor {
             slots: Self::slots(endpoints),
             cfg,
             restarts: 0,
+            history: Default::default(),
         }
     }
 
@@ -245,6 +248,15 @@ impl BankHealthSupervisor {
         ranked.into_iter().map(|r| r.3).collect()
     }
 
+    /// Adds the endpoints' last snapshots to the history (once all have one).
+    fn record_history(&mut self) {
+        let seen: Vec<EndpointView> = self.slots.iter().filter_map(|s| s.last.clone()).collect();
+        if seen.len() == self.slots.len() && !seen.is_empty() {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            self.history.record(now_ms, derive_health(&seen), &seen);
+        }
+    }
+
     fn publish_routes(&self) {
         self.cfg.board.set_routes(&self.code, self.ranked());
     }
@@ -270,6 +282,7 @@ impl BankHealthSupervisor {
                         .set(state);
                     slot.last = Some(view);
                     act.publish_health();
+                    act.record_history();
                 }
             }));
         }
@@ -327,6 +340,7 @@ impl Handler<View> for BankHealthSupervisor {
                     latency_ms_p50: 0.0,
                     latency_ms_p99: 0.0,
                     in_flight: 0,
+                    bulkhead: 0,
                 });
                 async move {
                     match addr {
@@ -348,6 +362,19 @@ impl Handler<View> for BankHealthSupervisor {
                 adapter_restarts,
             }
         })
+    }
+}
+
+/// The bank's health over the last minutes, oldest first.
+#[derive(Message)]
+#[rtype(result = "Vec<super::health_history::HealthSample>")]
+pub struct History;
+
+impl Handler<History> for BankHealthSupervisor {
+    type Result = MessageResult<History>;
+
+    fn handle(&mut self, _: History, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.history.samples())
     }
 }
 

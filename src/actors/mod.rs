@@ -17,6 +17,7 @@ pub mod bank_router;
 pub mod bank_supervisor;
 pub mod checkpoint_writer;
 pub mod collect_expiry;
+pub mod health_history;
 pub mod outbox_relay;
 pub mod psp_adapter;
 pub mod registry;

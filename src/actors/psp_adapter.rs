@@ -127,6 +127,8 @@ pub struct EndpointView {
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub in_flight: usize,
+    /// Calls this endpoint's bulkhead lets in flight at once.
+    pub bulkhead: usize,
 }
 
 pub struct PspAdapterActor {
@@ -168,6 +170,7 @@ impl PspAdapterActor {
             latency_ms_p50: self.stats.latency_ms(0.50),
             latency_ms_p99: self.stats.latency_ms(0.99),
             in_flight: self.in_flight,
+            bulkhead: self.max_in_flight,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod events;
 pub mod input;
 pub mod openapi;
 pub mod ops;
+pub mod ops_txns;
 pub mod payments;
 pub mod problem;
 pub mod transactions;
@@ -159,6 +160,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(events::config)
         .configure(admin::config)
         .configure(ops::config)
+        .configure(ops_txns::config)
         .configure(crate::merchant::http::config)
         .configure(openapi::config)
         .route("/healthz", web::get().to(healthz))

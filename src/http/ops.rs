@@ -14,8 +14,9 @@ use super::AppState;
 use super::admin::authorise;
 use super::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use crate::actors::bank_router::{AllBanks, Lookup};
-use crate::actors::bank_supervisor::BankView;
 use crate::actors::bank_supervisor::{BankHealthSupervisor, RestartAdapters, View};
+use crate::actors::bank_supervisor::{BankView, History};
+use crate::actors::health_history::HealthSample;
 use crate::actors::outbox_relay::RelaySnapshot;
 use crate::adapters::store::audit::AuditEntry;
 use crate::adapters::store::cluster::NodeRow;
@@ -28,6 +29,23 @@ use serde::Deserialize;
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BanksDoc {
     pub banks: Vec<BankView>,
+}
+
+/// One bank's health over the last minutes.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BankHistory {
+    pub code: String,
+    /// Its endpoints' URLs, in the order of each sample's `circuits`.
+    pub endpoints: Vec<String>,
+    /// One per 5 s, oldest first, the worst state seen in each.
+    pub samples: Vec<HealthSample>,
+}
+
+/// `GET /v1/ops/banks/history`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BanksHistoryDoc {
+    pub bucket_ms: i64,
+    pub banks: Vec<BankHistory>,
 }
 
 /// `GET /v1/ops/outbox`: the relay's status and this node's event feed.
@@ -62,6 +80,7 @@ pub struct AuditDoc {
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/ops/banks", web::get().to(banks))
+        .route("/v1/ops/banks/history", web::get().to(history))
         .route("/v1/ops/outbox", web::get().to(outbox))
         .route("/v1/ops/nodes", web::get().to(nodes))
         .route("/v1/ops/audit", web::get().to(audit))
@@ -89,6 +108,40 @@ pub(crate) async fn banks(
     let views = futures::future::join_all(all.iter().map(|(_, sup)| sup.send(View))).await;
     let banks: Vec<_> = views.into_iter().filter_map(Result::ok).collect();
     Ok(HttpResponse::Ok().json(BanksDoc { banks }))
+}
+
+/// Every bank's health over the last 10 minutes, as its supervisor saw it
+/// (this node's): one sample per 5 s with the worst state in it.
+#[utoipa::path(get, path = "/v1/ops/banks/history", tag = "ops",
+    responses((status = 200, description = "The banks' recent health", body = BanksHistoryDoc)))]
+pub(crate) async fn history(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    authorise(&state, &req)?;
+    let all = state
+        .banks
+        .send(AllBanks)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let asks = all.iter().map(|(code, sup)| async move {
+        let view = sup.send(View).await.ok()?;
+        let samples = sup.send(History).await.ok()?;
+        Some(BankHistory {
+            code: code.clone(),
+            endpoints: view.endpoints.into_iter().map(|e| e.url).collect(),
+            samples,
+        })
+    });
+    let banks = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(HttpResponse::Ok().json(BanksHistoryDoc {
+        bucket_ms: crate::actors::health_history::BUCKET_MS,
+        banks,
+    }))
 }
 
 /// Events waiting for RabbitMQ, the oldest one's age, the relay's state.

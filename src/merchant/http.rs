@@ -26,7 +26,8 @@ use uuid::Uuid;
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/payments", web::post().to(receive))
         .route("/payments-summary", web::get().to(summary))
-        .route("/purge-payments", web::post().to(purge));
+        .route("/purge-payments", web::post().to(purge))
+        .route("/v1/ops/processors", web::get().to(processors));
 }
 
 fn store(state: &AppState) -> MerchantStore {
@@ -253,4 +254,78 @@ pub(crate) struct ProcessorTotals {
 pub(crate) struct MerchantSummary {
     default: ProcessorTotals,
     fallback: ProcessorTotals,
+}
+
+/// One payment processor as operators see it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProcessorDoc {
+    /// `default` (the lower fee: preferred) or `fallback`.
+    pub processor: &'static str,
+    /// `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
+    /// The last health answer said failing.
+    pub failing: bool,
+    /// Estimated response time (0: unknown).
+    pub latency_ms: u64,
+    pub in_flight: usize,
+    pub capacity: usize,
+    /// Payments it accepted, and their total (exact decimal).
+    pub accepted: i64,
+    pub accepted_amount: String,
+}
+
+/// `GET /v1/ops/processors`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProcessorsDoc {
+    /// Merchant forwarding runs in this switch.
+    pub enabled: bool,
+    pub processors: Vec<ProcessorDoc>,
+}
+
+/// Merchant forwarding's two processors: circuit, speed, load, and what each
+/// accepted (the routing share).
+#[utoipa::path(get, path = "/v1/ops/processors", tag = "ops",
+    responses((status = 200, description = "The processors", body = ProcessorsDoc)))]
+pub(crate) async fn processors(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    crate::http::auth::operator(&state, &req)?;
+    let Some(handle) = req.app_data::<web::Data<MerchantHandle>>() else {
+        return Ok(HttpResponse::Ok().json(ProcessorsDoc {
+            enabled: false,
+            processors: Vec::new(),
+        }));
+    };
+    let view = handle
+        .supervisor
+        .send(super::supervisor::View)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let totals = store(&state)
+        .summary(None, None)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let now = std::time::Instant::now();
+    let processors = ["default", "fallback"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let s = &view.snapshots[i];
+            ProcessorDoc {
+                processor: name,
+                circuit: s.circuit.as_str(),
+                failing: s.failing,
+                latency_ms: s.latency.estimate_ms(now),
+                in_flight: s.in_flight,
+                capacity: s.capacity,
+                accepted: totals[i].requests,
+                accepted_amount: Paise(totals[i].amount_cents).to_rupees(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ProcessorsDoc {
+        enabled: true,
+        processors,
+    }))
 }

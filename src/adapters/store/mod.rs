@@ -26,6 +26,7 @@ pub mod clients;
 pub mod cluster;
 pub mod collects;
 pub mod guarded;
+pub mod ops_reads;
 mod outbox;
 mod reads;
 
