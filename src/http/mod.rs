@@ -13,6 +13,7 @@ pub mod input;
 pub mod ops;
 pub mod payments;
 pub mod problem;
+pub mod settlement;
 pub mod transactions;
 
 use crate::actors::bank_router::BankRouter;
@@ -105,6 +106,8 @@ pub struct AppState {
     pub cache: Cache,
     /// This process as a node of the cluster: its id, lease and drain state.
     pub node: crate::cluster::Node,
+    /// Settlement windows: the operator's close, reconciliation's wake-up.
+    pub settlement: crate::settlement::ticker::Settlement,
 }
 
 /// `415 UNSUPPORTED_MEDIA_TYPE` for a body on the switch's JSON API
@@ -158,6 +161,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(events::config)
         .configure(admin::config)
         .configure(ops::config)
+        .configure(settlement::config)
         .configure(crate::merchant::http::config)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
