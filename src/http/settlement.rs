@@ -17,8 +17,8 @@ use crate::adapters::store::recon::ppm;
 use crate::adapters::store::settlement::WindowRow;
 use crate::domain::{BankCode, Paise};
 use crate::settlement::{
-    AccountBalance, CloseAnswer, LedgerBalances, PositionView, WindowDetail, WindowList, WindowSummary,
-    status_text,
+    AccountBalance, CloseAnswer, LedgerBalances, PositionView, WindowDetail, WindowList,
+    WindowSummary, status_text,
 };
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -34,10 +34,19 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/ledger/balances", web::get().to(balances))
         .route("/v1/settlement/windows", web::get().to(windows))
         .route("/v1/settlement/windows/{id}", web::get().to(window))
-        .route("/v1/settlement/windows/{id}/report.csv", web::get().to(report))
+        .route(
+            "/v1/settlement/windows/{id}/report.csv",
+            web::get().to(report),
+        )
         .route("/v1/admin/settlement/close", web::post().to(close))
-        .route("/v1/reconciliation/{window_id}", web::get().to(reconciliation))
-        .route("/v1/admin/reconciliation/run", web::post().to(run_reconciliation));
+        .route(
+            "/v1/reconciliation/{window_id}",
+            web::get().to(reconciliation),
+        )
+        .route(
+            "/v1/admin/reconciliation/run",
+            web::post().to(run_reconciliation),
+        );
 }
 
 /// `GET /v1/reconciliation/{window_id}`.
@@ -69,7 +78,10 @@ pub struct RunRequest {
 }
 
 fn unknown_window(id: &str) -> Problem {
-    Problem::not_found("UNKNOWN_WINDOW", format!("there is no settlement window {id:?}"))
+    Problem::not_found(
+        "UNKNOWN_WINDOW",
+        format!("there is no settlement window {id:?}"),
+    )
 }
 
 /// A window id of the path: digits only, else it names no window.
@@ -92,7 +104,11 @@ async fn load_window(state: &AppState, text: &str) -> Result<WindowRow, Problem>
 
 async fn balances(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
-    let rows = state.store.ledger_balances().await.map_err(|e| Problem::unavailable(&e))?;
+    let rows = state
+        .store
+        .ledger_balances()
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     let total = Paise(rows.iter().map(|(_, b)| b.0).sum());
     Ok(HttpResponse::Ok().json(LedgerBalances {
         accounts: rows
@@ -109,7 +125,11 @@ async fn balances(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 async fn windows(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let (limit, before) = paging(&req, "windows")?;
-    let rows = state.store.windows(limit, before).await.map_err(|e| Problem::unavailable(&e))?;
+    let rows = state
+        .store
+        .windows(limit, before)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     Ok(HttpResponse::Ok().json(WindowList {
         windows: rows
             .iter()
@@ -130,7 +150,11 @@ async fn window(
 ) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let w = load_window(&state, &path).await?;
-    let netting = state.store.netting(&w).await.map_err(|e| Problem::unavailable(&e))?;
+    let netting = state
+        .store
+        .netting(&w)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
     Ok(HttpResponse::Ok().json(WindowDetail {
         window_id: w.window_id.to_string(),
         status: status_text(w.open).into(),
@@ -147,9 +171,14 @@ fn report_bank(req: &HttpRequest) -> Result<String, Problem> {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
     match query.as_slice() {
-        [(k, v)] if k == "bank" => BankCode::parse(v).map(|b| b.as_str().to_string()).ok_or_else(|| {
-            Problem::bad_request("INVALID_BANK_CODE", "bank must be a bank code: 2-12 of A-Z and 0-9")
-        }),
+        [(k, v)] if k == "bank" => BankCode::parse(v)
+            .map(|b| b.as_str().to_string())
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "INVALID_BANK_CODE",
+                    "bank must be a bank code: 2-12 of A-Z and 0-9",
+                )
+            }),
         _ => Err(Problem::bad_request(
             "INVALID_QUERY",
             "report.csv takes exactly one parameter: bank=<bank code>",
@@ -165,8 +194,17 @@ async fn report(
     authorise(&state, &req)?;
     let w = load_window(&state, &path).await?;
     let bank = report_bank(&req)?;
-    if state.store.bank(&bank).await.map_err(|e| Problem::unavailable(&e))?.is_none() {
-        return Err(Problem::not_found("UNKNOWN_BANK", format!("bank {bank} is not registered")));
+    if state
+        .store
+        .bank(&bank)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?
+        .is_none()
+    {
+        return Err(Problem::not_found(
+            "UNKNOWN_BANK",
+            format!("bank {bank} is not registered"),
+        ));
     }
     // The first page is read before answering, so a failing database is a
     // 503, not a cut stream.
@@ -192,7 +230,8 @@ async fn report(
                     if l.debit { "DEBIT" } else { "CREDIT" },
                     l.amount.to_rupees(),
                     l.counterparty_bank,
-                    l.settled_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    l.settled_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 ));
             }
             let after = lines.last().map(|l| l.journal_id);
@@ -202,7 +241,10 @@ async fn report(
                     Ok(_) => None,
                     Err(e) => {
                         tracing::warn!(error = %e, "report stream cut: the database failed");
-                        return Some((Err(actix_web::error::ErrorServiceUnavailable("database")), None));
+                        return Some((
+                            Err(actix_web::error::ErrorServiceUnavailable("database")),
+                            None,
+                        ));
                     }
                 },
                 None => None,
@@ -210,7 +252,9 @@ async fn report(
             Some((Ok::<_, actix_web::Error>(web::Bytes::from(text)), following))
         }
     });
-    Ok(HttpResponse::Ok().content_type("text/csv; charset=utf-8").streaming(pages))
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .streaming(pages))
 }
 
 async fn close(

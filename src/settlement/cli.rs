@@ -54,7 +54,11 @@ pub enum CliError {
     #[error("cannot reach the switch at {url}: {detail}")]
     Transport { url: String, detail: String },
     #[error("the switch answered {status} to {url}: {body}")]
-    Refused { url: String, status: u16, body: String },
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("reconciliation of window {0} did not finish in time")]
     Timeout(String),
 }
@@ -84,7 +88,11 @@ impl Switch {
         Ok(body)
     }
 
-    async fn json(&self, post: Option<serde_json::Value>, path: &str) -> Result<serde_json::Value, CliError> {
+    async fn json(
+        &self,
+        post: Option<serde_json::Value>,
+        path: &str,
+    ) -> Result<serde_json::Value, CliError> {
         let text = self.call(post, path).await?;
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
     }
@@ -92,22 +100,28 @@ impl Switch {
 
 /// Runs one subcommand; prints to stdout.
 pub async fn run(args: SettlementArgs) -> Result<(), CliError> {
-    let http = operator_client(Duration::from_secs(60), 2, args.admin_token.as_deref()).map_err(|e| {
-        CliError::Transport {
-            url: args.switch.clone(),
-            detail: transport_text(&e),
-        }
-    })?;
+    let http =
+        operator_client(Duration::from_secs(60), 2, args.admin_token.as_deref()).map_err(|e| {
+            CliError::Transport {
+                url: args.switch.clone(),
+                detail: transport_text(&e),
+            }
+        })?;
     let switch = Switch {
         http,
         base: args.switch.clone(),
     };
     match &args.command {
         SettlementCommand::Close => {
-            let answer = switch.json(Some(serde_json::json!({})), "/v1/admin/settlement/close").await?;
+            let answer = switch
+                .json(Some(serde_json::json!({})), "/v1/admin/settlement/close")
+                .await?;
             let closed = answer["closed"].as_str().unwrap_or_default().to_string();
             if !args.json {
-                println!("closed window {closed}, opened window {}", answer["opened"].as_str().unwrap_or("?"));
+                println!(
+                    "closed window {closed}, opened window {}",
+                    answer["opened"].as_str().unwrap_or("?")
+                );
             }
             show_window(&switch, &closed, args.json).await
         }
@@ -117,7 +131,10 @@ pub async fn run(args: SettlementArgs) -> Result<(), CliError> {
                 println!("{list}");
                 return Ok(());
             }
-            println!("{:>8}  {:<6}  {:<30}  closed_at", "window", "status", "opened_at");
+            println!(
+                "{:>8}  {:<6}  {:<30}  closed_at",
+                "window", "status", "opened_at"
+            );
             for w in list["windows"].as_array().into_iter().flatten() {
                 println!(
                     "{:>8}  {:<6}  {:<30}  {}",
@@ -132,16 +149,26 @@ pub async fn run(args: SettlementArgs) -> Result<(), CliError> {
         SettlementCommand::Show { window: Some(id) } => show_window(&switch, id, args.json).await,
         SettlementCommand::Report { window, bank } => {
             let csv = switch
-                .call(None, &format!("/v1/settlement/windows/{window}/report.csv?bank={bank}"))
+                .call(
+                    None,
+                    &format!("/v1/settlement/windows/{window}/report.csv?bank={bank}"),
+                )
                 .await?;
             print!("{csv}");
             Ok(())
         }
-        SettlementCommand::Recon { window, run, wait_secs } => {
+        SettlementCommand::Recon {
+            window,
+            run,
+            wait_secs,
+        } => {
             let path = format!("/v1/reconciliation/{window}");
             if *run {
                 switch
-                    .json(Some(serde_json::json!({ "window_id": window })), "/v1/admin/reconciliation/run")
+                    .json(
+                        Some(serde_json::json!({ "window_id": window })),
+                        "/v1/admin/reconciliation/run",
+                    )
                     .await?;
             }
             let deadline = Instant::now() + Duration::from_secs(*wait_secs);
@@ -161,7 +188,9 @@ pub async fn run(args: SettlementArgs) -> Result<(), CliError> {
 }
 
 async fn show_window(switch: &Switch, id: &str, json: bool) -> Result<(), CliError> {
-    let w = switch.json(None, &format!("/v1/settlement/windows/{id}")).await?;
+    let w = switch
+        .json(None, &format!("/v1/settlement/windows/{id}"))
+        .await?;
     if json {
         println!("{w}");
         return Ok(());
@@ -176,7 +205,10 @@ async fn show_window(switch: &Switch, id: &str, json: bool) -> Result<(), CliErr
         w["txn_count"],
         text(&w["gross"])
     );
-    println!("{:<8} {:>16} {:>16} {:>16} {:>8}", "bank", "debits", "credits", "net", "txns");
+    println!(
+        "{:<8} {:>16} {:>16} {:>16} {:>8}",
+        "bank", "debits", "credits", "net", "txns"
+    );
     for p in w["positions"].as_array().into_iter().flatten() {
         println!(
             "{:<8} {:>16} {:>16} {:>16} {:>8}",

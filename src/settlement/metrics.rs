@@ -1,7 +1,9 @@
 //! Prometheus metrics of settlement and reconciliation, registered in the
 //! switch's registry (`GET /metrics`).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct SettlementMetrics {

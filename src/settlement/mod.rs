@@ -45,7 +45,9 @@ impl Position {
 
 /// Multilateral netting of `(payer_bank, payee_bank, amount)` journals, by
 /// bank code. What the SQL computes; kept here to be tested as a property.
-pub fn net_positions<'a>(journals: impl IntoIterator<Item = (&'a str, &'a str, Paise)>) -> Vec<Position> {
+pub fn net_positions<'a>(
+    journals: impl IntoIterator<Item = (&'a str, &'a str, Paise)>,
+) -> Vec<Position> {
     let mut by_bank: BTreeMap<&str, Position> = BTreeMap::new();
     for (payer, payee, amount) in journals {
         let p = bank_entry(&mut by_bank, payer);
@@ -223,7 +225,9 @@ mod tests {
     fn nets_sum_to_zero_and_equal_gross_movements() {
         for seed in 0..500u64 {
             let mut rng = Rng(seed);
-            let banks: Vec<String> = (0..rng.random_range(1..7)).map(|i| format!("B{i}")).collect();
+            let banks: Vec<String> = (0..rng.random_range(1..7))
+                .map(|i| format!("B{i}"))
+                .collect();
             let mut journals: Vec<(String, String, Paise)> = Vec::new();
             for _ in 0..rng.random_range(0..200) {
                 let payer = banks[rng.random_range(0..banks.len() as i64) as usize].clone();
@@ -236,15 +240,27 @@ mod tests {
                 }
                 journals.push((payer, payee, amount));
             }
-            let positions = net_positions(journals.iter().map(|(a, b, m)| (a.as_str(), b.as_str(), *m)));
+            let positions = net_positions(
+                journals
+                    .iter()
+                    .map(|(a, b, m)| (a.as_str(), b.as_str(), *m)),
+            );
             let nets: i64 = positions.iter().map(|p| p.net().0).sum();
             assert_eq!(nets, 0, "seed {seed}");
             let gross: i64 = journals.iter().map(|j| j.2.0).sum();
             assert_eq!(positions.iter().map(|p| p.debits.0).sum::<i64>(), gross);
             assert_eq!(positions.iter().map(|p| p.credits.0).sum::<i64>(), gross);
             for p in &positions {
-                let paid: i64 = journals.iter().filter(|j| j.0 == p.bank_code).map(|j| j.2.0).sum();
-                let got: i64 = journals.iter().filter(|j| j.1 == p.bank_code).map(|j| j.2.0).sum();
+                let paid: i64 = journals
+                    .iter()
+                    .filter(|j| j.0 == p.bank_code)
+                    .map(|j| j.2.0)
+                    .sum();
+                let got: i64 = journals
+                    .iter()
+                    .filter(|j| j.1 == p.bank_code)
+                    .map(|j| j.2.0)
+                    .sum();
                 assert_eq!((p.debits.0, p.credits.0), (paid, got), "seed {seed}");
             }
         }

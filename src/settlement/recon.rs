@@ -20,8 +20,8 @@
 //! What it does not do: change anything at a bank, or judge an op twice.
 
 use super::metrics::SettlementMetrics;
-use crate::adapters::bank_client::BankClient;
 use crate::adapters::bank_api::FeedPage;
+use crate::adapters::bank_client::BankClient;
 use crate::adapters::store::{BankRecord, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,7 +118,11 @@ async fn lead(store: &Store) -> Option<deadpool_postgres::ClientWrapper> {
 }
 
 /// One run of window `window_id`'s reconciliation, to the end.
-pub async fn run(store: &Store, metrics: &SettlementMetrics, window_id: i64) -> Result<RunSummary, ReconError> {
+pub async fn run(
+    store: &Store,
+    metrics: &SettlementMetrics,
+    window_id: i64,
+) -> Result<RunSummary, ReconError> {
     let started = Instant::now();
     let as_of = store.start_recon(window_id).await?;
     let http = BankClient::http_client();
@@ -129,8 +133,13 @@ pub async fn run(store: &Store, metrics: &SettlementMetrics, window_id: i64) -> 
     // Judge every op not judged yet (carried ones too), by keyset batches.
     let mut from = (String::new(), -1i64);
     loop {
-        let judged = store.judge_batch(window_id, as_of, from.clone(), JUDGE_BATCH).await?;
-        metrics.recon_ops.with_label_values(&["MATCHED"]).inc_by(judged.matched.max(0) as u64);
+        let judged = store
+            .judge_batch(window_id, as_of, from.clone(), JUDGE_BATCH)
+            .await?;
+        metrics
+            .recon_ops
+            .with_label_values(&["MATCHED"])
+            .inc_by(judged.matched.max(0) as u64);
         match judged.last {
             Some(last) if judged.seen >= JUDGE_BATCH => from = last,
             _ => break,
@@ -142,7 +151,9 @@ pub async fn run(store: &Store, metrics: &SettlementMetrics, window_id: i64) -> 
         let last = w.last_journal_id.unwrap_or(w.after_journal_id);
         let mut after = w.after_journal_id;
         while after < last {
-            let (max, seen, _missing) = store.missing_at_bank(window_id, after, last, MISSING_BATCH).await?;
+            let (max, seen, _missing) = store
+                .missing_at_bank(window_id, after, last, MISSING_BATCH)
+                .await?;
             match max {
                 Some(m) if seen > 0 => after = m,
                 _ => break,
@@ -151,13 +162,19 @@ pub async fn run(store: &Store, metrics: &SettlementMetrics, window_id: i64) -> 
     }
     let (done, by_kind) = store.finish_recon(window_id).await?;
     for (kind, n) in &by_kind {
-        metrics.recon_ops.with_label_values(&[kind]).inc_by((*n).max(0) as u64);
+        metrics
+            .recon_ops
+            .with_label_values(&[kind])
+            .inc_by((*n).max(0) as u64);
     }
     metrics.recon_runs.inc();
     metrics.recon_last_window.set(window_id);
     metrics
         .recon_last_mismatch_ppm
-        .set(crate::adapters::store::recon::ppm(done.mismatch_count, done.matched + done.mismatch_count));
+        .set(crate::adapters::store::recon::ppm(
+            done.mismatch_count,
+            done.matched + done.mismatch_count,
+        ));
     Ok(RunSummary {
         window_id,
         feed_ops,
@@ -184,16 +201,23 @@ async fn read_feed(
     let mut cursor = store.recon_cursor(&bank.code).await?;
     let mut read = 0i64;
     for _ in 0..MAX_PAGES_PER_RUN {
-        let page = page_from_any(&clients, cursor).await.map_err(|detail| ReconError::Feed {
-            bank: bank.code.clone(),
-            detail,
-        })?;
+        let page = page_from_any(&clients, cursor)
+            .await
+            .map_err(|detail| ReconError::Feed {
+                bank: bank.code.clone(),
+                detail,
+            })?;
         let n = page.ops.len();
         if n == 0 {
             break;
         }
-        store.stage_page(&bank.code, &page.ops, page.next_after_seq).await?;
-        metrics.recon_feed_ops.with_label_values(&[&bank.code]).inc_by(n as u64);
+        store
+            .stage_page(&bank.code, &page.ops, page.next_after_seq)
+            .await?;
+        metrics
+            .recon_feed_ops
+            .with_label_values(&[&bank.code])
+            .inc_by(n as u64);
         read += n as i64;
         cursor = page.next_after_seq;
         if n < FEED_PAGE as usize {

@@ -69,7 +69,10 @@ impl Settlement {
 
     fn crash_if(&self, point: CrashPoint) {
         if self.crash_after == Some(point) {
-            tracing::error!(?point, "--settlement-crash-after: dying in the middle of a close");
+            tracing::error!(
+                ?point,
+                "--settlement-crash-after: dying in the middle of a close"
+            );
             std::process::abort();
         }
     }
@@ -78,9 +81,16 @@ impl Settlement {
         let started = Instant::now();
         let closed = self.store.close_window(window, actor).await?;
         if closed {
-            self.metrics.close_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .close_seconds
+                .observe(started.elapsed().as_secs_f64());
             self.metrics.windows_closed.inc();
-            tracing::info!(window, actor, close_ms = started.elapsed().as_millis() as u64, "settlement window closed");
+            tracing::info!(
+                window,
+                actor,
+                close_ms = started.elapsed().as_millis() as u64,
+                "settlement window closed"
+            );
         }
         Ok(closed)
     }

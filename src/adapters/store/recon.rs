@@ -171,7 +171,10 @@ impl Store {
     pub async fn recon_cursor(&self, bank: &str) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt("SELECT after_seq FROM recon_cursors WHERE bank_code = $1", &[&bank])
+            .query_opt(
+                "SELECT after_seq FROM recon_cursors WHERE bank_code = $1",
+                &[&bank],
+            )
             .await?;
         Ok(row.map_or(0, |r| r.get(0)))
     }
@@ -265,7 +268,10 @@ impl Store {
 
     /// Ends a run: its counts, and a `settlement.mismatch` event when it
     /// found any (in the same transaction); the mismatches by kind.
-    pub async fn finish_recon(&self, window_id: i64) -> Result<(RunRow, Vec<(String, i64)>), StoreError> {
+    pub async fn finish_recon(
+        &self,
+        window_id: i64,
+    ) -> Result<(RunRow, Vec<(String, i64)>), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let row = tx
@@ -277,7 +283,7 @@ impl Store {
             .await?;
         let (matched, mismatches): (i64, i64) = (row.get(0), row.get(1));
         tx.execute(
-            "UPDATE recon_runs SET status = 'DONE', finished_at = now(), matched = $2, compared = $2 + $3
+            "UPDATE recon_runs SET status = 'DONE', finished_at = now(), matched = $2, compared = $2::int8 + $3::int8
              WHERE window_id = $1",
             &[&window_id, &matched, &mismatches],
         )
@@ -292,9 +298,14 @@ impl Store {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         if mismatches > 0 {
-            let by_kind: serde_json::Map<String, serde_json::Value> =
-                kinds.iter().map(|(k, n)| (k.clone(), (*n).into())).collect();
-            let event_id = format!("settlement.mismatch:{window_id}:{}", Utc::now().timestamp_millis());
+            let by_kind: serde_json::Map<String, serde_json::Value> = kinds
+                .iter()
+                .map(|(k, n)| (k.clone(), (*n).into()))
+                .collect();
+            let event_id = format!(
+                "settlement.mismatch:{window_id}:{}",
+                Utc::now().timestamp_millis()
+            );
             let body = serde_json::json!({
                 "event_id": event_id,
                 "type": "settlement.mismatch",

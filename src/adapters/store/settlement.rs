@@ -125,7 +125,8 @@ impl Store {
     /// The open window (there is always exactly one) and the database's now.
     pub async fn open_window(&self) -> Result<OpenWindow, StoreError> {
         let client = self.pool.get().await?;
-        let sql = format!("SELECT {WINDOW_COLUMNS}, now() FROM settlement_windows WHERE status = 'OPEN'");
+        let sql =
+            format!("SELECT {WINDOW_COLUMNS}, now() FROM settlement_windows WHERE status = 'OPEN'");
         let row = client.query_one(&sql, &[]).await?;
         Ok(OpenWindow {
             window: window_row(&row),
@@ -159,7 +160,10 @@ impl Store {
         ))
         .await?;
         let last: i64 = tx
-            .query_one("SELECT coalesce(max(id), 0)::int8 FROM ledger_journals", &[])
+            .query_one(
+                "SELECT coalesce(max(id), 0)::int8 FROM ledger_journals",
+                &[],
+            )
             .await?
             .get(0);
         let closed = tx
@@ -228,7 +232,12 @@ impl Store {
         let w = window_row(&row);
         let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&w.after_journal_id, &w.last_journal_id];
-        let positions: Vec<Position> = tx.query(NETTING, &range).await?.iter().map(position).collect();
+        let positions: Vec<Position> = tx
+            .query(NETTING, &range)
+            .await?
+            .iter()
+            .map(position)
+            .collect();
         let totals = tx.query_one(TOTALS, &range).await?;
         let netting = Netting {
             txn_count: totals.get(0),
@@ -251,13 +260,24 @@ impl Store {
         )
         .await?;
         let event = WindowClosedEvent::new(window_id, w.opened_at, closed_at, &netting);
-        insert_side_event(&tx, &event.event_id(), "settlement.window_closed", &event.routing_key(), &event.to_json()).await?;
+        insert_side_event(
+            &tx,
+            &event.event_id(),
+            "settlement.window_closed",
+            &event.routing_key(),
+            &event.to_json(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(netting))
     }
 
     /// Windows, newest first: at most `limit`, older than `before` if given.
-    pub async fn windows(&self, limit: i64, before: Option<i64>) -> Result<Vec<WindowRow>, StoreError> {
+    pub async fn windows(
+        &self,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<WindowRow>, StoreError> {
         let client = self.pool.get().await?;
         let sql = format!(
             "SELECT {WINDOW_COLUMNS} FROM settlement_windows
@@ -270,7 +290,11 @@ impl Store {
     pub async fn window(&self, window_id: i64) -> Result<Option<WindowRow>, StoreError> {
         let client = self.pool.get().await?;
         let sql = format!("SELECT {WINDOW_COLUMNS} FROM settlement_windows WHERE window_id = $1");
-        Ok(client.query_opt(&sql, &[&window_id]).await?.as_ref().map(window_row))
+        Ok(client
+            .query_opt(&sql, &[&window_id])
+            .await?
+            .as_ref()
+            .map(window_row))
     }
 
     /// A window's totals and positions: as written for a finished window,
@@ -299,7 +323,12 @@ impl Store {
         }
         let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&w.after_journal_id, &w.last_journal_id];
-        let positions = client.query(NETTING, &range).await?.iter().map(position).collect();
+        let positions = client
+            .query(NETTING, &range)
+            .await?
+            .iter()
+            .map(position)
+            .collect();
         let totals = client.query_one(TOTALS, &range).await?;
         Ok(Netting {
             txn_count: totals.get(0),
