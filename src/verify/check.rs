@@ -336,7 +336,8 @@ pub fn check(snapshot: &Snapshot, options: &Options) -> Report {
     }
     match &snapshot.ledger {
         Some(ledger) => super::settle::check(ledger, &txns, &snapshot.banks, &mut found),
-        None => notes.push("the switch's database predates settlement: the ledger was not checked".into()),
+        None => notes
+            .push("the switch's database predates settlement: the ledger was not checked".into()),
     }
     let money = check_money(&banks, options, &mut found, &mut notes);
     Report {
