@@ -92,7 +92,14 @@ fn window_id(text: &str) -> Result<i64, Problem> {
         .ok_or_else(|| unknown_window(text))
 }
 
-async fn load_window(state: &AppState, text: &str) -> Result<WindowRow, Problem> {
+/// An operator's call about the window the path names: authorised, and
+/// the window exists (else `404 UNKNOWN_WINDOW`).
+async fn load_window(
+    state: &AppState,
+    req: &HttpRequest,
+    text: &str,
+) -> Result<WindowRow, Problem> {
+    authorise(state, req)?;
     let id = window_id(text)?;
     state
         .store
@@ -148,8 +155,7 @@ async fn window(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
-    let w = load_window(&state, &path).await?;
+    let w = load_window(&state, &req, &path).await?;
     let netting = state
         .store
         .netting(&w)
@@ -191,8 +197,7 @@ async fn report(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    authorise(&state, &req)?;
-    let w = load_window(&state, &path).await?;
+    let w = load_window(&state, &req, &path).await?;
     let bank = report_bank(&req)?;
     if state
         .store
@@ -331,7 +336,7 @@ async fn run_reconciliation(
             ));
         }
     };
-    let w = load_window(&state, &text).await?;
+    let w = load_window(&state, &req, &text).await?;
     if w.open {
         return Err(Problem::new(
             409,
