@@ -77,6 +77,14 @@ pub struct RunRequest {
     pub window_id: serde_json::Value,
 }
 
+/// `202` answer of `POST /v1/admin/reconciliation/run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunAccepted {
+    pub window_id: String,
+    /// Always `RUNNING`: the run is queued (or running).
+    pub status: String,
+}
+
 fn unknown_window(id: &str) -> Problem {
     Problem::not_found(
         "UNKNOWN_WINDOW",
@@ -353,8 +361,8 @@ async fn run_reconciliation(
         return Err(unknown_window(&text));
     }
     state.settlement.recon_wake.notify_one();
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "window_id": w.window_id.to_string(),
-        "status": "RUNNING",
-    })))
+    Ok(HttpResponse::Accepted().json(RunAccepted {
+        window_id: w.window_id.to_string(),
+        status: "RUNNING".into(),
+    }))
 }
