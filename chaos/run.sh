@@ -26,7 +26,8 @@ Scenarios (times as shares of the duration D):
   brownout      HDFC's primary endpoint: 200 ms latency and 30% errors from 20% to 70% of D
   switch-crash  kill -9 the switch at 40% of D, down 2 s, restart it
   everything    ICICI killed at 10% and 75%; HDFC primary browned out from 20% to 60%;
-                HDFC's adapters restarted at 30%, ICICI's at 65%; switch killed at 45%
+                HDFC's adapters restarted at 30%, ICICI's at 65%; switch killed at 45%;
+                settlement windows closed every 2 s from 5% to 85% of D
   node-kill     3 switch nodes behind HAProxy (--nodes, default 3 here), loadgen through
                 the balancer; every max(3, D/10) s from then until 90% of D a random
                 node is killed with kill -9 and restarted after 1-2 s (never the last
@@ -158,6 +159,7 @@ case $scenario in
   everything)
     down=$(clamp $((D / 10)) 2 5)
     schedule+=(
+      "$(at 5) close-windows.sh 2 $((D * 4 / 5))"
       "$(at 10) kill-bank.sh ICICI $down"
       "$(at 20) brownout.sh HDFC 200 0.3 $((D * 2 / 5))"
       "$(at 30) restart-adapters.sh HDFC"

@@ -62,6 +62,9 @@ pub enum Command {
     /// Start a rig (or use a running one), drive it open loop at each rate, and report
     /// latency, CPU per saga for every component, context switches and RSS per in-flight saga.
     Bench(BenchArgs),
+    /// Settlement windows of a running switch (operator token): close the open window,
+    /// show windows and positions, print a bank's report, show or re-run a reconciliation.
+    Settlement(crate::settlement::cli::SettlementArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -171,6 +174,16 @@ pub struct SwitchConfig {
     /// This node's name for operators (`GET /v1/ops/nodes`); default host:port it listens on.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// When the open settlement window closes: IST times of day `HH:MM,HH:MM,…`
+    /// (default every 2 hours from 01:00), or `every:<N>s` (tests, chaos runs).
+    /// Every node of one database must be given the same.
+    #[arg(long, env = "SETTLEMENT_CUTOFFS",
+          default_value = "01:00,03:00,05:00,07:00,09:00,11:00,13:00,15:00,17:00,19:00,21:00,23:00",
+          value_parser = crate::settlement::cutoffs::Cutoffs::parse)]
+    pub settlement_cutoffs: crate::settlement::cutoffs::Cutoffs,
+    /// Test hook: die (abort) in the middle of an operator's close, after this step.
+    #[arg(long, hide = true, value_enum)]
+    pub settlement_crash_after: Option<crate::settlement::ticker::CrashPoint>,
     /// How long this node's hold on its sagas lasts without a renewal (renewed
     /// every fifth of it); after that, other nodes on the same database claim them.
     #[arg(long, env = "LEASE_MS", default_value_t = 5_000)]

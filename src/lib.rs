@@ -12,6 +12,8 @@
 //!   "Rinha de Backend 2025" contract): HTTP, Postgres, adapter actors, routing.
 //! - `processor_sim` — a payment processor simulator (`upi-switch processor-sim`), a separate tool.
 //! - `events`   — the domain events of a transaction (outbox rows, AMQP messages, SSE).
+//! - `settlement` — the ledger's windows and netting, the window ticker, reconciliation
+//!   against the banks' change feeds, `upi-switch settlement …`.
 //! - `verify`   — `upi-switch verify`: the switch's transactions against the banks' feeds.
 //! - `loadgen`  — the open-loop load generator (`upi-switch loadgen`), a client tool.
 //! - `traffic`  — the client side of the switch API shared by `demo` and `loadgen`.
@@ -42,6 +44,7 @@ pub mod processor_sim;
 pub mod rig;
 pub mod saga;
 pub mod serve;
+pub mod settlement;
 pub mod telemetry;
 pub mod traffic;
 pub mod verify;

@@ -84,6 +84,9 @@ async fn main() -> ExitCode {
             };
         }
         Command::Loadgen(args) => loadgen::run(args).await.map_err(|e| e.to_string()),
+        Command::Settlement(args) => upi_switch::settlement::cli::run(args)
+            .await
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -226,7 +226,24 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         feed: EventFeed::start(amqp, metrics.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_event_streams.max(1))),
     };
+    // --- Settlement: every node's window ticker, and one reconciliation
+    // runner per database (the others wait on its advisory lock).
+    let settlement = crate::settlement::ticker::Settlement {
+        store: store.clone(),
+        cutoffs: cfg.settlement_cutoffs.clone(),
+        metrics: crate::settlement::metrics::SettlementMetrics::register(&metrics.registry),
+        recon_wake: Arc::new(tokio::sync::Notify::new()),
+        node_name: node.name().to_string(),
+        crash_after: cfg.settlement_crash_after,
+    };
+    crate::settlement::ticker::spawn(settlement.clone());
+    crate::settlement::recon::spawn(
+        store.clone(),
+        settlement.metrics.clone(),
+        settlement.recon_wake.clone(),
+    );
     let state = AppState {
+        settlement,
         store,
         writer,
         registry,

@@ -171,12 +171,24 @@ async fn verify_passes_a_clean_run_and_names_every_planted_violation() {
     let set = |column: &'static str| {
         format!("UPDATE transactions SET {column} = $2 WHERE txn_id = $1::text::uuid")
     };
-    for (txn, status, kind) in [
-        ("success", "FAILED", "failed_moved_money"),
-        ("failed", "SUCCESS", "success_not_settled"),
-        ("success", "REVERSED", "reversed_not_undone"),
-        ("reversed", "SUCCESS", "success_not_settled"),
-        ("success", "PENDING", "stuck"),
+    // A flipped status also disagrees with the ledger: a journal of a
+    // payment no longer SUCCESS, or a SUCCESS payment without one.
+    for (txn, status, kind, ledger_kind) in [
+        ("success", "FAILED", "failed_moved_money", "settled_wrongly"),
+        ("failed", "SUCCESS", "success_not_settled", "settled_never"),
+        (
+            "success",
+            "REVERSED",
+            "reversed_not_undone",
+            "settled_wrongly",
+        ),
+        (
+            "reversed",
+            "SUCCESS",
+            "success_not_settled",
+            "settled_never",
+        ),
+        ("success", "PENDING", "stuck", "settled_wrongly"),
     ] {
         let id = &ids[txn];
         let was: String = db
@@ -192,9 +204,10 @@ async fn verify_passes_a_clean_run_and_names_every_planted_violation() {
             .expect("plant");
         let run = verify(&world, &expected).await;
         assert_names(&run, kind, Some(id));
+        assert_names(&run, ledger_kind, Some(id));
         assert_eq!(
-            run.report["violation_count"], 1,
-            "only {kind}: {}",
+            run.report["violation_count"], 2,
+            "only {kind} and {ledger_kind}: {}",
             run.stdout
         );
         if kind == "stuck" {

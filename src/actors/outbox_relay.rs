@@ -14,6 +14,10 @@
 //!   transaction is sent only after the previous one was confirmed.
 //! - **Reconnects**: any broker or database error ends the session; a new one
 //!   starts after a bounded, doubling pause (100 ms … 5 s).
+//! - **Settlement events** (`settlement.window_closed`, `settlement.mismatch`:
+//!   not a transaction's) come from their own table, `settlement_outbox`,
+//!   written in the transaction of their fact; the leader publishes them each
+//!   round with the same confirm-then-delete rule (message id: their event id).
 //! - **A small queue table**: each row carries its transaction's facts (no
 //!   join per round), and the leader vacuums the outbox every few seconds
 //!   while it deletes, so reads never step over a growing pile of dead rows.
@@ -323,6 +327,9 @@ async fn run_session(
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
+            // Settlement events are few (a window's close, a run's
+            // mismatches): looked for twice a second, not every round.
+            publish_side_events(store, &channel, &exchange, metrics).await?;
             refresh_lag(store, status, metrics).await;
             lock.simple_query("SELECT 1")
                 .await
@@ -336,6 +343,56 @@ async fn run_session(
             tokio::time::sleep_until((round_started + MIN_ROUND_GAP).into()).await;
         }
     }
+}
+
+/// Most settlement events published per round.
+const SIDE_BATCH: i64 = 100;
+
+/// Publishes the waiting settlement events, awaits their confirms, and
+/// deletes the confirmed ones.
+async fn publish_side_events(
+    store: &Store,
+    channel: &lapin::Channel,
+    exchange: &ShortString,
+    metrics: &Metrics,
+) -> Result<(), RelayError> {
+    let events = store.side_events(SIDE_BATCH).await?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let bodies: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| serde_json::to_vec(&e.body).unwrap_or_default())
+        .collect();
+    let mut acked = Vec::with_capacity(events.len());
+    for (event, body) in events.iter().zip(&bodies) {
+        let properties = BasicProperties::default()
+            .with_message_id(event.event_id.as_str().into())
+            .with_content_type("application/json".into())
+            .with_type(event.event_type.as_str().into())
+            .with_app_id("upi-switch".into())
+            .with_delivery_mode(2);
+        let confirm = within(channel.basic_publish(
+            exchange.clone(),
+            ShortString::from(event.routing_key.as_str()),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        ))
+        .await?;
+        let answer = tokio::time::timeout(CONFIRM_DEADLINE, confirm)
+            .await
+            .map_err(|_| AmqpError::Timeout(CONFIRM_DEADLINE))?;
+        match answer.map_err(AmqpError::from)? {
+            Confirmation::Ack(_) | Confirmation::NotRequested => acked.push(event.id),
+            Confirmation::Nack(_) => {
+                metrics.rabbitmq_errors.with_label_values(&["nack"]).inc();
+            }
+        }
+    }
+    let n = store.side_events_delete(&acked).await?;
+    metrics.outbox_published.inc_by(n);
+    Ok(())
 }
 
 /// Keeps only the first event of each transaction, in outbox order: a later

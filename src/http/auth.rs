@@ -1,7 +1,8 @@
 //! Authentication at the edge of the API: client calls (`/v1/transactions`,
 //! `/v1/collects`, `/v1/vpa`) must be signed by a registered client's key
 //! (`auth::signature`; the nonce is used up in Postgres once the signature
-//! verified), operator calls (`/v1/admin/*`, `/v1/ops/*`) carry the bearer
+//! verified), operator calls (`/v1/admin/*`, `/v1/ops/*`, `/v1/settlement/*`,
+//! `/v1/reconciliation/*`, `/v1/ledger/*`) carry the bearer
 //! token, compared in constant time. `serve --insecure-no-auth` turns both
 //! off for local experiments.
 

@@ -42,6 +42,29 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
     Ok(key.to_string())
 }
 
+/// `limit` (1-1000, default 100) and `before` (an id) of a listing that
+/// pages backwards, newest first; anything else is `400 INVALID_QUERY`.
+pub fn paging(req: &HttpRequest, what: &str) -> Result<(i64, Option<i64>), Problem> {
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
+    let mut limit = None;
+    let mut before = None;
+    for (k, v) in query.iter() {
+        let n = v.parse::<i64>().ok().filter(|n| *n > 0);
+        match (k.as_str(), n) {
+            ("limit", Some(n)) if n <= 1000 && limit.is_none() => limit = Some(n),
+            ("before", Some(n)) if before.is_none() => before = Some(n),
+            _ => {
+                return Err(Problem::bad_request(
+                    "INVALID_QUERY",
+                    format!("{what} takes limit (1-1000) and before (an id), each at most once"),
+                ));
+            }
+        }
+    }
+    Ok((limit.unwrap_or(100), before))
+}
+
 pub fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod ops_txns;
 pub mod payments;
 pub mod problem;
+pub mod settlement;
 pub mod transactions;
 
 use crate::actors::bank_router::BankRouter;
@@ -107,6 +108,8 @@ pub struct AppState {
     pub cache: Cache,
     /// This process as a node of the cluster: its id, lease and drain state.
     pub node: crate::cluster::Node,
+    /// Settlement windows: the operator's close, reconciliation's wake-up.
+    pub settlement: crate::settlement::ticker::Settlement,
 }
 
 /// `415 UNSUPPORTED_MEDIA_TYPE` for a body on the switch's JSON API
@@ -161,6 +164,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(admin::config)
         .configure(ops::config)
         .configure(ops_txns::config)
+        .configure(settlement::config)
         .configure(crate::merchant::http::config)
         .configure(openapi::config)
         .route("/healthz", web::get().to(healthz))

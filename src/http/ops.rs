@@ -293,23 +293,7 @@ pub(crate) async fn audit(
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
-    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
-    let mut limit = 100i64;
-    let mut before = None;
-    for (k, v) in query.iter() {
-        let n = v.parse::<i64>().ok().filter(|n| *n > 0);
-        match (k.as_str(), n) {
-            ("limit", Some(n)) if n <= 1000 => limit = n,
-            ("before", Some(n)) => before = Some(n),
-            _ => {
-                return Err(Problem::bad_request(
-                    "INVALID_QUERY",
-                    "audit takes limit (1-1000) and before (an entry id)",
-                ));
-            }
-        }
-    }
+    let (limit, before) = super::input::paging(&req, "audit")?;
     let entries = state
         .store
         .audit_entries(limit, before)

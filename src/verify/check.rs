@@ -37,6 +37,8 @@ pub struct Snapshot {
     /// The database has payment types (P2M, refunds, collects); an older one
     /// has only P2P, and its links are not checked.
     pub payment_types: bool,
+    /// The settlement ledger and windows (`None`: the database predates them).
+    pub ledger: Option<super::settle::Ledger>,
 }
 
 /// One registered bank as read.
@@ -100,6 +102,15 @@ pub enum Kind {
     CollectTxnUnlinked,
     /// A REQUESTED, DECLINED or EXPIRED collect with a payment.
     UnapprovedCollectPaid,
+    /// A SUCCESS payment without its ledger journal.
+    SettledNever,
+    /// A journal of a payment that is not SUCCESS, or a payment settled twice.
+    SettledWrongly,
+    /// A journal in no settlement window or in two; windows that do not tile.
+    JournalOutsideWindows,
+    /// A window's positions that are not its journals' netting, or not what
+    /// the banks' feeds hold applied for its payments.
+    WindowNetMismatch,
 }
 
 impl Kind {
@@ -122,6 +133,10 @@ impl Kind {
             Kind::CollectPaymentMismatch => "collect_payment_mismatch",
             Kind::CollectTxnUnlinked => "collect_txn_unlinked",
             Kind::UnapprovedCollectPaid => "unapproved_collect_paid",
+            Kind::SettledNever => "settled_never",
+            Kind::SettledWrongly => "settled_wrongly",
+            Kind::JournalOutsideWindows => "journal_outside_windows",
+            Kind::WindowNetMismatch => "window_net_mismatch",
         }
     }
 }
@@ -318,6 +333,11 @@ pub fn check(snapshot: &Snapshot, options: &Options) -> Report {
             "the switch's database predates payment types: refunds and collects were not checked"
                 .into(),
         );
+    }
+    match &snapshot.ledger {
+        Some(ledger) => super::settle::check(ledger, &txns, &snapshot.banks, &mut found),
+        None => notes
+            .push("the switch's database predates settlement: the ledger was not checked".into()),
     }
     let money = check_money(&banks, options, &mut found, &mut notes);
     Report {
@@ -823,6 +843,7 @@ mod tests {
             links: (1..=3).map(p2p_link).collect(),
             collects: vec![],
             payment_types: true,
+            ledger: None,
         }
     }
 

@@ -336,6 +336,7 @@ mod tests {
                 },
             ],
             payment_types: true,
+            ledger: None,
         }
     }
 

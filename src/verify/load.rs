@@ -89,6 +89,8 @@ pub async fn load(args: &VerifyArgs) -> Result<Snapshot, LoadError> {
     let last_steps = store.last_steps(&pending).await?;
     // After the transactions: a payment the links name is among them.
     let (links, collects, payment_types) = read_links(&client).await?;
+    // After the transactions: a journal's payment is among them.
+    let ledger = read_ledger(&client).await?;
     Ok(Snapshot {
         taken_at: chrono::Utc::now(),
         txns,
@@ -97,7 +99,75 @@ pub async fn load(args: &VerifyArgs) -> Result<Snapshot, LoadError> {
         links,
         collects,
         payment_types,
+        ledger,
     })
+}
+
+/// The ledger's journals and the windows with their written positions;
+/// `None` from a database that predates settlement.
+async fn read_ledger(
+    client: &tokio_postgres::Client,
+) -> Result<Option<super::settle::Ledger>, LoadError> {
+    use super::settle::{Journal, Ledger, Window};
+    let failed = |e: tokio_postgres::Error| LoadError::Query(pg::pg_message(&e));
+    let has_ledger: bool = client
+        .query_one("SELECT to_regclass('ledger_journals') IS NOT NULL", &[])
+        .await
+        .map_err(failed)?
+        .get(0);
+    if !has_ledger {
+        return Ok(None);
+    }
+    let journals = client
+        .query(
+            "SELECT id, txn_id, payer_bank, payee_bank, amount_paise FROM ledger_journals ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|r| Journal {
+            id: r.get(0),
+            txn_id: r.get(1),
+            payer_bank: r.get(2),
+            payee_bank: r.get(3),
+            amount_paise: r.get(4),
+        })
+        .collect();
+    let positions = client
+        .query(
+            "SELECT window_id, bank_code, debits_paise, credits_paise FROM settlement_positions",
+            &[],
+        )
+        .await
+        .map_err(failed)?;
+    let mut windows: Vec<Window> = client
+        .query(
+            "SELECT window_id, after_journal_id, last_journal_id, positions_at IS NOT NULL
+             FROM settlement_windows ORDER BY window_id",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|r| Window {
+            window_id: r.get(0),
+            after_journal_id: r.get(1),
+            last_journal_id: r.get(2),
+            positions: r.get::<_, bool>(3).then(Default::default),
+        })
+        .collect();
+    for p in &positions {
+        let id: i64 = p.get(0);
+        if let Some(map) = windows
+            .iter_mut()
+            .find(|w| w.window_id == id)
+            .and_then(|w| w.positions.as_mut())
+        {
+            map.insert(p.get(1), (p.get(2), p.get(3)));
+        }
+    }
+    Ok(Some(Ledger { journals, windows }))
 }
 
 /// Every transaction's type and links, and every collect request; nothing

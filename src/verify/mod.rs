@@ -13,7 +13,9 @@
 //! balances add up to it); refunds and collect requests keep their promises
 //! (`links`: a refund's original is a SUCCESS P2P/P2M, refunded at most in
 //! full, between its accounts the other way round; an approved collect has
-//! its COLLECT payment and an unapproved one none).
+//! its COLLECT payment and an unapproved one none); the settlement ledger
+//! (`settle`: every SUCCESS payment settled once, in one window, and each
+//! finished window's nets what the banks' feeds hold applied).
 //!
 //! What cannot be checked: without an expected total, balances changed
 //! outside the feeds (Bank API v1 shows no opening balances, so the opening
@@ -26,6 +28,7 @@ pub mod check;
 pub mod links;
 pub mod load;
 pub mod report;
+pub mod settle;
 
 use crate::cli::VerifyArgs;
 

@@ -919,8 +919,13 @@ pub struct EventCollector {
 
 impl EventCollector {
     /// Declares the exchange like the switch does, and a queue of our own
-    /// bound to everything, before any traffic.
+    /// bound to every transaction event, before any traffic.
     pub async fn start(exchange: &str) -> EventCollector {
+        EventCollector::bound(exchange, "txn.#").await
+    }
+
+    /// The same, bound to `pattern` (e.g. `settlement.#`).
+    pub async fn bound(exchange: &str, pattern: &str) -> EventCollector {
         use futures::StreamExt;
         use lapin::options::*;
         use lapin::types::FieldTable;
@@ -954,7 +959,7 @@ impl EventCollector {
         ch.queue_bind(
             q.name().clone(),
             exchange.into(),
-            "txn.#".into(),
+            pattern.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )

@@ -13,6 +13,9 @@
 //! update returns: type, VPAs, amount) — the last two only for
 //! the rows the update touched, so a stale write changes nothing and fails
 //! only its own saga (it is absent from the answer), never the batch.
+//! A checkpoint that makes its payment SUCCESS also posts the payment's
+//! journal (`ledger_journals`, and its debit and credit `ledger_postings`):
+//! the ledger moves in the transaction of the status, never apart from it.
 //!
 //! For each merchant payment received (`POST /payments`): its row, once per
 //! correlationId (`ON CONFLICT DO NOTHING`), so its `202` too comes after a
@@ -79,7 +82,20 @@ WITH c AS (
         reason_detail = u.reason_detail, version = u.expected + 1, updated_at = now()
     FROM u
     WHERE t.txn_id = u.txn_id AND t.version = u.expected
-    RETURNING t.txn_id, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
+    RETURNING t.txn_id, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise, t.status,
+              t.payer_bank, t.payee_bank
+), jn AS (
+    -- The ledger: a payment turning SUCCESS posts its journal here, in the
+    -- statement (the transaction) of that checkpoint. A terminal status is
+    -- written once (trigger), and the key makes a second journal impossible.
+    INSERT INTO ledger_journals (txn_id, type, payer_bank, payee_bank, amount_paise)
+    SELECT txn_id, type, payer_bank, payee_bank, amount_paise FROM upd WHERE status = 'SUCCESS'
+    ON CONFLICT (txn_id) DO NOTHING
+    RETURNING id, payer_bank, payee_bank, amount_paise
+), jp AS (
+    INSERT INTO ledger_postings (journal_id, direction, bank_code, amount_paise)
+    SELECT id, 'DEBIT', payer_bank, amount_paise FROM jn
+    UNION ALL SELECT id, 'CREDIT', payee_bank, amount_paise FROM jn
 ), upd_cp AS (
     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
     SELECT u.txn_id, u.expected + 1, u.state, u.op_id, u.detail FROM u JOIN upd USING (txn_id)

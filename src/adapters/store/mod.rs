@@ -5,7 +5,9 @@
 //! tools read back), `batch` (the one group-commit statement that writes
 //! creates and checkpoints), `guarded` (the acceptance checks a batch's
 //! limited creates pass under the database's locks), `collects` (collect
-//! requests and their expiry), `outbox` (the relay's reads and deletes).
+//! requests and their expiry), `outbox` (the relay's reads and deletes),
+//! `settlement` (windows, their close and positions, ledger balances, the
+//! settlement outbox), `recon` (reconciliation runs, feed cursors, judging).
 //!
 //! Invariants kept here:
 //! - Idempotency is decided by the database (`INSERT … ON CONFLICT DO NOTHING`
@@ -29,6 +31,8 @@ pub mod guarded;
 pub mod ops_reads;
 mod outbox;
 mod reads;
+pub mod recon;
+pub mod settlement;
 
 pub use reads::OriginalRow;
 
