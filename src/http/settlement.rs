@@ -12,7 +12,7 @@
 use super::AppState;
 use super::admin::authorise;
 use super::input::paging;
-use super::problem::{Problem, body_bytes, parse_json};
+use super::problem::{Problem, ProblemDoc, body_bytes, parse_json};
 use crate::adapters::store::recon::ppm;
 use crate::adapters::store::settlement::WindowRow;
 use crate::domain::{BankCode, Paise};
@@ -50,7 +50,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /v1/reconciliation/{window_id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReconResult {
     pub window_id: String,
     /// `RUNNING` (queued or running) or `DONE`.
@@ -61,7 +61,7 @@ pub struct ReconResult {
 }
 
 /// One mismatch of a reconciliation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MismatchView {
     pub kind: String,
     pub bank_code: String,
@@ -71,14 +71,16 @@ pub struct MismatchView {
 }
 
 /// `POST /v1/admin/reconciliation/run` body: the window, as a string or a number.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"window_id": "1"}))]
 pub struct RunRequest {
+    #[schema(value_type = String)]
     pub window_id: serde_json::Value,
 }
 
 /// `202` answer of `POST /v1/admin/reconciliation/run`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunAccepted {
     pub window_id: String,
     /// Always `RUNNING`: the run is queued (or running).
@@ -117,7 +119,14 @@ async fn load_window(
         .ok_or_else(|| unknown_window(text))
 }
 
-async fn balances(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// The switch's ledger: every bank's settlement account (credits − debits
+/// of all postings); the total is always 0.00.
+#[utoipa::path(get, path = "/v1/ledger/balances", tag = "settlement",
+    responses((status = 200, description = "Balances", body = LedgerBalances)))]
+pub(crate) async fn balances(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let rows = state
         .store
@@ -137,7 +146,13 @@ async fn balances(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     }))
 }
 
-async fn windows(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// Settlement windows, newest first (one is always OPEN).
+#[utoipa::path(get, path = "/v1/settlement/windows", tag = "settlement",
+    responses((status = 200, description = "Windows", body = WindowList)))]
+pub(crate) async fn windows(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let (limit, before) = paging(&req, "windows")?;
     let rows = state
@@ -158,7 +173,14 @@ async fn windows(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     }))
 }
 
-async fn window(
+/// One window with its multilateral net positions (closed windows).
+#[utoipa::path(get, path = "/v1/settlement/windows/{id}", tag = "settlement",
+    params(("id" = String, Path, description = "A window id (digits)", example = "1")),
+    responses(
+        (status = 200, description = "The window", body = WindowDetail),
+        (status = 404, description = "UNKNOWN_WINDOW", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn window(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -200,7 +222,14 @@ fn report_bank(req: &HttpRequest) -> Result<String, Problem> {
     }
 }
 
-async fn report(
+/// One bank's side of every payment in a window, as CSV.
+#[utoipa::path(get, path = "/v1/settlement/windows/{id}/report.csv", tag = "settlement",
+    params(("id" = String, Path, description = "A window id (digits)", example = "1"), ("bank" = String, Query, description = "A bank code", example = "HDFC")),
+    responses(
+        (status = 200, description = "txn_id,type,direction,amount,counterparty_bank,settled_at", content_type = "text/csv", body = String),
+        (status = 404, description = "UNKNOWN_WINDOW or UNKNOWN_BANK", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn report(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -270,7 +299,12 @@ async fn report(
         .streaming(pages))
 }
 
-async fn close(
+/// Closes the open window (an empty one too) and opens the next; atomic,
+/// finished exactly once even if the switch dies midway (audited).
+#[utoipa::path(post, path = "/v1/admin/settlement/close", tag = "settlement",
+    request_body(content = Option<Object>, description = "Empty, or a JSON object (ignored)"),
+    responses((status = 200, description = "Closed and opened", body = CloseAnswer)))]
+pub(crate) async fn close(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
@@ -291,7 +325,14 @@ async fn close(
     }))
 }
 
-async fn reconciliation(
+/// A closed window's reconciliation against the banks' change feeds.
+#[utoipa::path(get, path = "/v1/reconciliation/{window_id}", tag = "settlement",
+    params(("window_id" = String, Path, description = "A window id (digits)", example = "1")),
+    responses(
+        (status = 200, description = "The run's result so far", body = ReconResult),
+        (status = 404, description = "UNKNOWN_WINDOW, or no run for it", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn reconciliation(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -327,7 +368,16 @@ async fn reconciliation(
     }))
 }
 
-async fn run_reconciliation(
+/// Queues (again) the reconciliation of a closed window (audited).
+#[utoipa::path(post, path = "/v1/admin/reconciliation/run", tag = "settlement",
+    request_body = RunRequest,
+    responses(
+        (status = 202, description = "Queued", body = RunAccepted),
+        (status = 404, description = "UNKNOWN_WINDOW", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "WINDOW_OPEN: close it first", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "INVALID_WINDOW_ID", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn run_reconciliation(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,

@@ -72,7 +72,7 @@ fn bank_entry<'m, 'a>(map: &'m mut BTreeMap<&'a str, Position>, bank: &'a str) -
 }
 
 /// A position as the API and the events show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PositionView {
     pub bank_code: String,
     pub debits: String,
@@ -99,7 +99,7 @@ pub fn status_text(open: bool) -> &'static str {
 }
 
 /// One window in `GET /v1/settlement/windows`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowSummary {
     pub window_id: String,
     pub status: String,
@@ -108,13 +108,13 @@ pub struct WindowSummary {
 }
 
 /// `GET /v1/settlement/windows`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowList {
     pub windows: Vec<WindowSummary>,
 }
 
 /// `GET /v1/settlement/windows/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowDetail {
     pub window_id: String,
     pub status: String,
@@ -126,21 +126,21 @@ pub struct WindowDetail {
 }
 
 /// `POST /v1/admin/settlement/close`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CloseAnswer {
     pub closed: String,
     pub opened: String,
 }
 
 /// One account of `GET /v1/ledger/balances`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountBalance {
     pub bank_code: String,
     pub balance: String,
 }
 
 /// `GET /v1/ledger/balances`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerBalances {
     pub accounts: Vec<AccountBalance>,
     pub total: String,
