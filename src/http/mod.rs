@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body_deadline;
 pub mod clients;
 pub mod collects;
+pub mod console;
 pub mod events;
 pub mod input;
 pub mod openapi;
@@ -167,6 +168,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(settlement::config)
         .configure(crate::merchant::http::config)
         .configure(openapi::config)
+        .configure(console::config)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
