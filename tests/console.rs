@@ -288,6 +288,24 @@ async fn an_operator_signs_in_sees_the_banks_and_a_payment_and_forces_a_circuit_
     b.wait_text(".bank[data-code=\"HDFC\"] h3", "DOWN").await;
     b.wait_text("#audit", "circuit").await;
 
+    // Close the settlement window holding the payment: the page shows the
+    // closed window's positions, the API has it closed.
+    b.click("#close-window").await;
+    b.wait_text("#confirm-text", "settlement window").await;
+    b.click("#confirm-yes").await;
+    b.wait_text("#result", "Window 1 closed; window 2 is open")
+        .await;
+    let (_, windows) =
+        common::get_json(&w.http, &format!("{}/v1/settlement/windows", w.switch.url)).await;
+    let closed = windows["windows"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["window_id"] == "1"))
+        .expect("window 1")
+        .clone();
+    assert_eq!(closed["status"], "CLOSED", "{windows}");
+    b.wait_text("#settlement", "window 1 · 1 payment ·").await;
+    b.wait_text("#settlement", "reconciliation").await;
+
     let png = b.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");

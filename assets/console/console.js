@@ -253,7 +253,7 @@ async function drawSettlement(list) {
       api("GET", "/v1/reconciliation/" + closed.window_id).catch(() => null),
     ]);
     shownWindow = closed.window_id;
-    parts.push(el("p", {}, `last closed: window ${detail.window_id} · ${detail.txn_count} payments · gross ${detail.gross} · closed ${detail.closed_at}`));
+    parts.push(el("p", {}, `last closed: window ${detail.window_id} · ${detail.txn_count} payment${detail.txn_count === 1 ? "" : "s"} · gross ${detail.gross} · closed ${detail.closed_at}`));
     if (detail.positions.length) {
       parts.push(bars(detail.positions, (p) => `${p.bank_code} (${p.txn_count})`, (p) => Number(p.net)));
     }

@@ -666,6 +666,11 @@ fn how_to_look(
         format!(
             "The switch is still running at {switch} (Ctrl-C stops it and the banks). Look around:"
         ),
+        format!(
+            "  # the operators' console (sign in with the operator token{}): {switch}/console",
+            token.map_or(String::new(), |t| format!(" {t}"))
+        ),
+        format!("  # the API's reference (OpenAPI, Swagger UI): {switch}/docs"),
         "  # operators' view (the demo's operator token):".to_string(),
         format!("  curl -s{bearer} {switch}/v1/ops/banks"),
         format!("  curl -s{bearer} '{switch}/v1/ops/audit?limit=5'"),
