@@ -57,6 +57,10 @@ pub fn operator_client(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_max_idle_per_host(pool)
+        // Below the servers' keep-alive (actix: 5 s): a connection the
+        // server is closing is never picked for a request (a GET of
+        // balances once failed with "error sending request" that way).
+        .pool_idle_timeout(Duration::from_secs(3))
         .default_headers(headers)
         .no_proxy()
         .build()
