@@ -62,6 +62,9 @@ pub enum Command {
     /// Start a rig (or use a running one), drive it open loop at each rate, and report
     /// latency, CPU per saga for every component, context switches and RSS per in-flight saga.
     Bench(BenchArgs),
+    /// Ingest the switch's events (RabbitMQ) into the analytics store and its daily
+    /// summaries; `analytics rebuild --from D --to D` recomputes days from the raw store.
+    Analytics(crate::analytics::AnalyticsArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -257,7 +260,11 @@ pub struct SwitchConfig {
     pub rate_limit_burst: u32,
     /// Rate limit: what to do when Redis cannot be asked (allow the request, or deny it with 503).
     #[arg(long, env = "RATE_LIMIT_WHEN_REDIS_DOWN", value_enum, default_value_t = WhenRedisDown::Allow)]
-    pub rate_limit_when_redis_down: WhenRedisDown,
+    pub rate_limit_when_redis_down: WhenRedisDown,    /// Run the analytics ingest (what `upi-switch analytics` runs) in this process too.
+    #[arg(long, env = "ANALYTICS_INGEST")]
+    pub analytics: bool,
+    #[command(flatten)]
+    pub analytics_ingest: crate::analytics::IngestFlags,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -84,6 +84,9 @@ async fn main() -> ExitCode {
             };
         }
         Command::Loadgen(args) => loadgen::run(args).await.map_err(|e| e.to_string()),
+        Command::Analytics(args) => upi_switch::analytics::run(args)
+            .await
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -222,6 +222,16 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     );
     let outbox = relay.status();
     let relay_addr = relay.start();
+    // --- Analytics (issue 16): the API reads its tables; the ingest runs
+    // here only with --analytics (else as `upi-switch analytics`).
+    let analytics = crate::analytics::AnalyticsStore::new(store.pool.clone());
+    if cfg.analytics {
+        crate::analytics::spawn(
+            analytics.clone(),
+            cfg.analytics_ingest.config(amqp.clone()),
+            &metrics.registry,
+        );
+    }
     let events = http::events::EventStreams {
         feed: EventFeed::start(amqp, metrics.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_event_streams.max(1))),
@@ -256,6 +266,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         outbox,
         cache,
         node: node.clone(),
+        analytics,
     };
     let drain = Drainer {
         node,

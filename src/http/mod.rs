@@ -4,6 +4,7 @@
 //! — the same function the server and the tests use.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod body_deadline;
 pub mod clients;
@@ -105,6 +106,8 @@ pub struct AppState {
     pub cache: Cache,
     /// This process as a node of the cluster: its id, lease and drain state.
     pub node: crate::cluster::Node,
+    /// The analytics tables (`/v1/analytics/*`).
+    pub analytics: crate::analytics::AnalyticsStore,
 }
 
 /// `415 UNSUPPORTED_MEDIA_TYPE` for a body on the switch's JSON API
@@ -158,6 +161,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(events::config)
         .configure(admin::config)
         .configure(ops::config)
+        .configure(analytics::config)
         .configure(crate::merchant::http::config)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
