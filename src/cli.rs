@@ -260,7 +260,8 @@ pub struct SwitchConfig {
     pub rate_limit_burst: u32,
     /// Rate limit: what to do when Redis cannot be asked (allow the request, or deny it with 503).
     #[arg(long, env = "RATE_LIMIT_WHEN_REDIS_DOWN", value_enum, default_value_t = WhenRedisDown::Allow)]
-    pub rate_limit_when_redis_down: WhenRedisDown,    /// Run the analytics ingest (what `upi-switch analytics` runs) in this process too.
+    pub rate_limit_when_redis_down: WhenRedisDown,
+    /// Run the analytics ingest (what `upi-switch analytics` runs) in this process too.
     #[arg(long, env = "ANALYTICS_INGEST")]
     pub analytics: bool,
     #[command(flatten)]

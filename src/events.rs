@@ -241,6 +241,9 @@ mod tests {
             "at": "2026-12-01T10:00:00Z"
         });
         let e: TxnEvent = serde_json::from_value(old).unwrap();
-        assert_eq!((e.payer_bank, e.merchant_vpa, e.created_at), (None, None, None));
+        assert_eq!(
+            (e.payer_bank, e.merchant_vpa, e.created_at),
+            (None, None, None)
+        );
     }
 }

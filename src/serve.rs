@@ -230,7 +230,8 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
             analytics.clone(),
             cfg.analytics_ingest.config(amqp.clone()),
             &metrics.registry,
-        );
+        )
+        .await;
     }
     let events = http::events::EventStreams {
         feed: EventFeed::start(amqp, metrics.clone()),

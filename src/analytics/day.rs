@@ -23,7 +23,8 @@ pub fn ist_day(at: DateTime<Utc>) -> NaiveDate {
 /// The instant an IST day starts.
 pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
     let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
-    DateTime::<Utc>::from_naive_utc_and_offset(midnight, Utc) - Duration::seconds(IST_OFFSET_S.into())
+    DateTime::<Utc>::from_naive_utc_and_offset(midnight, Utc)
+        - Duration::seconds(IST_OFFSET_S.into())
 }
 
 /// Why a date range was refused; each is a stable API code.
@@ -84,8 +85,14 @@ impl DayRange {
         to: Option<&str>,
         today: NaiveDate,
     ) -> Result<DayRange, RangeError> {
-        let to = to.map(|v| parse_date("to", v)).transpose()?.unwrap_or(today);
-        let from = from.map(|v| parse_date("from", v)).transpose()?.unwrap_or(to);
+        let to = to
+            .map(|v| parse_date("to", v))
+            .transpose()?
+            .unwrap_or(today);
+        let from = from
+            .map(|v| parse_date("from", v))
+            .transpose()?
+            .unwrap_or(to);
         DayRange::new(from, to)
     }
 
@@ -129,11 +136,21 @@ mod tests {
         let today = d("2026-12-01");
         assert_eq!(
             DayRange::parse(None, None, today).unwrap(),
-            DayRange { from: today, to: today }
+            DayRange {
+                from: today,
+                to: today
+            }
         );
         let r = DayRange::parse(Some("2026-11-30"), None, today).unwrap();
         assert_eq!(r.days().count(), 2);
-        for bad in ["2026-1-01", "2026-02-30", "x", "", "2026-12-01T00:00:00Z", "+026-12-01"] {
+        for bad in [
+            "2026-1-01",
+            "2026-02-30",
+            "x",
+            "",
+            "2026-12-01T00:00:00Z",
+            "+026-12-01",
+        ] {
             let e = DayRange::parse(Some(bad), None, today).unwrap_err();
             assert_eq!(e.code(), "INVALID_DATE", "{bad}");
         }

@@ -114,6 +114,39 @@ impl IngestMetrics {
     }
 }
 
+/// Declares the exchange and the ingest's durable queue, bound to every
+/// event. Events published before the queue first exists are not in it:
+/// whoever starts the ingest calls this before traffic (`serve --analytics`
+/// before it listens, `upi-switch analytics` before it says `LISTENING`).
+pub async fn declare(cfg: &IngestConfig) -> Result<(), AmqpError> {
+    let (conn, channel) = amqp::connect(&cfg.amqp, "upi-switch analytics setup").await?;
+    let declared = declare_on(&channel, cfg).await;
+    let _ = within(conn.close(200, ShortString::from("declared"))).await;
+    declared
+}
+
+async fn declare_on(channel: &lapin::Channel, cfg: &IngestConfig) -> Result<(), AmqpError> {
+    amqp::declare_topology(channel, &cfg.amqp).await?;
+    let queue = ShortString::from(cfg.queue());
+    within(channel.queue_declare(
+        queue.clone(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        cfg.amqp.consumer_queue_args(),
+    ))
+    .await?;
+    within(channel.queue_bind(
+        queue,
+        ShortString::from(cfg.amqp.exchange.as_str()),
+        ShortString::from("txn.#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+}
+
 /// Runs the ingest for good: sessions, each ended by an error, with a
 /// doubling pause between them. Retention runs between batches.
 pub async fn run(store: AnalyticsStore, cfg: IngestConfig, metrics: IngestMetrics) {
@@ -152,25 +185,8 @@ async fn consume(
     let today = super::day::ist_day(chrono::Utc::now());
     store.create_ahead(today, 2).await?;
     let (conn, channel) = amqp::connect(&cfg.amqp, "upi-switch analytics ingest").await?;
-    amqp::declare_topology(&channel, &cfg.amqp).await?;
+    declare_on(&channel, cfg).await?;
     let queue = ShortString::from(cfg.queue());
-    within(channel.queue_declare(
-        queue.clone(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        cfg.amqp.consumer_queue_args(),
-    ))
-    .await?;
-    within(channel.queue_bind(
-        queue.clone(),
-        ShortString::from(cfg.amqp.exchange.as_str()),
-        ShortString::from("txn.#"),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await?;
     within(channel.basic_qos(cfg.prefetch.max(1), BasicQosOptions::default())).await?;
     let mut consumer = within(channel.basic_consume(
         queue,

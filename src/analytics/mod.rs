@@ -155,13 +155,14 @@ async fn run_ingest(args: IngestArgs) -> Result<(), AnalyticsError> {
     let pool = pg::prepare(&args.database_url, Schema::Switch, 4).await?;
     let registry = prometheus::Registry::new();
     let metrics = ingest::IngestMetrics::register(&registry);
-    if let Some(addr) = args.listen {
-        serve_metrics(addr, registry)?;
-    }
     let cfg = args.flags.config(AmqpConfig {
         url: args.amqp_url,
         exchange: args.events_exchange,
     });
+    declare_or_warn(&cfg).await;
+    if let Some(addr) = args.listen {
+        serve_metrics(addr, registry)?;
+    }
     tracing::info!(queue = %cfg.queue(), "analytics ingest starting");
     let ingest = ingest::run(AnalyticsStore::new(pool), cfg, metrics);
     tokio::select! {
@@ -174,10 +175,23 @@ async fn run_ingest(args: IngestArgs) -> Result<(), AnalyticsError> {
     }
 }
 
-/// Starts the ingest inside another process (`serve --analytics`).
-pub fn spawn(store: AnalyticsStore, cfg: ingest::IngestConfig, registry: &prometheus::Registry) {
+/// Starts the ingest inside another process (`serve --analytics`), its
+/// queue declared first (bounded by the broker deadline) so that the events
+/// of the first payments are in it.
+pub async fn spawn(
+    store: AnalyticsStore,
+    cfg: ingest::IngestConfig,
+    registry: &prometheus::Registry,
+) {
     let metrics = ingest::IngestMetrics::register(registry);
+    declare_or_warn(&cfg).await;
     tokio::spawn(ingest::run(store, cfg, metrics));
+}
+
+async fn declare_or_warn(cfg: &ingest::IngestConfig) {
+    if let Err(e) = ingest::declare(cfg).await {
+        tracing::warn!(error = %e, queue = %cfg.queue(), "analytics: cannot declare the ingest queue yet; the ingest declares it when RabbitMQ answers (events published meanwhile are not in it)");
+    }
 }
 
 fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> Result<(), AnalyticsError> {
@@ -191,7 +205,8 @@ fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> Result<(),
         App::new()
             .route(
                 "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+                web::get()
+                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
             )
             .route(
                 "/metrics",

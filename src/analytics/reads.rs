@@ -41,9 +41,7 @@ impl AnalyticsStore {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT day, {COLS} FROM analytics_daily WHERE day BETWEEN $1 AND $2"
-                ),
+                &format!("SELECT day, {COLS} FROM analytics_daily WHERE day BETWEEN $1 AND $2"),
                 &[&range.from, &range.to],
             )
             .await?;

@@ -98,8 +98,7 @@ fn validate(d: &Delivery, message_id: &str) -> Result<CleanEvent, String> {
             d.body.len()
         ));
     }
-    let value: Value =
-        serde_json::from_slice(&d.body).map_err(|e| format!("NOT_JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(&d.body).map_err(|e| format!("NOT_JSON: {e}"))?;
     let obj = value
         .as_object()
         .ok_or_else(|| "NOT_JSON: the body is not a JSON object".to_string())?;
@@ -154,14 +153,18 @@ fn validate(d: &Delivery, message_id: &str) -> Result<CleanEvent, String> {
     };
     match (txn_type, &merchant_vpa) {
         ("P2M" | "COLLECT", None) => {
-            return Err(format!("MISSING_FIELD: merchant_vpa (a {txn_type} names its merchant)"));
+            return Err(format!(
+                "MISSING_FIELD: merchant_vpa (a {txn_type} names its merchant)"
+            ));
         }
         ("P2P", Some(_)) => return Err("BAD_FIELD: a P2P payment names no merchant".into()),
         _ => {}
     }
     let created_at = time(obj, "created_at")?;
     let at = time(obj, "at")?;
-    if created_at > d.received_at + MAX_SKEW || created_at < d.received_at - Duration::days(MAX_AGE_DAYS) {
+    if created_at > d.received_at + MAX_SKEW
+        || created_at < d.received_at - Duration::days(MAX_AGE_DAYS)
+    {
         return Err(format!(
             "BAD_TIMESTAMP: created_at {created_at} is not within {MAX_AGE_DAYS} days before its receipt ({})",
             d.received_at
@@ -264,8 +267,16 @@ mod tests {
             ("txn_type", serde_json::json!("X"), "UNKNOWN_TYPE"),
             ("payer_bank", Value::Null, "MISSING_FIELD"),
             ("merchant_vpa", Value::Null, "MISSING_FIELD"),
-            ("created_at", serde_json::json!("yesterday"), "BAD_TIMESTAMP"),
-            ("created_at", serde_json::json!("2020-01-01T00:00:00Z"), "BAD_TIMESTAMP"),
+            (
+                "created_at",
+                serde_json::json!("yesterday"),
+                "BAD_TIMESTAMP",
+            ),
+            (
+                "created_at",
+                serde_json::json!("2020-01-01T00:00:00Z"),
+                "BAD_TIMESTAMP",
+            ),
             ("seq", serde_json::json!(0), "BAD_FIELD"),
         ] {
             let mut e = event(txn, 3);

@@ -9,7 +9,7 @@
 //! a retention sweep never interleave: a clean row's transition is always
 //! computed from the row as committed.
 
-use super::record::{CleanEvent, Checked, Delivery};
+use super::record::{Checked, CleanEvent, Delivery};
 use super::summary::{Deltas, TxnState, fold};
 use crate::adapters::pg::DbError;
 use chrono::NaiveDate;
@@ -235,7 +235,9 @@ impl AnalyticsStore {
                 .collect();
             let refused: Vec<(&Delivery, &str, &str)> = checked
                 .iter()
-                .filter_map(|(d, c)| Some((d, c.message_id.as_str(), c.outcome.as_ref().err()?.as_str())))
+                .filter_map(|(d, c)| {
+                    Some((d, c.message_id.as_str(), c.outcome.as_ref().err()?.as_str()))
+                })
                 .collect();
             done.rejected += refused.len() as u64;
             insert_rejects(&tx, &refused).await?;
@@ -245,7 +247,10 @@ impl AnalyticsStore {
         deltas.prune();
         write_deltas(&tx, &deltas).await?;
         done.transactions = tx
-            .query_one("SELECT count(*) FROM analytics_txns WHERE day = $1", &[&day])
+            .query_one(
+                "SELECT count(*) FROM analytics_txns WHERE day = $1",
+                &[&day],
+            )
             .await?
             .get::<_, i64>(0) as u64;
         tx.commit().await?;

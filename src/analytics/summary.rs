@@ -245,7 +245,10 @@ mod tests {
         let all = run(&[in_order.concat()]);
         assert_eq!(one, all);
         let day = one.daily.values().next().copied().unwrap();
-        assert_eq!((day.total, day.success, day.failed, day.pending), (3, 2, 1, 0));
+        assert_eq!(
+            (day.total, day.success, day.failed, day.pending),
+            (3, 2, 1, 0)
+        );
         assert_eq!((day.amount_success, day.amount_total), (2000, 3000));
         let shop = one.merchant.values().next().copied().unwrap();
         assert_eq!((shop.total, shop.success, shop.refunded), (1, 1, 1000));

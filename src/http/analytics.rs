@@ -16,7 +16,10 @@ use serde::Serialize;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/analytics/daily", web::get().to(daily))
-        .route("/v1/analytics/merchants/{vpa}/daily", web::get().to(merchant))
+        .route(
+            "/v1/analytics/merchants/{vpa}/daily",
+            web::get().to(merchant),
+        )
         .route("/v1/analytics/banks/daily", web::get().to(banks))
         .route("/v1/analytics/status", web::get().to(status));
 }

@@ -871,7 +871,7 @@ impl World {
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A uniquely named event exchange for one test; deleted (with its
-/// dead-letter exchange and queue) when dropped.
+/// dead-letter exchange and queue, and the analytics ingest's queue) when dropped.
 pub struct TestExchange {
     pub name: String,
 }
@@ -896,10 +896,12 @@ impl Drop for TestExchange {
             let Ok(ch) = conn.create_channel().await else {
                 return;
             };
-            let dead = format!("{name}.dead");
-            let _ = ch
-                .queue_delete(dead.into(), QueueDeleteOptions::default())
-                .await;
+            // Its dead letters and the analytics ingest's queue.
+            for queue in [format!("{name}.dead"), format!("{name}.analytics")] {
+                let _ = ch
+                    .queue_delete(queue.into(), QueueDeleteOptions::default())
+                    .await;
+            }
             for x in [name.clone(), format!("{name}.dlx")] {
                 let _ = ch
                     .exchange_delete(x.into(), ExchangeDeleteOptions::default())
