@@ -653,6 +653,10 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Also run the analytics ingest (`upi-switch analytics`) as a process of its own and
+    /// report its CPU seconds per 1,000 events, per rate.
+    #[arg(long)]
+    pub analytics: bool,
     /// Let loadgen follow every payment with `?wait=` long-polls (its old, dearer way)
     /// instead of only posting.
     #[arg(long)]
