@@ -142,11 +142,13 @@ async fn rebuild(args: RebuildArgs) -> Result<(), AnalyticsError> {
     let pool = pg::prepare(&args.database_url, Schema::Switch, 2).await?;
     let store = AnalyticsStore::new(pool);
     for d in range.days() {
-        let done = store.rebuild_day(d).await?;
-        println!(
-            "rebuilt {d}: {} events, {} transactions, {} rejected",
-            done.events, done.transactions, done.rejected
-        );
+        match store.rebuild_day(d).await? {
+            Some(done) => println!(
+                "rebuilt {d}: {} events, {} transactions, {} rejected",
+                done.events, done.transactions, done.rejected
+            ),
+            None => println!("skipped {d}: no raw events kept for it; its summaries are left as they are"),
+        }
     }
     Ok(())
 }

@@ -188,10 +188,22 @@ impl AnalyticsStore {
 
     /// Recomputes one day's clean rows and summaries from its raw partition,
     /// in one transaction (readers see the old numbers or the new ones).
-    pub async fn rebuild_day(&self, day: NaiveDate) -> Result<Rebuilt, DbError> {
+    /// `None`: the day has no raw partition (none stored, or dropped by
+    /// retention), and its summaries are left as they are.
+    pub async fn rebuild_day(&self, day: NaiveDate) -> Result<Option<Rebuilt>, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         lock(&tx).await?;
+        let partition: Option<String> = tx
+            .query_one(
+                "SELECT to_regclass($1)::text",
+                &[&partition_name(day)],
+            )
+            .await?
+            .get(0);
+        if partition.is_none() {
+            return Ok(None);
+        }
         for table in [
             "analytics_txns",
             "analytics_daily",
@@ -254,7 +266,7 @@ impl AnalyticsStore {
             .await?
             .get::<_, i64>(0) as u64;
         tx.commit().await?;
-        Ok(done)
+        Ok(Some(done))
     }
 
     /// Drops the raw partitions of days before `cutoff`; returns their names.
