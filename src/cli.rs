@@ -76,16 +76,8 @@ pub struct SwitchConfig {
     /// Redis URL (cache and rate limits; the switch works without it).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// RabbitMQ URL (domain events).
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// RabbitMQ topic exchange the outbox relay publishes domain events to.
-    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "upi.events")]
-    pub events_exchange: String,
+    #[command(flatten)]
+    pub events: EventBusArgs,
     /// Most outbox events published per relay round.
     #[arg(long, env = "OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,
@@ -266,6 +258,31 @@ pub struct SwitchConfig {
     pub analytics: bool,
     #[command(flatten)]
     pub analytics_ingest: crate::analytics::IngestFlags,
+}
+
+/// Where domain events travel: the switch publishes there, the analytics
+/// ingest consumes from there.
+#[derive(Args, Debug, Clone)]
+pub struct EventBusArgs {
+    /// RabbitMQ URL (domain events).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// RabbitMQ topic exchange the outbox relay publishes domain events to.
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "upi.events")]
+    pub events_exchange: String,
+}
+
+impl EventBusArgs {
+    pub fn config(&self) -> crate::adapters::amqp::AmqpConfig {
+        crate::adapters::amqp::AmqpConfig {
+            url: self.amqp_url.clone(),
+            exchange: self.events_exchange.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

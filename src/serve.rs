@@ -15,7 +15,6 @@ use crate::actors::outbox_relay::{OutboxRelay, RelayConfig};
 use crate::actors::psp_adapter::AdapterConfig;
 use crate::actors::registry::{Admission, TxnRegistry};
 use crate::actors::transaction::SagaDeps;
-use crate::adapters::amqp::AmqpConfig;
 use crate::adapters::bank_client::BankClient;
 use crate::adapters::cache::{Cache, CacheConfig, RateLimit};
 use crate::adapters::event_feed::EventFeed;
@@ -207,10 +206,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     // --- Events: the outbox relay (one leader among processes) and this
     // process's consumer for SSE streams. Neither blocks start-up: both
     // connect (and reconnect) in the background.
-    let amqp = AmqpConfig {
-        url: cfg.amqp_url.clone(),
-        exchange: cfg.events_exchange.clone(),
-    };
+    let amqp = cfg.events.config();
     let relay = OutboxRelay::new(
         store.clone(),
         RelayConfig {

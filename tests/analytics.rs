@@ -192,18 +192,6 @@ async fn pay(w: &World, body: Value) -> String {
     answer["txn_id"].as_str().expect("txn_id").to_string()
 }
 
-async fn post_keyed(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let resp = http
-        .post(url)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// A world whose switch publishes to its own exchange, with a merchant.
 async fn world(exchange: &TestExchange, extra: &[&str]) -> World {
     let mut flags = vec!["--events-exchange", exchange.name.as_str()];
@@ -414,8 +402,15 @@ async fn summaries_equal_the_switch_after_replayed_duplicates_and_a_rebuild() {
         .output()
         .expect("run rebuild");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("rebuilt") && said.contains("skipped"), "{said}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("rebuilt") && said.contains("skipped"),
+        "{said}"
+    );
     assert_summaries_converge(&w.http, &w.switch.url, &docs, "after rebuild").await;
 }
 

@@ -264,9 +264,8 @@ async fn handle(
     // Refused ones to the dead letters first, then everything up to the
     // last accepted one in one ack.
     for &i in &applied.rejected {
-        for (_, c) in [&items[i]] {
-            tracing::warn!(message_id = %c.message_id, reason = ?c.outcome.as_ref().err(), "analytics: event refused; dead-lettered");
-        }
+        let c = &items[i].1;
+        tracing::warn!(message_id = %c.message_id, reason = ?c.outcome.as_ref().err(), "analytics: event refused; dead-lettered");
         within(batch[i].acker.nack(BasicNackOptions {
             multiple: false,
             requeue: false,

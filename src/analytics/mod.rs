@@ -86,16 +86,8 @@ pub struct IngestArgs {
     /// Postgres URL of the switch's database (analytics tables live there).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_SWITCH_DB)]
     pub database_url: String,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// The switch's event exchange.
-    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "upi.events")]
-    pub events_exchange: String,
+    #[command(flatten)]
+    pub events: crate::cli::EventBusArgs,
     /// Serve `/metrics` and `/healthz` here (port 0: a free port, printed as `LISTENING <addr>`).
     #[arg(long = "listen", env = "ANALYTICS_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -147,7 +139,9 @@ async fn rebuild(args: RebuildArgs) -> Result<(), AnalyticsError> {
                 "rebuilt {d}: {} events, {} transactions, {} rejected",
                 done.events, done.transactions, done.rejected
             ),
-            None => println!("skipped {d}: no raw events kept for it; its summaries are left as they are"),
+            None => println!(
+                "skipped {d}: no raw events kept for it; its summaries are left as they are"
+            ),
         }
     }
     Ok(())
@@ -157,10 +151,7 @@ async fn run_ingest(args: IngestArgs) -> Result<(), AnalyticsError> {
     let pool = pg::prepare(&args.database_url, Schema::Switch, 4).await?;
     let registry = prometheus::Registry::new();
     let metrics = ingest::IngestMetrics::register(&registry);
-    let cfg = args.flags.config(AmqpConfig {
-        url: args.amqp_url,
-        exchange: args.events_exchange,
-    });
+    let cfg = args.flags.config(args.events.config());
     declare_or_warn(&cfg).await;
     if let Some(addr) = args.listen {
         serve_metrics(addr, registry)?;
@@ -169,7 +160,7 @@ async fn run_ingest(args: IngestArgs) -> Result<(), AnalyticsError> {
     let ingest = ingest::run(AnalyticsStore::new(pool), cfg, metrics);
     tokio::select! {
         () = ingest => Ok(()),
-        () = stop_signal() => {
+        _ = crate::traffic::shutdown_signal() => {
             // Unacknowledged deliveries go back to the queue with the connection.
             tracing::info!("analytics ingest stopping");
             Ok(())
@@ -234,19 +225,4 @@ fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> Result<(),
     }
     tokio::spawn(server.run());
     Ok(())
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -69,12 +69,13 @@ impl AnalyticsStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Creates the raw partitions of these days that do not exist yet.
+    /// Creates the raw partitions of these days not known to exist; returns
+    /// them, for the caller to remember once its transaction committed.
     async fn ensure_partitions(
         &self,
         tx: &Transaction<'_>,
         days: impl IntoIterator<Item = NaiveDate>,
-    ) -> Result<(), DbError> {
+    ) -> Result<Vec<NaiveDate>, DbError> {
         let missing: Vec<NaiveDate> = {
             let known = self.known();
             let mut m: Vec<NaiveDate> = days.into_iter().filter(|d| !known.contains(d)).collect();
@@ -91,8 +92,7 @@ impl AnalyticsStore {
             ))
             .await?;
         }
-        self.known().extend(missing);
-        Ok(())
+        Ok(missing)
     }
 
     /// Creates partitions ahead (today and the next days), outside any batch.
@@ -100,9 +100,11 @@ impl AnalyticsStore {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         lock(&tx).await?;
-        self.ensure_partitions(&tx, from.iter_days().take(days as usize))
+        let made = self
+            .ensure_partitions(&tx, from.iter_days().take(days as usize))
             .await?;
         tx.commit().await?;
+        self.known().extend(made);
         Ok(())
     }
 
@@ -127,7 +129,8 @@ impl AnalyticsStore {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         lock(&tx).await?;
-        self.ensure_partitions(&tx, unique.iter().map(|&i| batch[i].1.day))
+        let made = self
+            .ensure_partitions(&tx, unique.iter().map(|&i| batch[i].1.day))
             .await?;
         let fresh = insert_raw(&tx, unique.iter().map(|&i| &batch[i])).await?;
         applied.duplicates = (batch.len() - fresh.len()) as u64;
@@ -168,6 +171,7 @@ impl AnalyticsStore {
         )
         .await?;
         tx.commit().await?;
+        self.known().extend(made);
         Ok(applied)
     }
 
@@ -195,10 +199,7 @@ impl AnalyticsStore {
         let tx = client.transaction().await?;
         lock(&tx).await?;
         let partition: Option<String> = tx
-            .query_one(
-                "SELECT to_regclass($1)::text",
-                &[&partition_name(day)],
-            )
+            .query_one("SELECT to_regclass($1)::text", &[&partition_name(day)])
             .await?
             .get(0);
         if partition.is_none() {

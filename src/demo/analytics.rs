@@ -17,6 +17,17 @@ async fn get(http: &Client, url: String) -> Option<Value> {
     resp.json().await.ok()
 }
 
+/// An API amount (exact rupees text) with Indian grouping, as the rest of
+/// the summary shows money.
+fn inr(amount: &Value) -> String {
+    use crate::domain::Paise;
+    let text = amount.as_str().unwrap_or("?");
+    match Paise::parse_rupees(text, Paise(i64::MAX)) {
+        Ok(p) => p.to_inr(),
+        Err(_) => format!("₹{text}"),
+    }
+}
+
 /// Waits until the ingest stored every event (no pending transaction and
 /// the count steady for half a second), then renders today's numbers.
 pub async fn today(http: &Client, switch: &str) -> String {
@@ -62,15 +73,15 @@ pub async fn today(http: &Client, switch: &str) -> String {
             day["success_rate"].as_f64().unwrap_or(0.0) * 100.0
         ),
         format!(
-            "amount success / total:       ₹{} / ₹{}",
-            day["amount_success"].as_str().unwrap_or("?"),
-            day["amount_total"].as_str().unwrap_or("?")
+            "amount success / total:       {} / {}",
+            inr(&day["amount_success"]),
+            inr(&day["amount_total"])
         ),
     ];
     if let Some(banks) = get(http, format!("{switch}/v1/analytics/banks/daily")).await {
         for b in banks["days"].as_array().into_iter().flatten() {
             out.push(format!(
-                "  {:<28}{} transactions, {} success, ₹{}",
+                "  {:<28}{} transactions, {} success, {}",
                 format!(
                     "{} -> {}",
                     b["payer_bank"].as_str().unwrap_or("?"),
@@ -78,7 +89,7 @@ pub async fn today(http: &Client, switch: &str) -> String {
                 ),
                 n(b, "total"),
                 n(b, "success"),
-                b["amount_total"].as_str().unwrap_or("?")
+                inr(&b["amount_total"])
             ));
         }
     }

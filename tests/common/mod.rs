@@ -332,6 +332,23 @@ pub async fn post_burst(
     answers
 }
 
+/// POSTs JSON with a fresh `Idempotency-Key`; returns (status, body as JSON or Null).
+pub async fn post_keyed(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client
+        .post(url)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// An HTTP client that sends the operator's bearer token with every call.
 pub fn operator_http(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
