@@ -1,7 +1,8 @@
 //! The demo's last section: today's summary as the analytics API serves it
 //! (`GET /v1/analytics/daily`, `/banks/daily`, `/status`), once the ingest
 //! (`serve --analytics`, which the demo turns on) has caught up with the
-//! events. Reads only; it waits at most `CATCH_UP_LIMIT`.
+//! events. Reads only; it waits at most `CATCH_UP_LIMIT`, and 3 s when
+//! nothing arrives (RabbitMQ away: the events wait in the outbox).
 
 use reqwest::Client;
 use serde_json::Value;
@@ -33,6 +34,7 @@ fn inr(amount: &Value) -> String {
 pub async fn today(http: &Client, switch: &str) -> String {
     let started = Instant::now();
     let mut last_ingested = -1;
+    let mut unchanged = 0;
     let (daily, status) = loop {
         let status = get(http, format!("{switch}/v1/analytics/status")).await;
         let daily = get(http, format!("{switch}/v1/analytics/daily")).await;
@@ -44,8 +46,14 @@ pub async fn today(http: &Client, switch: &str) -> String {
             .as_ref()
             .and_then(|d| d["days"][0]["pending"].as_i64())
             .unwrap_or(-1);
-        let steady = ingested == last_ingested && ingested > 0 && pending == 0;
-        if steady || started.elapsed() > CATCH_UP_LIMIT {
+        unchanged = if ingested == last_ingested {
+            unchanged + 1
+        } else {
+            0
+        };
+        // Caught up; or nothing moves for 3 s (no RabbitMQ: nothing comes).
+        let steady = unchanged >= 1 && ingested > 0 && pending == 0;
+        if steady || unchanged >= 6 || started.elapsed() > CATCH_UP_LIMIT {
             break (daily, status);
         }
         last_ingested = ingested;
@@ -94,6 +102,9 @@ pub async fn today(http: &Client, switch: &str) -> String {
         }
     }
     if let Some(s) = status {
+        if n(&s, "events_ingested") == 0 {
+            out.push("(the ingest got no events: is RabbitMQ running?)".into());
+        }
         out.push(format!(
             "events ingested:              {}  (rejected {}, duplicates {}, lag {:.0} ms)",
             n(&s, "events_ingested"),
