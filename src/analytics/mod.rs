@@ -9,6 +9,7 @@
 //! - `day`     — pure: IST days and the API's date ranges.
 //! - `store`   — the writes: one batch = one transaction (raw rows, rejects,
 //!   clean rows, summary UPSERTs, counters); rebuild of days; retention.
+//! - `upsert`  — the summaries' UPSERTs of a batch's deltas.
 //! - `reads`   — the API's reads.
 //! - `ingest`  — the RabbitMQ consumer: prefetch, batches, acks, dead letters.
 //!
@@ -26,6 +27,7 @@ pub mod reads;
 pub mod record;
 pub mod store;
 pub mod summary;
+pub mod upsert;
 
 use crate::adapters::amqp::AmqpConfig;
 use crate::adapters::pg::{self, DbError, Schema};
