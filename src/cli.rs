@@ -65,6 +65,9 @@ pub enum Command {
     /// Settlement windows of a running switch (operator token): close the open window,
     /// show windows and positions, print a bank's report, show or re-run a reconciliation.
     Settlement(crate::settlement::cli::SettlementArgs),
+    /// Ingest the switch's events (RabbitMQ) into the analytics store and its daily
+    /// summaries; `analytics rebuild --from D --to D` recomputes days from the raw store.
+    Analytics(crate::analytics::AnalyticsArgs),
 }
 
 /// Where the switch keeps its state and where it listens.
@@ -76,16 +79,8 @@ pub struct SwitchConfig {
     /// Redis URL (cache and rate limits; the switch works without it).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// RabbitMQ URL (domain events).
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// RabbitMQ topic exchange the outbox relay publishes domain events to.
-    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "upi.events")]
-    pub events_exchange: String,
+    #[command(flatten)]
+    pub events: EventBusArgs,
     /// Most outbox events published per relay round.
     #[arg(long, env = "OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,
@@ -271,6 +266,36 @@ pub struct SwitchConfig {
     /// Rate limit: what to do when Redis cannot be asked (allow the request, or deny it with 503).
     #[arg(long, env = "RATE_LIMIT_WHEN_REDIS_DOWN", value_enum, default_value_t = WhenRedisDown::Allow)]
     pub rate_limit_when_redis_down: WhenRedisDown,
+    /// Run the analytics ingest (what `upi-switch analytics` runs) in this process too.
+    #[arg(long, env = "ANALYTICS_INGEST")]
+    pub analytics: bool,
+    #[command(flatten)]
+    pub analytics_ingest: crate::analytics::IngestFlags,
+}
+
+/// Where domain events travel: the switch publishes there, the analytics
+/// ingest consumes from there.
+#[derive(Args, Debug, Clone)]
+pub struct EventBusArgs {
+    /// RabbitMQ URL (domain events).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// RabbitMQ topic exchange the outbox relay publishes domain events to.
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "upi.events")]
+    pub events_exchange: String,
+}
+
+impl EventBusArgs {
+    pub fn config(&self) -> crate::adapters::amqp::AmqpConfig {
+        crate::adapters::amqp::AmqpConfig {
+            url: self.amqp_url.clone(),
+            exchange: self.events_exchange.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -658,6 +683,10 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Also run the analytics ingest (`upi-switch analytics`) as a process of its own and
+    /// report its CPU seconds per 1,000 events, per rate.
+    #[arg(long)]
+    pub analytics: bool,
     /// Let loadgen follow every payment with `?wait=` long-polls (its old, dearer way)
     /// instead of only posting.
     #[arg(long)]

@@ -6,6 +6,12 @@
 //! events of one transaction are totally ordered and `event_id`
 //! (`<txn_id>:<seq>`) is deterministic: a re-published event carries the same
 //! id and consumers dedupe on it (it is the AMQP `message_id`).
+//!
+//! Every event also carries what analytics needs (`crate::analytics`): the
+//! payer and payee bank codes, when the transaction was created (the IST day
+//! it counts on), and the merchant's full VPA for P2M and COLLECT payments and
+//! for refunds of a P2M (a merchant's VPA is public; a person's stays masked).
+//! These fields are optional on input, so events written before them parse.
 
 use crate::domain::{Paise, Vpa};
 use crate::saga::Status;
@@ -70,6 +76,19 @@ pub struct TxnEvent {
     pub reason_code: Option<String>,
     pub reason_detail: Option<String>,
     pub at: DateTime<Utc>,
+    /// Bank code of the payer's account.
+    #[serde(default)]
+    pub payer_bank: Option<String>,
+    /// Bank code of the payee's account.
+    #[serde(default)]
+    pub payee_bank: Option<String>,
+    /// The merchant's full VPA: the payee of a P2M or COLLECT payment, the
+    /// payer of a refund of a P2M; `None` otherwise.
+    #[serde(default)]
+    pub merchant_vpa: Option<String>,
+    /// When the transaction was created (it counts on that IST day).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// The facts of a transaction that never change after it is created.
@@ -80,6 +99,11 @@ pub struct TxnFacts {
     pub payer_vpa: String,
     pub payee_vpa: String,
     pub amount: Paise,
+    pub payer_bank: Option<String>,
+    pub payee_bank: Option<String>,
+    /// See `TxnEvent::merchant_vpa`.
+    pub merchant_vpa: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// One step of a transaction, as recorded by a checkpoint.
@@ -112,6 +136,10 @@ impl TxnEvent {
             reason_code: step.reason_code,
             reason_detail: step.reason_detail,
             at: step.at,
+            payer_bank: txn.payer_bank.clone(),
+            payee_bank: txn.payee_bank.clone(),
+            merchant_vpa: txn.merchant_vpa.clone(),
+            created_at: txn.created_at,
         }
     }
 
@@ -174,6 +202,10 @@ mod tests {
             payer_vpa: "alice@hdfc".into(),
             payee_vpa: "bob@icici".into(),
             amount: Paise(15075),
+            payer_bank: Some("HDFC".into()),
+            payee_bank: Some("ICICI".into()),
+            merchant_vpa: None,
+            created_at: Some(Utc::now()),
         };
         let e = TxnEvent::new(
             &txn,
@@ -196,5 +228,22 @@ mod tests {
         assert_eq!(json["type"], "txn.succeeded");
         let back: TxnEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn events_without_the_analytics_fields_still_parse() {
+        let old = serde_json::json!({
+            "event_id": "x:1", "type": "txn.initiated",
+            "txn_id": "6f1c0a52-9a41-4c71-9a70-32a7a2b7d0f1", "seq": 1,
+            "txn_type": "P2P", "status": "PENDING", "state": "PENDING",
+            "amount": "1.00", "payer_vpa": "al***@hdfc", "payee_vpa": "bo***@icici",
+            "op_id": null, "reason_code": null, "reason_detail": null,
+            "at": "2026-12-01T10:00:00Z"
+        });
+        let e: TxnEvent = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (e.payer_bank, e.merchant_vpa, e.created_at),
+            (None, None, None)
+        );
     }
 }

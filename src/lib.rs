@@ -20,6 +20,8 @@
 //! - `contest`  — the Rinha final test as data and arithmetic (schedule, checks, score).
 //! - `rig`      — one local deployment (banks, switch, databases) for `demo`, `bench` and `chaos/`.
 //! - `bench`    — `upi-switch bench`: load at several rates, CPU per saga for every component.
+//! - `analytics` — events → raw store → clean store → daily summaries (`upi-switch analytics`,
+//!   `serve --analytics`), served at `/v1/analytics/*`.
 //! - `cli`, `telemetry`, `demo` — process entry concerns.
 //!
 //! Dependencies point one way: http → actors → saga/domain, and actors → adapters.
@@ -27,6 +29,7 @@
 
 pub mod actors;
 pub mod adapters;
+pub mod analytics;
 pub mod auth;
 pub mod banksim;
 pub mod bench;

@@ -87,6 +87,9 @@ async fn main() -> ExitCode {
         Command::Settlement(args) => upi_switch::settlement::cli::run(args)
             .await
             .map_err(|e| e.to_string()),
+        Command::Analytics(args) => upi_switch::analytics::run(args)
+            .await
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,6 @@ use crate::actors::outbox_relay::{OutboxRelay, RelayConfig};
 use crate::actors::psp_adapter::AdapterConfig;
 use crate::actors::registry::{Admission, TxnRegistry};
 use crate::actors::transaction::SagaDeps;
-use crate::adapters::amqp::AmqpConfig;
 use crate::adapters::bank_client::BankClient;
 use crate::adapters::cache::{Cache, CacheConfig, RateLimit};
 use crate::adapters::event_feed::EventFeed;
@@ -207,10 +206,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     // --- Events: the outbox relay (one leader among processes) and this
     // process's consumer for SSE streams. Neither blocks start-up: both
     // connect (and reconnect) in the background.
-    let amqp = AmqpConfig {
-        url: cfg.amqp_url.clone(),
-        exchange: cfg.events_exchange.clone(),
-    };
+    let amqp = cfg.events.config();
     let relay = OutboxRelay::new(
         store.clone(),
         RelayConfig {
@@ -222,6 +218,17 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
     );
     let outbox = relay.status();
     let relay_addr = relay.start();
+    // --- Analytics (issue 16): the API reads its tables; the ingest runs
+    // here only with --analytics (else as `upi-switch analytics`).
+    let analytics = crate::analytics::AnalyticsStore::new(store.pool.clone());
+    if cfg.analytics {
+        crate::analytics::spawn(
+            analytics.clone(),
+            cfg.analytics_ingest.config(amqp.clone()),
+            &metrics.registry,
+        )
+        .await;
+    }
     let events = http::events::EventStreams {
         feed: EventFeed::start(amqp, metrics.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_event_streams.max(1))),
@@ -273,6 +280,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         outbox,
         cache,
         node: node.clone(),
+        analytics,
     };
     let drain = Drainer {
         node,

@@ -165,6 +165,17 @@ fn demo_sends_payments_and_money_is_conserved() {
             value(out, "ledgers match SUCCESS").is_some_and(|v| v.starts_with("yes")),
             "{context}"
         );
+        // The demo ends with today's numbers from the analytics API (its
+        // switch runs the ingest): both rounds' payments, none pending.
+        assert!(out.contains("== analytics, today IST"), "{context}");
+        assert!(
+            count(out, "transactions").is_some_and(|n| n >= 150 * round),
+            "{context}"
+        );
+        assert!(
+            value(out, "transactions").is_some_and(|v| v.ends_with("pending 0)")),
+            "{context}"
+        );
         // --exit: no invitation to look around.
         assert!(!out.contains("Ctrl-C stops it"), "{context}");
         assert!(
@@ -173,6 +184,8 @@ fn demo_sends_payments_and_money_is_conserved() {
         );
         remove_logs(&run.stderr);
     }
+    // The rig's event exchange of this (named, kept) database.
+    upi_switch::rig::delete_exchange(upi_switch::rig::events_exchange_of(&switch_db.name));
 }
 
 #[test]

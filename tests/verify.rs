@@ -371,16 +371,7 @@ async fn verify_reads_a_bank_at_an_endpoint_that_answers_and_exits_2_when_none_d
 
 /// `POST path` with an Idempotency-Key and a JSON body; (status, body).
 async fn post_keyed(world: &World, path: &str, body: &Value) -> (u16, Value) {
-    let resp = world
-        .http
-        .post(format!("{}{path}", world.switch.url))
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    common::post_keyed(&world.http, &format!("{}{path}", world.switch.url), body).await
 }
 
 /// Posts a payment of any type and waits for its end; its txn_id.

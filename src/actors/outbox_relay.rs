@@ -447,6 +447,10 @@ mod tests {
             payer_vpa: "a@x".into(),
             payee_vpa: "b@y".into(),
             amount: Paise(100),
+            payer_bank: None,
+            payee_bank: None,
+            merchant_vpa: None,
+            created_at: None,
         };
         let step = StepFacts {
             seq,

@@ -118,3 +118,30 @@ pub async fn declare_topology(channel: &Channel, cfg: &AmqpConfig) -> Result<(),
     .await?;
     Ok(())
 }
+
+/// Deletes an event exchange of a deployment that is gone, with its dead
+/// letters and the analytics ingest's queue (best effort, each call bounded),
+/// on the broker of `AMQP_URL` (or the default).
+pub async fn delete_exchange(exchange: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+    let cfg = AmqpConfig {
+        url,
+        exchange: exchange.to_string(),
+    };
+    let Ok((conn, channel)) = connect(&cfg, "upi-switch rig teardown").await else {
+        return;
+    };
+    for queue in [cfg.dead_letter_queue(), format!("{exchange}.analytics")] {
+        let _ =
+            within(channel.queue_delete(ShortString::from(queue), QueueDeleteOptions::default()))
+                .await;
+    }
+    for x in [cfg.exchange.clone(), cfg.dead_letter_exchange()] {
+        let _ =
+            within(channel.exchange_delete(ShortString::from(x), ExchangeDeleteOptions::default()))
+                .await;
+    }
+    let _ = within(conn.close(200, ShortString::from("deleted"))).await;
+}

@@ -15,6 +15,7 @@
 //! running on the box (a compiler) is in the box figure but not in the
 //! components'.
 
+pub mod analytics;
 pub mod load;
 pub mod measure;
 pub mod merchant;
@@ -66,6 +67,8 @@ struct BenchReport {
     warmup_s: f64,
     phases: Vec<Phase>,
     rss: Option<RssPhase>,
+    /// `--analytics`: the ingest's CPU per 1,000 events, per rate.
+    analytics: Vec<analytics::AnalyticsPhase>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,12 +206,33 @@ async fn bench(
     } else {
         None
     };
+    let ingest = if args.analytics {
+        Some(analytics::Ingest::start(
+            &target.bin,
+            &target.switch_db,
+            &crate::rig::events_exchange_of(&target.switch_db_name),
+            &dir.join("logs").join("analytics.log"),
+        )?)
+    } else {
+        None
+    };
+    let mut ingest_phases = Vec::new();
     let mut phases = Vec::new();
     for rate in &args.rates {
+        let before = match &ingest {
+            Some(i) => Some(i.mark(&switch_db).await?),
+            None => None,
+        };
         let phase = run_phase(
             args, dir, &target, &spec, &http, &switch_db, *rate, clk_tck, &bar,
         )
         .await?;
+        if let (Some(i), Some(before)) = (&ingest, before) {
+            bar.set_message(format!("{rate} tx/s: analytics catching up"));
+            let caught_up = i.settle(&switch_db).await?;
+            let after = i.mark(&switch_db).await?;
+            ingest_phases.push(analytics::Ingest::phase(*rate, before, after, caught_up));
+        }
         bar.println(format!(
             "{rate} tx/s: {} terminal, switch-side {:.0} µs/saga, loadgen {:.0} µs/saga",
             phase.terminal,
@@ -243,6 +267,7 @@ async fn bench(
         warmup_s: args.warmup.as_secs_f64(),
         phases,
         rss,
+        analytics: ingest_phases,
     };
     let nodes = match report.switch_nodes {
         1 => String::new(),
@@ -257,6 +282,9 @@ async fn bench(
         report.host.loadavg_after
     );
     println!("{}", measure::render(&report.phases, report.rss.as_ref()));
+    if !report.analytics.is_empty() {
+        println!("{}", analytics::render(&report.analytics));
+    }
     for m in &report.method {
         println!("  {m}");
     }

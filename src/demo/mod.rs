@@ -8,7 +8,9 @@
 //! throughput, HTTP errors), prints a summary ([`summary`]) by status and by
 //! type with a money check (the sum over both banks is the same before and
 //! after, and each ledger moved exactly as the `SUCCESS` transactions say),
-//! and then — unless `--exit` — keeps the rig serving until Ctrl-C.
+//! and then — unless `--exit` — keeps the rig serving until Ctrl-C. The
+//! switch runs the analytics ingest (`serve --analytics`), and the summary
+//! ends with today's numbers from the analytics API ([`analytics`]).
 //!
 //! The rig is torn down whenever the demo ends, however it ends (error,
 //! Ctrl-C/SIGTERM, panic). The demo's own logs and the services' go to files
@@ -17,6 +19,7 @@
 //! the ledgers of the first run, every payment has a fresh idempotency key,
 //! and only this run's transactions are counted.
 
+mod analytics;
 mod send;
 mod summary;
 
@@ -39,7 +42,7 @@ use summary::Summary;
 use tokio::sync::watch;
 
 /// Switch flags the rig sets itself (the demo's others go on to `serve`).
-pub const RIG_SETS: &[&str] = &["database_url", "listen", "admin_token"];
+pub const RIG_SETS: &[&str] = &["database_url", "listen", "admin_token", "analytics"];
 
 /// Accounts (and VPAs) per bank: `ACC001`… ↔ `user001@hdfc`…
 const ACCOUNTS_PER_BANK: usize = 30;
@@ -177,7 +180,11 @@ pub async fn run(
         processors: false,
         db_pool_size: None,
         admin_token: args.switch.admin_token.clone(),
-        serve_args,
+        // The analytics ingest runs in the switch: the summary ends with it.
+        serve_args: serve_args
+            .into_iter()
+            .chain(["--analytics".to_string()])
+            .collect(),
         rust_log: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         verbose: false,
     };
@@ -302,6 +309,7 @@ pub async fn run(
     println!("{}", summary.render());
     println!("{}", outbox.finish().await);
     println!("{}", supervisor_health(&http, &switch_url).await);
+    println!("{}", analytics::today(&http, &switch_url).await);
     let verdict = summary.verdict();
 
     // 5. Keep serving until Ctrl-C, unless told to exit.

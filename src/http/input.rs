@@ -65,9 +65,11 @@ pub fn paging(req: &HttpRequest, what: &str) -> Result<(i64, Option<i64>), Probl
     Ok((limit.unwrap_or(100), before))
 }
 
-pub fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
+/// The query's parameters, each named once (`400 INVALID_QUERY` otherwise).
+pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, Problem> {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?;
+        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?
+        .into_inner();
     let mut names = std::collections::HashSet::new();
     if let Some((k, _)) = query.iter().find(|(k, _)| !names.insert(k.as_str())) {
         return Err(Problem::bad_request(
@@ -75,6 +77,11 @@ pub fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
             format!("the query parameter {k:?} appears more than once"),
         ));
     }
+    Ok(query)
+}
+
+pub fn wait_param(req: &HttpRequest) -> Result<Option<u64>, Problem> {
+    let query = query_pairs(req)?;
     match query.iter().find(|(k, _)| k == "wait") {
         None => Ok(None),
         Some((_, v)) => match v.parse::<u64>() {

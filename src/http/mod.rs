@@ -4,6 +4,7 @@
 //! — the same function the server and the tests use.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod body_deadline;
 pub mod clients;
@@ -111,6 +112,8 @@ pub struct AppState {
     pub node: crate::cluster::Node,
     /// Settlement windows: the operator's close, reconciliation's wake-up.
     pub settlement: crate::settlement::ticker::Settlement,
+    /// The analytics tables (`/v1/analytics/*`).
+    pub analytics: crate::analytics::AnalyticsStore,
 }
 
 /// `415 UNSUPPORTED_MEDIA_TYPE` for a body on the switch's JSON API
@@ -166,6 +169,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .configure(ops::config)
         .configure(ops_txns::config)
         .configure(settlement::config)
+        .configure(analytics::config)
         .configure(crate::merchant::http::config)
         .configure(openapi::config)
         .configure(console::config)

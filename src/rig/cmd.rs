@@ -204,6 +204,9 @@ pub fn down(args: RigDownArgs) -> Result<(), RigError> {
                 Ok(()) => say(&format!("dropped database {name}")),
                 Err(e) => wrong.push(e),
             }
+            if key == "SWITCH_DB_NAME" {
+                super::delete_exchange(super::events_exchange_of(name));
+            }
         }
         if wrong.is_empty() {
             let _ = std::fs::remove_dir_all(st.run());

@@ -467,6 +467,7 @@ impl Rig {
                     wrong.push(e);
                 }
             }
+            delete_exchange(self.events_exchange());
         }
         if wrong.is_empty() {
             Ok(())
@@ -482,6 +483,27 @@ impl Drop for Rig {
             eprintln!("{}: tearing the rig down: {e}", self.cfg.prog);
         }
     }
+}
+
+/// The event exchange a rig's switch publishes to: one per switch database
+/// (deployments share one RabbitMQ; an analytics ingest counts every event
+/// of its exchange).
+pub fn events_exchange_of(switch_db_name: &str) -> String {
+    format!("upi.events.{switch_db_name}")
+}
+
+/// Deletes a dropped deployment's event exchange and its queues, on a thread
+/// and runtime of its own (this runs from `Drop` too); best effort.
+pub fn delete_exchange(exchange: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            rt.block_on(crate::adapters::amqp::delete_exchange(&exchange));
+        }
+    })
+    .join();
 }
 
 /// `DROP DATABASE … WITH (FORCE)` on server `pg`, on a thread and runtime of

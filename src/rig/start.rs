@@ -156,6 +156,11 @@ impl Rig {
         Ok(())
     }
 
+    /// The event exchange of this deployment's switch database.
+    pub(super) fn events_exchange(&self) -> String {
+        super::events_exchange_of(&self.switch_db_name)
+    }
+
     pub(super) fn service_env(&self) -> Vec<String> {
         let mut env = vec![
             "NO_COLOR=1".to_string(),
@@ -313,6 +318,12 @@ impl Rig {
                 .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
         };
         let (name_given, prefix_given) = (given("--node-name"), given("--redis-prefix"));
+        // Each switch database gets its own event exchange: deployments
+        // share one RabbitMQ, and an analytics ingest counts every event of
+        // its exchange into its database.
+        let own_exchange = (!given("--events-exchange")
+            && self.serve_flags.contains("--events-exchange"))
+        .then(|| self.events_exchange());
         // A rig's load (demo, bench, chaos) pays thousands of times from a few
         // dozen VPAs: the per-payer daily limits are off unless SERVE_ARGS set
         // them (and unless the binary predates them).
@@ -345,6 +356,9 @@ impl Rig {
             // Redis. The nodes of one deployment share theirs.
             if self.fresh && !prefix_given {
                 argv.extend(["--redis-prefix".into(), self.switch_db_name.clone()]);
+            }
+            if let Some(x) = &own_exchange {
+                argv.extend(["--events-exchange".into(), x.clone()]);
             }
             argv.extend(limits_off.iter().cloned());
             argv.extend(self.cfg.serve_args.iter().cloned());

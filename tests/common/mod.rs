@@ -332,6 +332,23 @@ pub async fn post_burst(
     answers
 }
 
+/// POSTs JSON with a fresh `Idempotency-Key`; returns (status, body as JSON or Null).
+pub async fn post_keyed(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client
+        .post(url)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// An HTTP client that sends the operator's bearer token with every call.
 pub fn operator_http(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -871,7 +888,7 @@ impl World {
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A uniquely named event exchange for one test; deleted (with its
-/// dead-letter exchange and queue) when dropped.
+/// dead-letter exchange and queue, and the analytics ingest's queue) when dropped.
 pub struct TestExchange {
     pub name: String,
 }
@@ -896,10 +913,12 @@ impl Drop for TestExchange {
             let Ok(ch) = conn.create_channel().await else {
                 return;
             };
-            let dead = format!("{name}.dead");
-            let _ = ch
-                .queue_delete(dead.into(), QueueDeleteOptions::default())
-                .await;
+            // Its dead letters and the analytics ingest's queue.
+            for queue in [format!("{name}.dead"), format!("{name}.analytics")] {
+                let _ = ch
+                    .queue_delete(queue.into(), QueueDeleteOptions::default())
+                    .await;
+            }
             for x in [name.clone(), format!("{name}.dlx")] {
                 let _ = ch
                     .exchange_delete(x.into(), ExchangeDeleteOptions::default())

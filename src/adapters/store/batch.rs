@@ -17,6 +17,10 @@
 //! journal (`ledger_journals`, and its debit and credit `ledger_postings`):
 //! the ledger moves in the transaction of the status, never apart from it.
 //!
+//! Outbox rows also carry the banks, the creation time and the merchant's
+//! VPA (P2M, COLLECT, a refund of a P2M: one primary-key look-up of the
+//! original, for refunds only) that analytics counts by.
+//!
 //! For each merchant payment received (`POST /payments`): its row, once per
 //! correlationId (`ON CONFLICT DO NOTHING`), so its `202` too comes after a
 //! group commit.
@@ -61,9 +65,13 @@ WITH c AS (
     SELECT c.txn_id, 1, c.state, c.op_id, c.reason_detail FROM c JOIN ins USING (txn_id)
 ), ins_ob AS (
     INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
-                        txn_type, payer_vpa, payee_vpa, amount_paise)
+                        txn_type, payer_vpa, payee_vpa, amount_paise,
+                        payer_bank, payee_bank, merchant_vpa, txn_created_at)
     SELECT c.txn_id, 1, c.event_type, c.state, c.status, c.op_id, c.reason_code, c.reason_detail,
-           c.type, c.payer_vpa, c.payee_vpa, c.amount_paise
+           c.type, c.payer_vpa, c.payee_vpa, c.amount_paise,
+           c.payer_bank, c.payee_bank, CASE WHEN c.type IN ('P2M', 'COLLECT') THEN c.payee_vpa
+                WHEN c.type = 'REFUND' THEN (SELECT c.payer_vpa FROM transactions o
+                    WHERE o.txn_id = c.original_txn_id AND o.type = 'P2M') END, now()
     FROM c JOIN ins USING (txn_id)
 ), ins_collect AS (
     -- An approved collect names its payment, in the statement that makes it
@@ -83,7 +91,7 @@ WITH c AS (
     FROM u
     WHERE t.txn_id = u.txn_id AND t.version = u.expected
     RETURNING t.txn_id, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise, t.status,
-              t.payer_bank, t.payee_bank
+              t.payer_bank, t.payee_bank, t.created_at, t.original_txn_id
 ), jn AS (
     -- The ledger: a payment turning SUCCESS posts its journal here, in the
     -- statement (the transaction) of that checkpoint. A terminal status is
@@ -101,9 +109,13 @@ WITH c AS (
     SELECT u.txn_id, u.expected + 1, u.state, u.op_id, u.detail FROM u JOIN upd USING (txn_id)
 ), upd_ob AS (
     INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
-                        txn_type, payer_vpa, payee_vpa, amount_paise)
+                        txn_type, payer_vpa, payee_vpa, amount_paise,
+                        payer_bank, payee_bank, merchant_vpa, txn_created_at)
     SELECT u.txn_id, u.expected + 1, u.event_type, u.state, u.status, u.op_id, u.reason_code,
-           u.reason_detail, upd.type, upd.payer_vpa, upd.payee_vpa, upd.amount_paise
+           u.reason_detail, upd.type, upd.payer_vpa, upd.payee_vpa, upd.amount_paise,
+           upd.payer_bank, upd.payee_bank, CASE WHEN upd.type IN ('P2M', 'COLLECT') THEN upd.payee_vpa
+                WHEN upd.type = 'REFUND' THEN (SELECT upd.payer_vpa FROM transactions o
+                    WHERE o.txn_id = upd.original_txn_id AND o.type = 'P2M') END, upd.created_at
     FROM u JOIN upd USING (txn_id)
 ), m AS (
     SELECT * FROM unnest($28::uuid[], $29::int8[]) AS m(correlation_id, amount_cents)

@@ -59,15 +59,21 @@ WITH picked AS (
     SET owner = $1, version = t.version + 1, updated_at = now()
     FROM picked
     WHERE t.txn_id = picked.txn_id AND t.status = 'PENDING'
-    RETURNING t.txn_id, t.saga, t.version, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise
+    RETURNING t.txn_id, t.saga, t.version, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise,
+              t.payer_bank, t.payee_bank, t.created_at, t.original_txn_id
 ), cp AS (
     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
     SELECT txn_id, version, 'RESUMED', NULL, $5 FROM upd
 ), ob AS (
     INSERT INTO outbox (txn_id, seq, event_type, state, status, op_id, reason_code, reason_detail,
-                        txn_type, payer_vpa, payee_vpa, amount_paise)
+                        txn_type, payer_vpa, payee_vpa, amount_paise,
+                        payer_bank, payee_bank, merchant_vpa, txn_created_at)
     SELECT txn_id, version, 'txn.resumed', 'RESUMED', 'PENDING', NULL, NULL, $5,
-           type, payer_vpa, payee_vpa, amount_paise
+           type, payer_vpa, payee_vpa, amount_paise, payer_bank, payee_bank,
+           CASE WHEN upd.type IN ('P2M', 'COLLECT') THEN upd.payee_vpa
+                WHEN upd.type = 'REFUND' THEN (SELECT upd.payer_vpa FROM transactions o
+                    WHERE o.txn_id = upd.original_txn_id AND o.type = 'P2M') END,
+           created_at
     FROM upd
 )
 SELECT saga, version FROM upd";

@@ -16,7 +16,8 @@ impl Store {
                 &client
                     .prepare_cached(
                         "SELECT id, txn_id, seq, state, status, op_id, reason_code, reason_detail,
-                                created_at, txn_type, payer_vpa, payee_vpa, amount_paise
+                                created_at, txn_type, payer_vpa, payee_vpa, amount_paise,
+                                payer_bank, payee_bank, merchant_vpa, txn_created_at
                          FROM outbox ORDER BY id LIMIT $1",
                     )
                     .await?,
@@ -32,6 +33,10 @@ impl Store {
                     payer_vpa: r.get(10),
                     payee_vpa: r.get(11),
                     amount: Paise(r.get(12)),
+                    payer_bank: r.get(13),
+                    payee_bank: r.get(14),
+                    merchant_vpa: r.get(15),
+                    created_at: r.get(16),
                 };
                 let step = StepFacts {
                     seq: r.get(2),

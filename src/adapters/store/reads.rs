@@ -175,6 +175,13 @@ impl Store {
             payer_vpa: row.payer_vpa.clone(),
             payee_vpa: row.payee_vpa.clone(),
             amount: row.amount,
+            // The status document does not hold the banks; SSE clients
+            // never needed them (the relay's events carry them).
+            payer_bank: None,
+            payee_bank: None,
+            merchant_vpa: matches!(row.kind.as_str(), "P2M" | "COLLECT")
+                .then(|| row.payee_vpa.clone()),
+            created_at: Some(row.created_at),
         };
         let last = row.steps.len();
         Ok(Some(
