@@ -6,7 +6,7 @@
 use super::AppState;
 use super::admin::authorise;
 use super::input::query_pairs;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemDoc};
 use crate::analytics::day::{DayRange, ist_day};
 use crate::analytics::summary::Counts;
 use crate::domain::{Paise, Vpa};
@@ -25,7 +25,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 }
 
 /// The counts of one summary row, as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DayCounts {
     pub date: String,
     pub total: i64,
@@ -56,13 +56,13 @@ impl DayCounts {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DailyResponse {
     pub days: Vec<DayCounts>,
 }
 
 /// A merchant's day: its P2M and COLLECT payments, and what it refunded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MerchantDay {
     #[serde(flatten)]
     pub counts: DayCounts,
@@ -70,14 +70,14 @@ pub struct MerchantDay {
     pub refunded: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MerchantResponse {
     pub merchant_vpa: String,
     pub days: Vec<MerchantDay>,
 }
 
 /// One (day, payer bank, payee bank).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BankDay {
     pub payer_bank: String,
     pub payee_bank: String,
@@ -85,12 +85,12 @@ pub struct BankDay {
     pub counts: DayCounts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BanksResponse {
     pub days: Vec<BankDay>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusResponse {
     /// Valid events stored (each message id once).
     pub events_ingested: i64,
@@ -117,7 +117,11 @@ fn range(req: &HttpRequest) -> Result<DayRange, Problem> {
         .map_err(|e| Problem::unprocessable(e.code(), e.to_string()))
 }
 
-async fn daily(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// Payments per IST day (by the day they were created).
+#[utoipa::path(get, path = "/v1/analytics/daily", tag = "analytics",
+    params(("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
+    responses((status = 200, description = "Days", body = DailyResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
+pub(crate) async fn daily(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let range = range(&req)?;
     let rows = state
@@ -130,7 +134,11 @@ async fn daily(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     }))
 }
 
-async fn merchant(
+/// A merchant's P2M and COLLECT payments per IST day, and its refunds.
+#[utoipa::path(get, path = "/v1/analytics/merchants/{vpa}/daily", tag = "analytics",
+    params(("vpa" = String, Path, description = "The merchant's VPA", example = "shop01@hdfc"), ("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
+    responses((status = 200, description = "Days", body = MerchantResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
+pub(crate) async fn merchant(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -157,7 +165,11 @@ async fn merchant(
     }))
 }
 
-async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// Payments per (IST day, payer bank, payee bank).
+#[utoipa::path(get, path = "/v1/analytics/banks/daily", tag = "analytics",
+    params(("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
+    responses((status = 200, description = "Days", body = BanksResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
+pub(crate) async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let range = range(&req)?;
     let rows = state
@@ -177,7 +189,10 @@ async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     }))
 }
 
-async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// The ingest: events stored and refused, and its lag.
+#[utoipa::path(get, path = "/v1/analytics/status", tag = "analytics",
+    responses((status = 200, description = "The ingest's status", body = StatusResponse)))]
+pub(crate) async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let c = state
         .analytics

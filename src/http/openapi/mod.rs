@@ -57,6 +57,10 @@ use utoipa::{Modify, OpenApi};
         super::settlement::close,
         super::settlement::reconciliation,
         super::settlement::run_reconciliation,
+        super::analytics::daily,
+        super::analytics::merchant,
+        super::analytics::banks,
+        super::analytics::status,
         crate::merchant::http::receive,
         crate::merchant::http::summary,
         crate::merchant::http::purge,
@@ -74,6 +78,7 @@ use utoipa::{Modify, OpenApi};
         (name = "admin", description = "Operators: banks, VPAs, clients (bearer token)"),
         (name = "ops", description = "Operators: supervisors, circuits, outbox, nodes, audit (bearer token)"),
         (name = "settlement", description = "Operators: the ledger, settlement windows, reconciliation (bearer token)"),
+        (name = "analytics", description = "Operators: daily summaries from the event stream (bearer token)"),
         (name = "merchant", description = "The Rinha de Backend 2025 contract"),
         (name = "service", description = "Health, readiness, metrics, this document"),
     )
