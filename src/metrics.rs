@@ -1,6 +1,8 @@
 //! Prometheus metrics of the switch, in one registry served at `GET /metrics`.
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms).
 
+use crate::adapters::store::cluster::ClaimReason;
+use crate::cluster::lease::LeaseLoss;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -45,6 +47,15 @@ pub struct Metrics {
     /// HTTP requests by route and status.
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
+    /// Sagas this node's sweep claimed, by why (`ClaimReason`): `takeover`
+    /// (another node's lease had run out), `handed_back`, `own_idle`.
+    pub sagas_claimed: IntCounterVec,
+    /// Times this node stopped every saga because it could no longer trust
+    /// its lease (self-fencing), by why (`cluster::lease::LeaseLoss`).
+    pub lease_lost: IntCounterVec,
+    /// Messages in the event exchange's dead-letter queue, by queue, as this
+    /// node's outbox relay last read them (only the relay leader reports).
+    pub dead_letters: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -98,6 +109,33 @@ impl Metrics {
         )
         .expect("valid counter");
         let _ = registry.register(Box::new(outbox_published.clone()));
+        let dead_letters = IntGaugeVec::new(
+            Opts::new(
+                "upi_dead_letter_messages",
+                "Messages in the event exchange's dead-letter queue (read by the relay leader)",
+            ),
+            &["queue"],
+        )
+        .expect("valid gauge");
+        let _ = registry.register(Box::new(dead_letters.clone()));
+        // Every label value exists from the start at 0, so the first claim
+        // or loss is an increase that alerts can see.
+        let sagas_claimed = counter(
+            "upi_sagas_claimed_total",
+            "Sagas this node's sweep claimed, by why: takeover (another node's lease had run out), handed_back, own_idle",
+            &["reason"],
+        );
+        for reason in ClaimReason::ALL {
+            sagas_claimed.with_label_values(&[reason.label()]);
+        }
+        let lease_lost = counter(
+            "upi_lease_lost_total",
+            "Times this node stopped every saga because it could no longer trust its lease",
+            &["why"],
+        );
+        for why in LeaseLoss::ALL {
+            lease_lost.with_label_values(&[why.label()]);
+        }
         Metrics {
             txns_created: counter(
                 "upi_transactions_created_total",
@@ -164,6 +202,9 @@ impl Metrics {
                 "HTTP request latency",
                 &["route"],
             ),
+            sagas_claimed,
+            lease_lost,
+            dead_letters,
             registry,
         }
     }
