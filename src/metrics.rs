@@ -82,15 +82,25 @@ impl Metrics {
         let sagas_in_flight = IntGauge::new("upi_sagas_in_flight", "Sagas running as actors now")
             .expect("valid gauge");
         let _ = registry.register(Box::new(sagas_in_flight.clone()));
-        let circuit_state = IntGaugeVec::new(
-            Opts::new(
-                "upi_bank_circuit_state",
-                "Circuit per bank endpoint: 0 closed, 1 half open, 2 open",
-            ),
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        // Every label value exists from the start at 0, so the first one
+        // counted is an increase that alerts can see.
+        let counter_from_zero = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = counter(name, help, &[label]);
+            for value in values {
+                c.with_label_values(&[value]);
+            }
+            c
+        };
+        let circuit_state = gauge_vec(
+            "upi_bank_circuit_state",
+            "Circuit per bank endpoint: 0 closed, 1 half open, 2 open",
             &["bank", "endpoint"],
-        )
-        .expect("valid gauge");
-        let _ = registry.register(Box::new(circuit_state.clone()));
+        );
         let outbox_pending = IntGauge::new(
             "upi_outbox_pending",
             "Outbox events not yet confirmed by RabbitMQ",
@@ -109,33 +119,23 @@ impl Metrics {
         )
         .expect("valid counter");
         let _ = registry.register(Box::new(outbox_published.clone()));
-        let dead_letters = IntGaugeVec::new(
-            Opts::new(
-                "upi_dead_letter_messages",
-                "Messages in the event exchange's dead-letter queue (read by the relay leader)",
-            ),
+        let dead_letters = gauge_vec(
+            "upi_dead_letter_messages",
+            "Messages in the event exchange's dead-letter queue (read by the relay leader)",
             &["queue"],
-        )
-        .expect("valid gauge");
-        let _ = registry.register(Box::new(dead_letters.clone()));
-        // Every label value exists from the start at 0, so the first claim
-        // or loss is an increase that alerts can see.
-        let sagas_claimed = counter(
+        );
+        let sagas_claimed = counter_from_zero(
             "upi_sagas_claimed_total",
             "Sagas this node's sweep claimed, by why: takeover (another node's lease had run out), handed_back, own_idle",
-            &["reason"],
+            "reason",
+            &ClaimReason::ALL.map(ClaimReason::label),
         );
-        for reason in ClaimReason::ALL {
-            sagas_claimed.with_label_values(&[reason.label()]);
-        }
-        let lease_lost = counter(
+        let lease_lost = counter_from_zero(
             "upi_lease_lost_total",
             "Times this node stopped every saga because it could no longer trust its lease",
-            &["why"],
+            "why",
+            &LeaseLoss::ALL.map(LeaseLoss::label),
         );
-        for why in LeaseLoss::ALL {
-            lease_lost.with_label_values(&[why.label()]);
-        }
         Metrics {
             txns_created: counter(
                 "upi_transactions_created_total",

@@ -54,9 +54,9 @@ where
     }
 }
 
-/// `upi_sagas_claimed_total{reason}` of the node at `url`.
-async fn claimed(world: &World, url: &str, reason: &str) -> f64 {
-    let text = world
+/// `GET /metrics` of the node at `url`.
+async fn metrics_of(world: &World, url: &str) -> String {
+    world
         .http
         .get(format!("{url}/metrics"))
         .send()
@@ -64,7 +64,12 @@ async fn claimed(world: &World, url: &str, reason: &str) -> f64 {
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
+
+/// `upi_sagas_claimed_total{reason}` of the node at `url`.
+async fn claimed(world: &World, url: &str, reason: &str) -> f64 {
+    let text = metrics_of(world, url).await;
     let series = format!("upi_sagas_claimed_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -374,15 +379,7 @@ async fn a_wait_on_one_node_is_woken_by_the_events_of_a_saga_running_on_another(
         "{body}"
     );
     // B learnt it from the event stream, not by looking again and again.
-    let metrics = world
-        .http
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_of(&world, &b.url).await;
     let by_event = metrics
         .lines()
         .find(|l| l.starts_with("upi_wait_wakeups_total{by=\"event\"}"))
