@@ -1,6 +1,8 @@
 //! Prometheus metrics of the switch, in one registry served at `GET /metrics`.
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms).
 
+use crate::adapters::store::cluster::ClaimReason;
+use crate::cluster::lease::LeaseLoss;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -45,6 +47,15 @@ pub struct Metrics {
     /// HTTP requests by route and status.
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
+    /// Sagas this node's sweep claimed, by why (`ClaimReason`): `takeover`
+    /// (another node's lease had run out), `handed_back`, `own_idle`.
+    pub sagas_claimed: IntCounterVec,
+    /// Times this node stopped every saga because it could no longer trust
+    /// its lease (self-fencing), by why (`cluster::lease::LeaseLoss`).
+    pub lease_lost: IntCounterVec,
+    /// Messages in the event exchange's dead-letter queue, by queue, as this
+    /// node's outbox relay last read them (only the relay leader reports).
+    pub dead_letters: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -71,15 +82,25 @@ impl Metrics {
         let sagas_in_flight = IntGauge::new("upi_sagas_in_flight", "Sagas running as actors now")
             .expect("valid gauge");
         let _ = registry.register(Box::new(sagas_in_flight.clone()));
-        let circuit_state = IntGaugeVec::new(
-            Opts::new(
-                "upi_bank_circuit_state",
-                "Circuit per bank endpoint: 0 closed, 1 half open, 2 open",
-            ),
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        // Every label value exists from the start at 0, so the first one
+        // counted is an increase that alerts can see.
+        let counter_from_zero = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = counter(name, help, &[label]);
+            for value in values {
+                c.with_label_values(&[value]);
+            }
+            c
+        };
+        let circuit_state = gauge_vec(
+            "upi_bank_circuit_state",
+            "Circuit per bank endpoint: 0 closed, 1 half open, 2 open",
             &["bank", "endpoint"],
-        )
-        .expect("valid gauge");
-        let _ = registry.register(Box::new(circuit_state.clone()));
+        );
         let outbox_pending = IntGauge::new(
             "upi_outbox_pending",
             "Outbox events not yet confirmed by RabbitMQ",
@@ -98,6 +119,23 @@ impl Metrics {
         )
         .expect("valid counter");
         let _ = registry.register(Box::new(outbox_published.clone()));
+        let dead_letters = gauge_vec(
+            "upi_dead_letter_messages",
+            "Messages in the event exchange's dead-letter queue (read by the relay leader)",
+            &["queue"],
+        );
+        let sagas_claimed = counter_from_zero(
+            "upi_sagas_claimed_total",
+            "Sagas this node's sweep claimed, by why: takeover (another node's lease had run out), handed_back, own_idle",
+            "reason",
+            &ClaimReason::ALL.map(ClaimReason::label),
+        );
+        let lease_lost = counter_from_zero(
+            "upi_lease_lost_total",
+            "Times this node stopped every saga because it could no longer trust its lease",
+            "why",
+            &LeaseLoss::ALL.map(LeaseLoss::label),
+        );
         Metrics {
             txns_created: counter(
                 "upi_transactions_created_total",
@@ -164,6 +202,9 @@ impl Metrics {
                 "HTTP request latency",
                 &["route"],
             ),
+            sagas_claimed,
+            lease_lost,
+            dead_letters,
             registry,
         }
     }

@@ -189,6 +189,7 @@ pub async fn start(cfg: &SwitchConfig) -> Result<Running, ServeError> {
         node.clone(),
         pg::DbUrl::parse(&cfg.database_url)?,
         registry.clone(),
+        metrics.lease_lost.clone(),
     );
 
     // --- Merchant forwarding (issue 4, items 5-6): processor adapters, their

@@ -54,6 +54,29 @@ where
     }
 }
 
+/// `GET /metrics` of the node at `url`.
+async fn metrics_of(world: &World, url: &str) -> String {
+    world
+        .http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// `upi_sagas_claimed_total{reason}` of the node at `url`.
+async fn claimed(world: &World, url: &str, reason: &str) -> f64 {
+    let text = metrics_of(world, url).await;
+    let series = format!("upi_sagas_claimed_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in /metrics of {url}"))
+}
+
 async fn bank_view(world: &World, node: &str, code: &str) -> Option<Value> {
     let (_, body) = get_json(&world.http, &format!("{node}/v1/ops/banks")).await;
     body["banks"]
@@ -295,6 +318,15 @@ async fn a_node_killed_mid_saga_loses_its_sagas_to_another_within_the_lease() {
         "claimed before the lease ran out: {takeover:?}"
     );
 
+    // Counted as takeovers by the claimers (a lapsed lease in between could
+    // add one more claim, never fewer).
+    let takeovers =
+        claimed(&world, &b.url, "takeover").await + claimed(&world, &c.url, "takeover").await;
+    assert!(
+        takeovers >= 8.0,
+        "upi_sagas_claimed_total{{reason=\"takeover\"}}: {takeovers}"
+    );
+
     // Each claim is on record: a RESUMED step naming the claimer.
     let (_, t) = get_json(
         &world.http,
@@ -347,15 +379,7 @@ async fn a_wait_on_one_node_is_woken_by_the_events_of_a_saga_running_on_another(
         "{body}"
     );
     // B learnt it from the event stream, not by looking again and again.
-    let metrics = world
-        .http
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_of(&world, &b.url).await;
     let by_event = metrics
         .lines()
         .find(|l| l.starts_with("upi_wait_wakeups_total{by=\"event\"}"))
@@ -412,14 +436,21 @@ async fn sigterm_drains_a_node_and_its_sagas_are_claimed_at_once_not_after_the_l
     eprintln!("A exited {:?} after the checks", started.elapsed());
 
     // Handed back: B claims them at its next sweep, long before A's 30 s lease.
-    let claimed = within(Duration::from_secs(4), "claimed by B", || async {
+    let took = within(Duration::from_secs(4), "claimed by B", || async {
         owners(&world, &ids)
             .await
             .iter()
             .all(|o| o.as_deref() == Some(b_id.as_str()))
     })
     .await;
-    eprintln!("B claimed A's 5 sagas {claimed:?} after A exited");
+    eprintln!("B claimed A's 5 sagas {took:?} after A exited");
+    let handed_back = claimed(&world, &b.url, "handed_back").await;
+    assert!(handed_back >= 5.0, "claimed as handed back: {handed_back}");
+    assert_eq!(
+        claimed(&world, &b.url, "takeover").await,
+        0.0,
+        "no lease ran out"
+    );
     let client = world.switch_db.client().await;
     let gone = client
         .query_opt(

@@ -1,7 +1,8 @@
 //! Domain events end to end (real Postgres, RabbitMQ, banks, switch process):
 //! every transition of every transaction reaches a consumer of `upi.events`
-//! in order, nothing is lost when the relay's connection drops, and the SSE
-//! stream shows a transaction from PENDING to its end.
+//! in order, nothing is lost when the relay's connection drops, the SSE
+//! stream shows a transaction from PENDING to its end, and events a consumer
+//! rejects are counted in `upi_dead_letter_messages`.
 
 mod common;
 
@@ -298,6 +299,98 @@ async fn dropping_the_relay_connection_loses_no_event() {
         metric(&metrics, "upi_rabbitmq_errors_total", &[]) > 0.0,
         "the drop was counted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_a_consumer_rejects_are_counted_as_dead_letters() {
+    use lapin::options::*;
+    use lapin::types::{AMQPValue, FieldTable};
+    let exchange = TestExchange::new();
+    let world = World::start(&["--events-exchange", &exchange.name], &[], &[]).await;
+    let series = format!(
+        "upi_dead_letter_messages{{queue=\"{}.dead\"}} ",
+        exchange.name
+    );
+    let depth_within = |want: f64, limit: Duration| {
+        let (world, series) = (&world, &series);
+        async move {
+            let deadline = Instant::now() + limit;
+            loop {
+                let text = world.metrics_text().await;
+                let depth = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(series.as_str()))
+                    .and_then(|v| v.parse::<f64>().ok());
+                if depth == Some(want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{series}is {depth:?}, not {want}, after {limit:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // The relay's session reads the queue at once: the series is there, at 0.
+    depth_within(0.0, Duration::from_secs(15)).await;
+
+    // A consumer's queue names the dead-letter exchange (as the README asks);
+    // the consumer rejects two messages without requeueing them.
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(format!("{}.dlx", exchange.name).into()),
+    );
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .expect("consumer queue");
+    for body in [b"first".as_slice(), b"second".as_slice()] {
+        ch.basic_publish(
+            "".into(),
+            q.name().clone(),
+            BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    }
+    let mut rejected = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rejected < 2 {
+        assert!(Instant::now() < deadline, "rejected {rejected} of 2");
+        match ch
+            .basic_get(q.name().clone(), BasicGetOptions::default())
+            .await
+            .expect("get")
+        {
+            Some(message) => {
+                message
+                    .delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .expect("reject");
+                rejected += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // Read every 10 s by the relay leader.
+    depth_within(2.0, Duration::from_secs(25)).await;
+    let _ = conn.close(200, "bye".into()).await;
 }
 
 async fn open_sse(world: &World, id: &str, last_event_id: Option<&str>) -> reqwest::Response {

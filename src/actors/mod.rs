@@ -7,7 +7,8 @@
 //!   its `PspAdapterActor`s (one per endpoint: breaker, bulkhead, statistics).
 //! - `CheckpointWriter` group-commits every saga write (creates and
 //!   checkpoints) and answers each when its batch is durable.
-//! - `OutboxRelay` publishes the outbox's domain events to RabbitMQ.
+//! - `OutboxRelay` publishes the outbox's domain events to RabbitMQ;
+//!   `dead_letters` (a task of its session) reads the dead-letter queue's depth.
 //! - `collect_expiry` (a task, not an actor: it has no messages) writes
 //!   expired collect requests down.
 //!
@@ -17,6 +18,7 @@ pub mod bank_router;
 pub mod bank_supervisor;
 pub mod checkpoint_writer;
 pub mod collect_expiry;
+pub mod dead_letters;
 pub mod health_history;
 pub mod outbox_relay;
 pub mod psp_adapter;

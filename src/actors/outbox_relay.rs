@@ -21,6 +21,8 @@
 //! - **A small queue table**: each row carries its transaction's facts (no
 //!   join per round), and the leader vacuums the outbox every few seconds
 //!   while it deletes, so reads never step over a growing pile of dead rows.
+//! - **Dead letters**: while a session lasts, `actors::dead_letters` reads
+//!   the dead-letter queue's depth on a channel of its own.
 
 use crate::adapters::amqp::{self, AmqpConfig, AmqpError, within};
 use crate::adapters::store::{OutboxRow, Store, StoreError};
@@ -258,6 +260,10 @@ async fn run_session(
     let (conn, channel) = amqp::connect(&cfg.amqp, "upi-switch outbox relay").await?;
     within(channel.confirm_select(ConfirmSelectOptions::default())).await?;
     amqp::declare_topology(&channel, &cfg.amqp).await?;
+    // The dead-letter queue's depth, read on a channel of its own for as
+    // long as this session lasts (dropped with it).
+    let probe = within(conn.create_channel()).await?;
+    let _dead_letters = super::dead_letters::watch(probe, cfg.amqp.clone(), metrics.clone());
     status.connected.store(true, Ordering::Relaxed);
     tracing::info!(exchange = %cfg.amqp.exchange, "outbox relay connected");
 

@@ -15,6 +15,7 @@
 //! memory.
 
 use super::transaction::{Relinquish, SagaDeps, TransactionActor};
+use crate::adapters::store::cluster::{ClaimReason, Claims};
 use crate::adapters::store::{Store, StoredSaga};
 use crate::cluster::Node;
 use crate::saga::{Saga, Status};
@@ -157,6 +158,28 @@ impl TxnRegistry {
         }
     }
 
+    /// `upi_sagas_claimed_total{reason}`, and a line when another node's
+    /// sagas were taken over (its lease ran out: it died or stalled).
+    fn count_claims(&self, reasons: &[ClaimReason]) {
+        for reason in reasons {
+            self.deps
+                .metrics
+                .sagas_claimed
+                .with_label_values(&[reason.label()])
+                .inc();
+        }
+        let takeovers = reasons
+            .iter()
+            .filter(|r| **r == ClaimReason::Takeover)
+            .count();
+        if takeovers > 0 {
+            tracing::warn!(
+                sagas = takeovers,
+                "took over sagas of a node whose lease had run out"
+            );
+        }
+    }
+
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let free = self.max_in_flight.saturating_sub(self.active.len());
         // A draining node takes nothing; one unsure of its lease claims nothing.
@@ -177,8 +200,9 @@ impl TxnRegistry {
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.sweeping = false;
             match result {
-                Ok((pending, count)) => {
-                    for StoredSaga { saga, version } in pending {
+                Ok((Claims { sagas, reasons }, count)) => {
+                    act.count_claims(&reasons);
+                    for StoredSaga { saga, version } in sagas {
                         if act.active.len() >= act.max_in_flight {
                             break;
                         }

@@ -6,7 +6,9 @@
 //!   routing key `<event type>.<txn_id>` (see `crate::events`).
 //! - `<exchange>.dlx`: fanout dead-letter exchange; consumer queues name it as
 //!   `x-dead-letter-exchange`, so a message a consumer rejects lands in
-//! - `<exchange>.dead`: a durable, length-bounded queue for inspection.
+//! - `<exchange>.dead`: a durable, length-bounded queue for inspection; the
+//!   relay leader reads its depth into `upi_dead_letter_messages`
+//!   (`actors::dead_letters`).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -72,6 +74,21 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<(Connection, Channe
     let conn = within(Connection::connect(&cfg.url, props)).await?;
     let channel = within(conn.create_channel()).await?;
     Ok((conn, channel))
+}
+
+/// How many messages wait in the dead-letter queue: a passive declare, which
+/// changes nothing (and fails, closing the channel, if the queue is gone).
+pub async fn dead_letter_count(channel: &Channel, cfg: &AmqpConfig) -> Result<u32, AmqpError> {
+    let queue = within(channel.queue_declare(
+        ShortString::from(cfg.dead_letter_queue()),
+        QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    ))
+    .await?;
+    Ok(queue.message_count())
 }
 
 /// Declares the exchange, the dead-letter exchange and its queue.

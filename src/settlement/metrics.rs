@@ -5,6 +5,16 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The verdicts of `upi_recon_ops_total`: `MATCHED` and the mismatch kinds
+/// of `recon_mismatches.kind`.
+const RECON_VERDICTS: [&str; 5] = [
+    "MATCHED",
+    "MISSING_AT_SWITCH",
+    "AMOUNT_MISMATCH",
+    "STATUS_MISMATCH",
+    "MISSING_AT_BANK",
+];
+
 #[derive(Clone)]
 pub struct SettlementMetrics {
     /// Age of the open window, in seconds.
@@ -65,6 +75,16 @@ impl SettlementMetrics {
         )
         .expect("valid gauge");
         let _ = registry.register(Box::new(position_net_paise.clone()));
+        let recon_ops = counter_vec(
+            "upi_recon_ops_total",
+            "Ops judged by reconciliation, by verdict (MATCHED or the mismatch kind)",
+            "verdict",
+        );
+        // Every verdict exists from the start at 0, so a node's first
+        // mismatch is an increase that alerts can see.
+        for verdict in RECON_VERDICTS {
+            recon_ops.with_label_values(&[verdict]);
+        }
         SettlementMetrics {
             open_window_age_seconds: gauge(
                 "upi_settlement_open_window_age_seconds",
@@ -80,11 +100,7 @@ impl SettlementMetrics {
                 "upi_settlement_last_finished_window",
                 "Id of the latest settlement window whose positions are written",
             ),
-            recon_ops: counter_vec(
-                "upi_recon_ops_total",
-                "Ops judged by reconciliation, by verdict (MATCHED or the mismatch kind)",
-                "verdict",
-            ),
+            recon_ops,
             recon_feed_ops: counter_vec(
                 "upi_recon_feed_ops_total",
                 "Ops read from the banks' change feeds by reconciliation",

@@ -9,7 +9,8 @@
 //!   earlier holder's later writes are fenced off (`CheckpointError::VersionConflict`).
 //! - A saga is claimed only when nobody holds it, its holder's lease has run
 //!   out, or it is the claimer's own and idle (`FOR UPDATE SKIP LOCKED`: two
-//!   claimers never get the same saga).
+//!   claimers never get the same saga). The claim says which of the three
+//!   it was (`ClaimReason`), from the row it locked: no extra read.
 
 use super::{Store, StoreError, StoredSaga};
 use crate::saga::Saga;
@@ -43,9 +44,53 @@ pub enum Renewal {
     Gone,
 }
 
+/// Why a claim took a saga: the previous holder as the claim found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimReason {
+    /// Another node held it and its lease had run out (or its row is gone).
+    Takeover,
+    /// Nobody held it: a draining node handed it back.
+    HandedBack,
+    /// This node held it but did not run it (a `Start` that did not fit).
+    OwnIdle,
+}
+
+impl ClaimReason {
+    pub const ALL: [ClaimReason; 3] = [
+        ClaimReason::Takeover,
+        ClaimReason::HandedBack,
+        ClaimReason::OwnIdle,
+    ];
+
+    /// Label of `upi_sagas_claimed_total{reason}`, and the claim statement's word.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClaimReason::Takeover => "takeover",
+            ClaimReason::HandedBack => "handed_back",
+            ClaimReason::OwnIdle => "own_idle",
+        }
+    }
+
+    fn parse(word: &str) -> Option<ClaimReason> {
+        ClaimReason::ALL.into_iter().find(|r| r.label() == word)
+    }
+}
+
+/// What one claim statement took: the sagas it could read, and why each
+/// row was taken (unreadable sagas included: they were claimed all the same).
+#[derive(Debug, Default)]
+pub struct Claims {
+    pub sagas: Vec<StoredSaga>,
+    pub reasons: Vec<ClaimReason>,
+}
+
 const CLAIM: &str = "
 WITH picked AS (
-    SELECT t.txn_id FROM transactions t
+    SELECT t.txn_id,
+           CASE WHEN t.owner IS NULL THEN 'handed_back'
+                WHEN t.owner = $1 THEN 'own_idle'
+                ELSE 'takeover' END AS reason
+    FROM transactions t
     WHERE t.status = 'PENDING' AND NOT (t.txn_id = ANY($2))
       AND (t.owner IS NULL
            OR (t.owner = $1 AND t.updated_at < now() - make_interval(secs => $4))
@@ -60,7 +105,7 @@ WITH picked AS (
     FROM picked
     WHERE t.txn_id = picked.txn_id AND t.status = 'PENDING'
     RETURNING t.txn_id, t.saga, t.version, t.type, t.payer_vpa, t.payee_vpa, t.amount_paise,
-              t.payer_bank, t.payee_bank, t.created_at, t.original_txn_id
+              t.payer_bank, t.payee_bank, t.created_at, t.original_txn_id, picked.reason
 ), cp AS (
     INSERT INTO txn_checkpoints (txn_id, version, state, op_id, detail)
     SELECT txn_id, version, 'RESUMED', NULL, $5 FROM upd
@@ -76,7 +121,7 @@ WITH picked AS (
            created_at
     FROM upd
 )
-SELECT saga, version FROM upd";
+SELECT saga, version, reason FROM upd";
 
 const REGISTER: &str = "INSERT INTO switch_nodes (node_id, name, lease_until)
      VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
@@ -170,7 +215,7 @@ impl Store {
         running: &[Uuid],
         limit: i64,
         own_idle_secs: f64,
-    ) -> Result<Vec<StoredSaga>, StoreError> {
+    ) -> Result<Claims, StoreError> {
         let client = self.pool.get().await?;
         let detail = format!("claimed by node {node_id}");
         let rows = client
@@ -179,24 +224,28 @@ impl Store {
                 &[&node_id, &running, &limit, &own_idle_secs, &detail],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let text: &str = r.get(0);
-                let saga: Saga = match serde_json::from_str(text) {
-                    Ok(saga) => saga,
-                    Err(e) => {
-                        // Never silently: this saga cannot run until someone looks.
-                        tracing::error!(error = %e, "a stored saga cannot be read; it is not resumed");
-                        return None;
-                    }
-                };
-                Some(StoredSaga {
+        let mut claims = Claims::default();
+        for r in &rows {
+            let word: &str = r.get(2);
+            match ClaimReason::parse(word) {
+                Some(reason) => claims.reasons.push(reason),
+                None => {
+                    tracing::error!(reason = word, "the claim statement gave an unknown reason")
+                }
+            }
+            let text: &str = r.get(0);
+            match serde_json::from_str::<Saga>(text) {
+                Ok(saga) => claims.sagas.push(StoredSaga {
                     saga,
                     version: r.get(1),
-                })
-            })
-            .collect())
+                }),
+                // Never silently: this saga cannot run until someone looks.
+                Err(e) => {
+                    tracing::error!(error = %e, "a stored saga cannot be read; it is not resumed")
+                }
+            }
+        }
+        Ok(claims)
     }
 
     /// Unfinished sagas this node holds or may take without waiting for a
