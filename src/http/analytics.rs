@@ -121,7 +121,10 @@ fn range(req: &HttpRequest) -> Result<DayRange, Problem> {
 #[utoipa::path(get, path = "/v1/analytics/daily", tag = "analytics",
     params(("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
     responses((status = 200, description = "Days", body = DailyResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
-pub(crate) async fn daily(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+pub(crate) async fn daily(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let range = range(&req)?;
     let rows = state
@@ -169,7 +172,10 @@ pub(crate) async fn merchant(
 #[utoipa::path(get, path = "/v1/analytics/banks/daily", tag = "analytics",
     params(("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
     responses((status = 200, description = "Days", body = BanksResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
-pub(crate) async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+pub(crate) async fn banks(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let range = range(&req)?;
     let rows = state
@@ -192,7 +198,10 @@ pub(crate) async fn banks(state: web::Data<AppState>, req: HttpRequest) -> Resul
 /// The ingest: events stored and refused, and its lag.
 #[utoipa::path(get, path = "/v1/analytics/status", tag = "analytics",
     responses((status = 200, description = "The ingest's status", body = StatusResponse)))]
-pub(crate) async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+pub(crate) async fn status(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let c = state
         .analytics
