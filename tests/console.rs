@@ -314,3 +314,21 @@ async fn an_operator_signs_in_sees_the_banks_and_a_payment_and_forces_a_circuit_
         std::fs::write(path, &png).expect("write screenshot");
     }
 }
+
+#[tokio::test]
+async fn a_switch_without_auth_opens_the_console_without_sign_in() {
+    let w = World::start(&[], &[], &[]).await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/console", w.switch.url)).await;
+    b.find(".bank[data-code=\"ICICI\"]").await;
+    b.wait_text("#node", "auth off").await;
+    // No sign-in form, no sign-out button: there is no token to hold.
+    let hidden = b
+        .call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": "return [document.querySelector('#signin').hidden, document.querySelector('#signout').hidden]", "args": []}),
+        )
+        .await;
+    assert_eq!(hidden, json!([true, true]));
+}
