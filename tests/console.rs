@@ -11,6 +11,7 @@ mod common;
 
 use common::World;
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 use upi_switch::auth::signer::ClientKey;
 
@@ -37,7 +38,10 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // Its own process group: dropping the browser kills chromedriver
+        // and every Chromium process it started, even when a test fails.
         let driver = std::process::Command::new(&bin)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -197,6 +201,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test started.
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
