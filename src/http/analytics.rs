@@ -117,9 +117,23 @@ fn range(req: &HttpRequest) -> Result<DayRange, Problem> {
         .map_err(|e| Problem::unprocessable(e.code(), e.to_string()))
 }
 
+/// The days every summary reads (IST calendar days, both included; a
+/// schema only: `range` parses the query itself, strictly).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DayRangeQuery {
+    /// First IST day, YYYY-MM-DD.
+    #[param(example = "2026-12-01")]
+    from: String,
+    /// Last IST day (at most 366 days after `from`).
+    #[param(example = "2026-12-02")]
+    to: String,
+}
+
 /// Payments per IST day (by the day they were created).
 #[utoipa::path(get, path = "/v1/analytics/daily", tag = "analytics",
-    params(("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
+    params(DayRangeQuery),
     responses((status = 200, description = "Days", body = DailyResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
 pub(crate) async fn daily(
     state: web::Data<AppState>,
@@ -139,7 +153,7 @@ pub(crate) async fn daily(
 
 /// A merchant's P2M and COLLECT payments per IST day, and its refunds.
 #[utoipa::path(get, path = "/v1/analytics/merchants/{vpa}/daily", tag = "analytics",
-    params(("vpa" = String, Path, description = "The merchant's VPA", example = "shop01@hdfc"), ("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
+    params(("vpa" = String, Path, description = "The merchant's VPA", example = "shop01@hdfc"), DayRangeQuery),
     responses((status = 200, description = "Days", body = MerchantResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
 pub(crate) async fn merchant(
     state: web::Data<AppState>,
@@ -170,7 +184,7 @@ pub(crate) async fn merchant(
 
 /// Payments per (IST day, payer bank, payee bank).
 #[utoipa::path(get, path = "/v1/analytics/banks/daily", tag = "analytics",
-    params(("from" = String, Query, description = "First IST day, YYYY-MM-DD", example = "2026-12-01"), ("to" = String, Query, description = "Last IST day (at most 366 days)", example = "2026-12-02")),
+    params(DayRangeQuery),
     responses((status = 200, description = "Days", body = BanksResponse), (status = 422, description = "INVALID_DATE, INVALID_DATE_RANGE or DATE_RANGE_TOO_LONG", body = ProblemDoc, content_type = "application/problem+json")))]
 pub(crate) async fn banks(
     state: web::Data<AppState>,

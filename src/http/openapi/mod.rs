@@ -285,5 +285,21 @@ mod tests {
         assert!(get.responses.responses.contains_key("401"));
         let health = doc.paths.paths["/healthz"].get.as_ref().expect("healthz");
         assert!(health.security.is_none());
+        // A range of days: both bounds required, in the query.
+        let daily = doc.paths.paths["/v1/analytics/daily"]
+            .get
+            .as_ref()
+            .expect("analytics daily");
+        let params = daily.parameters.as_ref().expect("parameters");
+        let names: Vec<(&str, bool)> = params
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    matches!(p.required, utoipa::openapi::Required::True),
+                )
+            })
+            .collect();
+        assert_eq!(names, [("from", true), ("to", true)]);
     }
 }
