@@ -210,11 +210,18 @@ impl BankHealthSupervisor {
 
     /// Writes this bank's DOWN/not-DOWN and its ranking to the board, from
     /// the last snapshots.
-    fn publish_health(&self) {
+    /// Also adds them to the history, once every endpoint has a snapshot.
+    fn publish_health(&mut self) {
         let seen: Vec<EndpointView> = self.slots.iter().filter_map(|s| s.last.clone()).collect();
-        let down = seen.len() == self.slots.len() && derive_health(&seen) == "DOWN";
+        let complete = seen.len() == self.slots.len() && !seen.is_empty();
+        let health = derive_health(&seen);
+        let down = seen.len() == self.slots.len() && health == "DOWN";
         self.cfg.board.set_down(&self.code, down);
         self.publish_routes();
+        if complete {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            self.history.record(now_ms, health, &seen);
+        }
     }
 
     /// The adapters to try for one call, best first: healthy (circuit letting
@@ -248,15 +255,6 @@ impl BankHealthSupervisor {
         ranked.into_iter().map(|r| r.3).collect()
     }
 
-    /// Adds the endpoints' last snapshots to the history (once all have one).
-    fn record_history(&mut self) {
-        let seen: Vec<EndpointView> = self.slots.iter().filter_map(|s| s.last.clone()).collect();
-        if seen.len() == self.slots.len() && !seen.is_empty() {
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            self.history.record(now_ms, derive_health(&seen), &seen);
-        }
-    }
-
     fn publish_routes(&self) {
         self.cfg.board.set_routes(&self.code, self.ranked());
     }
@@ -282,7 +280,6 @@ impl BankHealthSupervisor {
                         .set(state);
                     slot.last = Some(view);
                     act.publish_health();
-                    act.record_history();
                 }
             }));
         }
@@ -365,16 +362,23 @@ impl Handler<View> for BankHealthSupervisor {
     }
 }
 
-/// The bank's health over the last minutes, oldest first.
+/// The bank's endpoints (URLs, in its order) and its health over the last
+/// minutes, oldest first.
 #[derive(Message)]
-#[rtype(result = "Vec<super::health_history::HealthSample>")]
+#[rtype(result = "(Vec<String>, Vec<super::health_history::HealthSample>)")]
 pub struct History;
 
 impl Handler<History> for BankHealthSupervisor {
     type Result = MessageResult<History>;
 
     fn handle(&mut self, _: History, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.history.samples())
+        // As the adapters show them (`EndpointView::url`: no trailing slash).
+        let urls = self
+            .slots
+            .iter()
+            .map(|s| s.url.trim_end_matches('/').to_string())
+            .collect();
+        MessageResult((urls, self.history.samples()))
     }
 }
 

@@ -125,11 +125,10 @@ pub(crate) async fn history(
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     let asks = all.iter().map(|(code, sup)| async move {
-        let view = sup.send(View).await.ok()?;
-        let samples = sup.send(History).await.ok()?;
+        let (endpoints, samples) = sup.send(History).await.ok()?;
         Some(BankHistory {
             code: code.clone(),
-            endpoints: view.endpoints.into_iter().map(|e| e.url).collect(),
+            endpoints,
             samples,
         })
     });

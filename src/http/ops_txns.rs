@@ -34,28 +34,18 @@ pub struct TxnListDoc {
     pub next_before: Option<String>,
 }
 
-/// The query's pairs, each name at most once and known.
-fn query_pairs(req: &HttpRequest, known: &[&str]) -> Result<Vec<(String, String)>, Problem> {
-    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|e| Problem::bad_request("INVALID_QUERY", e.to_string()))?
-        .into_inner();
-    let mut seen = std::collections::HashSet::new();
-    for (k, _) in &query {
-        if !known.contains(&k.as_str()) {
-            return Err(Problem::bad_request(
-                "INVALID_QUERY",
-                format!(
-                    "unknown query parameter {k:?} (known: {})",
-                    known.join(", ")
-                ),
-            ));
-        }
-        if !seen.insert(k.clone()) {
-            return Err(Problem::bad_request(
-                "INVALID_QUERY",
-                format!("the query parameter {k:?} appears more than once"),
-            ));
-        }
+/// The query's pairs (each name at most once: `input::query_pairs`), all
+/// of them `known`.
+fn known_pairs(req: &HttpRequest, known: &[&str]) -> Result<Vec<(String, String)>, Problem> {
+    let query = super::input::query_pairs(req)?;
+    if let Some((k, _)) = query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        return Err(Problem::bad_request(
+            "INVALID_QUERY",
+            format!(
+                "unknown query parameter {k:?} (known: {})",
+                known.join(", ")
+            ),
+        ));
     }
     Ok(query)
 }
@@ -95,7 +85,7 @@ pub(crate) async fn sagas(
 ) -> Result<HttpResponse, Problem> {
     authorise(&state, &req)?;
     let mut oldest = 10;
-    for (k, v) in query_pairs(&req, &["oldest"])? {
+    for (k, v) in known_pairs(&req, &["oldest"])? {
         if k == "oldest" {
             oldest = bounded("oldest", &v, 100)?;
         }
@@ -135,7 +125,7 @@ pub(crate) async fn search(
         limit: 50,
         ..TxnSearch::default()
     };
-    for (k, v) in query_pairs(&req, &["txn_id", "vpa", "status", "before", "limit"])? {
+    for (k, v) in known_pairs(&req, &["txn_id", "vpa", "status", "before", "limit"])? {
         match k.as_str() {
             "txn_id" => search.txn_id = Some(super::transactions::parse_txn_id(&v)?),
             "vpa" => search.vpa = Some(super::input::parse_vpa("vpa", &v)?.as_str().to_string()),
